@@ -1,0 +1,204 @@
+//! Execution: runs a plan with a bounded number of objects in flight, one
+//! object's failure never stopping the others, and one dry-run guard in
+//! front of every write or delete.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::stream::{BoxStream, StreamExt};
+use haul_store::{DynStore, ErrorKind, Key, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{CopyTask, PlanItem};
+use crate::report::{Failure, Observer, Report, Summary};
+use crate::transfer::{Strategy, Transfer};
+
+/// Options of the executor.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Objects in flight.
+    pub concurrency: usize,
+    /// Print the plan; change nothing.
+    pub dry_run: bool,
+    /// Attempts per object for errors a fresh attempt can fix (integrity
+    /// mismatches, transient errors that outlived the request retries).
+    pub object_attempts: u32,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            concurrency: 64,
+            dry_run: false,
+            object_attempts: 3,
+        }
+    }
+}
+
+/// A destructive action, as the guard sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    Copy { src: &'a str, dst: &'a str, size: u64 },
+    Delete { key: &'a str },
+}
+
+/// Receives actions a dry run would have taken.
+pub trait PlanSink: Send + Sync {
+    fn would(&self, action: Action<'_>);
+}
+
+/// Runs plans.
+pub struct Executor {
+    pub transfer: Transfer,
+    pub opts: JobOptions,
+    pub report: Arc<Report>,
+    pub observer: Arc<dyn Observer>,
+    pub plan_sink: Option<Arc<dyn PlanSink>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    pub fn new(transfer: Transfer, opts: JobOptions, observer: Arc<dyn Observer>) -> Self {
+        Executor {
+            transfer,
+            opts,
+            report: Arc::new(Report::default()),
+            observer,
+            plan_sink: None,
+        }
+    }
+
+    pub fn cancel_token(&self) -> &CancellationToken {
+        self.transfer.cancel_token()
+    }
+
+    /// The one guard in front of every destructive step: false in a dry run
+    /// (the action is handed to the plan sink instead).
+    fn guard(&self, action: Action<'_>) -> bool {
+        if self.opts.dry_run {
+            if let Some(s) = &self.plan_sink {
+                s.would(action);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Copies every task of the plan from `src` to `dst`.
+    pub async fn copy(&self, src: &DynStore, dst: &DynStore, plan: BoxStream<'static, PlanItem>) -> Summary {
+        let cancel = self.cancel_token().clone();
+        plan.take_until(cancel.cancelled_owned())
+            .map(|item| async move {
+                match item {
+                    PlanItem::Copy(t) => {
+                        self.observer.planned(1, t.src.size);
+                        self.copy_one(src, dst, t).await
+                    }
+                    PlanItem::Skip { key, reason } => {
+                        self.report.skipped.fetch_add(1, Ordering::Relaxed);
+                        self.observer.skipped(key.as_str(), &reason);
+                    }
+                    PlanItem::Error(e) => self.report.fail(Failure::from_error(&e.key, &e), self.observer.as_ref()),
+                }
+            })
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .for_each(|()| async {})
+            .await;
+        self.finish()
+    }
+
+    fn finish(&self) -> Summary {
+        if self.cancel_token().is_cancelled() {
+            let e = StoreError::new(haul_store::Op::Validate, "", ErrorKind::Other, "interrupted: the run stopped before every object was handled")
+                .with_code("Interrupted");
+            self.report.fail(Failure::from_error("", &e), self.observer.as_ref());
+        }
+        self.report.summary(self.opts.dry_run)
+    }
+
+    async fn copy_one(&self, src: &DynStore, dst: &DynStore, t: CopyTask) {
+        let action = Action::Copy {
+            src: t.src.key.as_str(),
+            dst: t.dst_key.as_str(),
+            size: t.src.size,
+        };
+        if !self.guard(action) {
+            self.report.ok(t.src.size);
+            return;
+        }
+        let mut attempt = 1;
+        loop {
+            match self.transfer.copy(src, &t.src, dst, &t.dst_key, self.observer.as_ref()).await {
+                Ok(out) => {
+                    if matches!(out.strategy, Strategy::ServerCopy | Strategy::ServerPartCopy { .. }) {
+                        self.report.server_side.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.report.ok(out.bytes);
+                    self.observer.done(t.src.key.as_str(), out.bytes);
+                    return;
+                }
+                Err(e) => {
+                    let again = matches!(e.kind, ErrorKind::Integrity | ErrorKind::Transient | ErrorKind::Throttled)
+                        && attempt < self.opts.object_attempts
+                        && !self.cancel_token().is_cancelled();
+                    if again {
+                        tracing::info!(key = %t.src.key, attempt, error = %e, "retrying the object");
+                        attempt += 1;
+                        continue;
+                    }
+                    self.report.fail(Failure::from_error(t.src.key.as_str(), &e), self.observer.as_ref());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Deletes keys in batches of 1000.
+    pub async fn delete(&self, store: &DynStore, keys: BoxStream<'static, Result<Key, StoreError>>) -> Summary {
+        let cancel = self.cancel_token().clone();
+        keys.take_until(cancel.cancelled_owned())
+            .ready_chunks(1000)
+            .map(|batch| async move {
+                let mut ok = Vec::with_capacity(batch.len());
+                for k in batch {
+                    match k {
+                        Ok(k) => ok.push(k),
+                        Err(e) => self.report.fail(Failure::from_error(&e.key, &e), self.observer.as_ref()),
+                    }
+                }
+                let ok: Vec<Key> = ok.into_iter().filter(|k| self.guard(Action::Delete { key: k.as_str() }) || {
+                    self.report.ok(0);
+                    false
+                }).collect();
+                if ok.is_empty() {
+                    return;
+                }
+                match store.delete_many(&ok).await {
+                    Ok(failed) => {
+                        let n_failed = failed.len();
+                        for e in failed {
+                            self.report.fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
+                        }
+                        for k in ok.iter().take(ok.len() - n_failed.min(ok.len())) {
+                            self.report.ok(0);
+                            self.observer.done(k.as_str(), 0);
+                        }
+                    }
+                    Err(e) => {
+                        for k in &ok {
+                            self.report.fail(Failure::from_error(k.as_str(), &e), self.observer.as_ref());
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(4)
+            .for_each(|()| async {})
+            .await;
+        self.finish()
+    }
+}

@@ -1,0 +1,27 @@
+//! # haul-engine
+//!
+//! Planning and execution of transfers over [`haul_store::ObjectStore`]s.
+//!
+//! A job is **planned** into serializable work units ([`plan::CopyTask`]),
+//! streamed from a listing so memory never depends on the object count, and
+//! **executed** by [`job::Executor`], which runs each task through
+//! [`transfer::Transfer`]: pick a strategy from the stores' capabilities
+//! (server-side copy, part copy, streamed single-part or multipart), move
+//! the bytes within a byte budget, and verify what arrived (ETag = MD5,
+//! multipart ETag recomputed, CRCs). A failed object lands in the
+//! [`report::Report`] and never stops the run. Every destructive step goes
+//! through the executor's one dry-run guard.
+
+pub mod budget;
+pub mod filter;
+pub mod job;
+pub mod plan;
+pub mod report;
+pub mod transfer;
+
+pub use budget::ByteBudget;
+pub use filter::Filter;
+pub use job::{Executor, JobOptions};
+pub use plan::{CopyTask, Planner};
+pub use report::{Failure, Observer, Report, Summary};
+pub use transfer::{Strategy, Transfer, TransferOptions, Verified};

@@ -1,0 +1,140 @@
+//! What happened to every object: failures (key, operation, code, reason),
+//! counters and the final summary. Failures are streamed to the observer as
+//! they happen; only counters and the first few failures stay in memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use haul_store::StoreError;
+use serde::Serialize;
+
+/// How many failures the summary keeps for printing; all go to the observer.
+const KEPT_FAILURES: usize = 20;
+
+/// One object that could not be handled.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    /// The source key (or the key acted on, for rm).
+    pub key: String,
+    pub op: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn from_error(key: &str, e: &StoreError) -> Self {
+        Failure {
+            key: key.to_string(),
+            op: e.op.to_string(),
+            code: e.report_code().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Receives events as the job runs (progress bars, JSON output, reports).
+pub trait Observer: Send + Sync {
+    /// Objects discovered by the planner.
+    fn planned(&self, _objects: u64, _bytes: u64) {}
+    /// Bytes moved (as they move).
+    fn bytes(&self, _n: u64) {}
+    /// One object finished.
+    fn done(&self, _key: &str, _bytes: u64) {}
+    /// One object skipped (with the reason).
+    fn skipped(&self, _key: &str, _reason: &str) {}
+    /// One object failed.
+    fn failed(&self, _f: &Failure) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Counters of a run, shared by all tasks.
+#[derive(Debug)]
+pub struct Report {
+    started: Instant,
+    pub objects_ok: AtomicU64,
+    pub bytes_ok: AtomicU64,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+    pub server_side: AtomicU64,
+    failures: Mutex<Vec<Failure>>,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Report {
+            started: Instant::now(),
+            objects_ok: AtomicU64::new(0),
+            bytes_ok: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            server_side: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Report {
+    pub fn ok(&self, bytes: u64) {
+        self.objects_ok.fetch_add(1, Ordering::Relaxed);
+        self.bytes_ok.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn fail(&self, f: Failure, obs: &dyn Observer) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        obs.failed(&f);
+        let mut kept = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_FAILURES {
+            kept.push(f);
+        }
+    }
+
+    pub fn summary(&self, dry_run: bool) -> Summary {
+        let elapsed = self.started.elapsed();
+        let bytes = self.bytes_ok.load(Ordering::Relaxed);
+        Summary {
+            objects: self.objects_ok.load(Ordering::Relaxed),
+            bytes,
+            skipped: self.skipped.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            server_side: self.server_side.load(Ordering::Relaxed),
+            dry_run,
+            elapsed_secs: elapsed.as_secs_f64(),
+            bytes_per_sec: rate(bytes, elapsed),
+            first_failures: self.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+fn rate(bytes: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 { bytes as f64 / s } else { 0.0 }
+}
+
+/// The end-of-run summary (also printed as JSON with `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Objects completed (and verified), or planned in a dry run.
+    pub objects: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Objects copied server-side.
+    pub server_side: u64,
+    pub dry_run: bool,
+    pub elapsed_secs: f64,
+    pub bytes_per_sec: f64,
+    #[serde(skip)]
+    pub first_failures: Vec<Failure>,
+}
+
+impl Summary {
+    /// The documented exit code: 0 all done, 1 some objects failed.
+    pub fn exit_code(&self) -> i32 {
+        if self.failed > 0 { 1 } else { 0 }
+    }
+}

@@ -1,0 +1,776 @@
+//! Moving one object from a store to another, verified.
+//!
+//! The strategy comes from the two stores' [`Capabilities`]:
+//!
+//! | case | strategy |
+//! |---|---|
+//! | same copy domain, size ≤ max copy | [`Strategy::ServerCopy`] (CopyObject) |
+//! | same copy domain, larger | [`Strategy::ServerPartCopy`] (UploadPartCopy ranges) |
+//! | otherwise, size < multipart threshold | [`Strategy::Single`] (GET → PUT) |
+//! | otherwise | [`Strategy::Multipart`] (ranged GETs → parts, in parallel) |
+//!
+//! Multipart copies reuse the source's part layout when it can be learned
+//! (`HeadObject?partNumber=1`), which keeps the destination ETag equal to the
+//! source's and lets the source ETag be checked for free.
+//!
+//! Verification: every upload carries Content-MD5; the ETag returned must be
+//! the MD5 (single part) or the MD5 of the part MD5s with `-N` (multipart);
+//! data read from a source with an MD5 ETag is checked against it; a local
+//! source that changed while it was read is an error. A mismatch is an error.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use haul_store::checksum::{etag_is_plain_md5, multipart_etag, Hasher};
+use haul_store::{
+    ChecksumKind, CompletedPart, CopyOptions, CopySource, DynStore, ErrorKind, GetResult, Key, MetadataDirective,
+    MultipartId, ObjectMeta, Op, PutOptions, StoreError,
+};
+use md5::Digest;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::ByteBudget;
+use crate::report::Observer;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How an object was moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    ServerCopy,
+    ServerPartCopy { parts: u32 },
+    Single,
+    Multipart { parts: u32 },
+}
+
+/// What the arrival was checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verified {
+    /// The destination ETag equals the MD5 (or multipart ETag) haul computed.
+    Etag,
+    /// ...and it also equals the source's ETag.
+    SourceEtag,
+    /// The server checked Content-MD5 of every request; its ETag is not an
+    /// MD5 (SSE-KMS), so size was checked on top.
+    ServerChecked,
+}
+
+/// The result of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub strategy: Strategy,
+    pub verified: Verified,
+    pub bytes: u64,
+    pub etag: Option<String>,
+}
+
+/// Options of a transfer, the same for every object of a job.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// Objects of this size or more go multipart.
+    pub multipart_threshold: u64,
+    /// Part size when the source's layout is not reused.
+    pub part_size: u64,
+    /// Parts of one object in flight.
+    pub parts_per_object: usize,
+    /// Parts in flight across the whole job.
+    pub parts_total: usize,
+    /// Bytes buffered across the whole job.
+    pub buffer_bytes: u64,
+    /// Metadata handling: keep the source's (Copy) or use these (Replace).
+    pub directive: MetadataDirective,
+    /// Set on every destination object: content-type override, extra user
+    /// metadata, storage class, SSE, tags.
+    pub put: PutOptions,
+    /// Allow server-side copies when both stores share a copy domain.
+    pub server_side: bool,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            multipart_threshold: 16 * 1024 * 1024,
+            part_size: 16 * 1024 * 1024,
+            parts_per_object: 8,
+            parts_total: 32,
+            buffer_bytes: 512 * 1024 * 1024,
+            directive: MetadataDirective::Copy,
+            put: PutOptions::default(),
+            server_side: true,
+        }
+    }
+}
+
+/// Moves objects between stores with bounded memory; shared by all tasks of a job.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    opts: Arc<TransferOptions>,
+    budget: ByteBudget,
+    parts: Arc<Semaphore>,
+    cancel: CancellationToken,
+}
+
+fn err(op: Op, key: &Key, kind: ErrorKind, msg: impl Into<String>) -> StoreError {
+    StoreError::new(op, key.as_str(), kind, msg)
+}
+
+fn cancelled(key: &Key) -> StoreError {
+    err(Op::Put, key, ErrorKind::Other, "cancelled").with_code("Cancelled")
+}
+
+/// Whether ETags written to `dst` with these options are MD5s.
+fn etag_is_md5(dst: &DynStore, put: &PutOptions) -> bool {
+    dst.capabilities().etag_is_md5 && !matches!(put.sse, Some(haul_store::Sse::Kms { .. }))
+}
+
+fn source_md5(meta: &ObjectMeta) -> Option<&str> {
+    let kms = meta.sse.as_deref() == Some("aws:kms");
+    meta.etag.as_deref().filter(|e| !kms && etag_is_plain_md5(e))
+}
+
+/// Reads a whole body into one buffer, checking its length.
+async fn collect(g: GetResult, key: &Key, obs: &dyn Observer) -> Result<Bytes> {
+    let want = g.range.end - g.range.start;
+    let mut body = g.body;
+    let mut buf: Option<BytesMut> = None;
+    let mut first: Option<Bytes> = None;
+    while let Some(chunk) = body.try_next().await? {
+        obs.bytes(chunk.len() as u64);
+        match (&mut buf, first.take()) {
+            (None, None) => first = Some(chunk),
+            (None, Some(f)) => {
+                let mut b = BytesMut::with_capacity(want as usize);
+                b.extend_from_slice(&f);
+                b.extend_from_slice(&chunk);
+                buf = Some(b);
+            }
+            (Some(b), _) => b.extend_from_slice(&chunk),
+        }
+    }
+    let data = match (buf, first) {
+        (Some(b), _) => b.freeze(),
+        (None, Some(f)) => f,
+        (None, None) => Bytes::new(),
+    };
+    if data.len() as u64 != want {
+        return Err(err(
+            Op::Get,
+            key,
+            ErrorKind::PreconditionFailed,
+            format!("read {} bytes, expected {want}: the source changed or was truncated", data.len()),
+        ));
+    }
+    Ok(data)
+}
+
+/// Hashes off the async threads when the buffer is big.
+async fn hash(data: Bytes, crc64: bool) -> haul_store::Checksums {
+    let big = crc64 || data.len() > 256 * 1024;
+    let run = move || {
+        let mut h = Hasher::new(false, crc64);
+        h.update(&data);
+        h.finish()
+    };
+    if big {
+        match tokio::task::spawn_blocking(run).await {
+            Ok(c) => c,
+            Err(_) => haul_store::Checksums::default(),
+        }
+    } else {
+        run()
+    }
+}
+
+/// Guesses a content type from the key's extension.
+pub fn guess_content_type(key: &str) -> String {
+    mime_guess::from_path(key).first_or_octet_stream().essence_str().to_string()
+}
+
+impl Transfer {
+    pub fn new(opts: TransferOptions, cancel: CancellationToken) -> Self {
+        Transfer {
+            budget: ByteBudget::new(opts.buffer_bytes),
+            parts: Arc::new(Semaphore::new(opts.parts_total.max(1))),
+            opts: Arc::new(opts),
+            cancel,
+        }
+    }
+
+    pub fn options(&self) -> &TransferOptions {
+        &self.opts
+    }
+
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The strategy for an object of `size` from `src` to `dst`.
+    pub fn strategy(&self, src: &DynStore, dst: &DynStore, size: u64) -> Strategy {
+        let (s, d) = (src.capabilities(), dst.capabilities());
+        let same_domain = s.copy_domain.is_some() && s.copy_domain == d.copy_domain;
+        if self.opts.server_side && same_domain {
+            if size <= d.max_copy_size {
+                Strategy::ServerCopy
+            } else {
+                Strategy::ServerPartCopy { parts: 0 }
+            }
+        } else if size < self.opts.multipart_threshold.max(1) && size <= d.max_put_size {
+            Strategy::Single
+        } else {
+            Strategy::Multipart { parts: 0 }
+        }
+    }
+
+    /// The options for the destination object, from the source's metadata.
+    fn dest_options(&self, src: &DynStore, dst: &DynStore, full: &ObjectMeta, tags: Vec<(String, String)>) -> PutOptions {
+        let o = &self.opts.put;
+        let src_local = src.capabilities().local_root.is_some();
+        let dst_local = dst.capabilities().local_root.is_some();
+        let mut put = PutOptions {
+            storage_class: o.storage_class.clone(),
+            sse: o.sse.clone(),
+            ..Default::default()
+        };
+        let guessed = || guess_content_type(full.key.as_str());
+        match self.opts.directive {
+            MetadataDirective::Copy => {
+                put.content_type = o.content_type.clone().or_else(|| full.content_type.clone()).or_else(|| Some(guessed()));
+                put.metadata = full.metadata.clone();
+                put.metadata.extend(o.metadata.clone());
+                put.tags = if o.tags.is_empty() { tags } else { o.tags.clone() };
+            }
+            MetadataDirective::Replace => {
+                put.content_type = o.content_type.clone().or_else(|| Some(guessed()));
+                put.metadata = o.metadata.clone();
+                put.tags = o.tags.clone();
+            }
+        }
+        // Keep modification times across the filesystem boundary.
+        if src_local || dst_local {
+            put.mtime = full
+                .metadata
+                .get("mtime")
+                .and_then(|m| haul_store::s3::parse_mtime(m))
+                .or(full.last_modified);
+        }
+        if dst_local {
+            put.metadata.remove("mtime");
+        }
+        put
+    }
+
+    /// Source tags, when they are to be kept (bucket to bucket, Copy directive).
+    async fn source_tags(&self, src: &DynStore, dst: &DynStore, key: &Key) -> Result<Vec<(String, String)>> {
+        let (s, d) = (src.capabilities(), dst.capabilities());
+        if self.opts.directive == MetadataDirective::Copy
+            && self.opts.put.tags.is_empty()
+            && s.tags
+            && d.tags
+            && s.local_root.is_none()
+            && d.local_root.is_none()
+        {
+            src.get_tags(key).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Copies one object (listed as `meta`) from `src` to `dst_key` in `dst`, verified.
+    pub async fn copy(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+        if self.cancel.is_cancelled() {
+            return Err(cancelled(dst_key));
+        }
+        let out = match self.strategy(src, dst, meta.size) {
+            Strategy::ServerCopy => self.server_copy(src, meta, dst, dst_key, obs).await?,
+            Strategy::ServerPartCopy { .. } => self.server_part_copy(src, meta, dst, dst_key, obs).await?,
+            Strategy::Single => self.single(src, meta, dst, dst_key, obs).await?,
+            Strategy::Multipart { .. } => self.multipart(src, meta, dst, dst_key, obs).await?,
+        };
+        if src.capabilities().local_root.is_some() {
+            check_unchanged(src, meta).await?;
+        }
+        Ok(out)
+    }
+
+    async fn single(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+        let _permit = self.budget.acquire(meta.size).await;
+        let g = src.get(&meta.key, None).await?;
+        let full = g.meta.clone();
+        if g.range.end != meta.size {
+            return Err(err(Op::Get, &meta.key, ErrorKind::PreconditionFailed, format!(
+                "the source changed: {} bytes now, {} when listed", g.range.end, meta.size
+            )));
+        }
+        let tags = self.source_tags(src, dst, &meta.key).await?;
+        let data = collect(g, &meta.key, obs).await?;
+        let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
+        let sums = hash(data.clone(), crc64).await;
+        let md5 = sums.md5_hex.clone().unwrap_or_default();
+        let mut verified = Verified::Etag;
+        if let Some(src_md5) = source_md5(&full) {
+            if src_md5 != md5 {
+                return Err(err(Op::Get, &meta.key, ErrorKind::Integrity, format!(
+                    "data read does not match the source ETag (read MD5 {md5}, ETag {src_md5})"
+                )));
+            }
+            verified = Verified::SourceEtag;
+        }
+        let mut put = self.dest_options(src, dst, &full, tags);
+        put.checksums = sums;
+        let res = dst.put(dst_key, data, &put).await?;
+        let v = self.check_written(dst, dst_key, &put, res.etag.as_deref(), &md5, meta.size).await?;
+        Ok(Outcome {
+            strategy: Strategy::Single,
+            verified: if v == Verified::Etag { verified } else { v },
+            bytes: meta.size,
+            etag: res.etag,
+        })
+    }
+
+    /// Checks the ETag the destination returned against the one computed.
+    async fn check_written(&self, dst: &DynStore, key: &Key, put: &PutOptions, got: Option<&str>, expected: &str, size: u64) -> Result<Verified> {
+        if etag_is_md5(dst, put) {
+            if let Some(got) = got {
+                if got != expected {
+                    return Err(err(Op::Verify, key, ErrorKind::Integrity, format!(
+                        "the destination ETag {got} does not match the data sent ({expected})"
+                    )));
+                }
+                return Ok(Verified::Etag);
+            }
+        }
+        // No comparable ETag: the server checked Content-MD5; check the size.
+        let head = dst.head(key).await.map_err(|e| e.during(Op::Verify))?;
+        if head.size != size {
+            return Err(err(Op::Verify, key, ErrorKind::Integrity, format!(
+                "the destination has {} bytes, expected {size}", head.size
+            )));
+        }
+        Ok(Verified::ServerChecked)
+    }
+
+    /// The part size to use, and whether it reproduces the source's layout.
+    async fn part_layout(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore) -> (u64, bool) {
+        let d = dst.capabilities();
+        if let Some(n) = meta.etag_parts() {
+            if let Ok((p1, count)) = src.head_part(&meta.key, 1).await {
+                let fits = count == n && p1 > 0 && p1 >= d.min_part_size.min(meta.size) && (p1 * u64::from(n - 1) < meta.size) && meta.size <= p1 * u64::from(n);
+                if fits {
+                    return (p1, true);
+                }
+            }
+        }
+        let mut ps = self.opts.part_size.max(d.min_part_size).max(1);
+        while meta.size.div_ceil(ps) > u64::from(d.max_parts) {
+            ps *= 2;
+        }
+        (ps, false)
+    }
+
+    fn ranges(size: u64, part: u64) -> Vec<Range<u64>> {
+        if size == 0 {
+            return vec![0..0];
+        }
+        (0..size.div_ceil(part)).map(|i| i * part..((i + 1) * part).min(size)).collect()
+    }
+
+    async fn multipart(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+        let full = src.head(&meta.key).await?;
+        if full.size != meta.size {
+            return Err(err(Op::Head, &meta.key, ErrorKind::PreconditionFailed, "the source changed since it was listed"));
+        }
+        let tags = self.source_tags(src, dst, &meta.key).await?;
+        let (part_size, same_layout) = self.part_layout(src, &full, dst).await;
+        let mut put = self.dest_options(src, dst, &full, tags);
+        put.part_size = Some(part_size);
+        let ranges = Self::ranges(meta.size, part_size);
+        let nparts = ranges.len() as u32;
+        // The whole-object MD5 is needed only to check a single-part source ETag.
+        let whole = source_md5(&full).map(|_| md5::Md5::new());
+        let upload = dst.create_multipart(dst_key, &put).await?;
+        let run = self.upload_parts(src, &full, dst, dst_key, &upload, ranges, whole, obs);
+        let res = tokio::select! {
+            r = run => r,
+            _ = self.cancel.cancelled() => Err(cancelled(dst_key)),
+        };
+        let (parts, whole_md5) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                abort(dst, dst_key, &upload).await;
+                return Err(e);
+            }
+        };
+        let expected = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
+        let done = match dst.complete_multipart(dst_key, &upload, &parts).await {
+            Ok(r) => r,
+            Err(e) => {
+                abort(dst, dst_key, &upload).await;
+                return Err(e);
+            }
+        };
+        let v = self.check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size).await?;
+        let mut verified = v;
+        if v == Verified::Etag {
+            if same_layout && full.etag.as_deref() == Some(expected.as_str()) {
+                verified = Verified::SourceEtag;
+            } else if same_layout && source_md5(&full).is_none() && full.etag.is_some() {
+                return Err(err(Op::Verify, &meta.key, ErrorKind::Integrity, format!(
+                    "data read does not match the source ETag ({} vs {expected})",
+                    full.etag.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        if let (Some(w), Some(src_md5)) = (whole_md5, source_md5(&full)) {
+            if w != src_md5 {
+                return Err(err(Op::Verify, &meta.key, ErrorKind::Integrity, format!(
+                    "data read does not match the source ETag (read MD5 {w}, ETag {src_md5})"
+                )));
+            }
+            verified = Verified::SourceEtag;
+        }
+        Ok(Outcome {
+            strategy: Strategy::Multipart { parts: nparts },
+            verified,
+            bytes: meta.size,
+            etag: done.etag,
+        })
+    }
+
+    /// Reads ranges of the source and uploads them as parts, in parallel,
+    /// hashing the whole object in order when asked.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_parts(
+        &self,
+        src: &DynStore,
+        full: &ObjectMeta,
+        dst: &DynStore,
+        dst_key: &Key,
+        upload: &MultipartId,
+        ranges: Vec<Range<u64>>,
+        mut whole: Option<md5::Md5>,
+        obs: &dyn Observer,
+    ) -> Result<(Vec<CompletedPart>, Option<String>)> {
+        let keep = whole.is_some();
+        let check_md5 = etag_is_md5(dst, &self.opts.put);
+        let mut s = stream::iter(ranges.into_iter().enumerate())
+            .map(|(i, r)| async move {
+                let _slot = self.parts.acquire().await;
+                let permit = self.budget.acquire(r.end - r.start).await;
+                let g = src.get(&full.key, Some(r.clone())).await?;
+                if g.meta.etag.is_some() && full.etag.is_some() && g.meta.etag != full.etag {
+                    return Err(err(Op::Get, &full.key, ErrorKind::PreconditionFailed, "the source changed while it was copied"));
+                }
+                let data = collect(g, &full.key, obs).await?;
+                let md5 = hash(data.clone(), false).await.md5_hex.unwrap_or_default();
+                let part = dst.upload_part(dst_key, upload, i as u32 + 1, data.clone(), &md5).await?;
+                if check_md5 && part.etag != md5 {
+                    return Err(err(Op::UploadPart, dst_key, ErrorKind::Integrity, format!(
+                        "part {} ETag {} does not match the data sent ({md5})", i + 1, part.etag
+                    )));
+                }
+                let part = CompletedPart { etag: md5, ..part };
+                Ok::<_, StoreError>((part, keep.then_some((data, permit))))
+            })
+            .buffered(self.opts.parts_per_object.max(1));
+        let mut parts = Vec::new();
+        while let Some((part, data)) = s.try_next().await? {
+            if let (Some(h), Some((d, _permit))) = (whole.as_mut(), data) {
+                h.update(&d);
+            }
+            parts.push(part);
+        }
+        Ok((parts, whole.map(|h| hex::encode(h.finalize()))))
+    }
+
+    async fn server_copy(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+        let source = CopySource {
+            bucket: src.capabilities().bucket.clone(),
+            key: meta.key.clone(),
+            if_match: meta.etag.clone(),
+        };
+        let put = match self.opts.directive {
+            MetadataDirective::Copy => PutOptions {
+                storage_class: self.opts.put.storage_class.clone(),
+                sse: self.opts.put.sse.clone(),
+                ..Default::default()
+            },
+            MetadataDirective::Replace => {
+                let full = ObjectMeta { key: meta.key.clone(), ..Default::default() };
+                self.dest_options(src, dst, &full, Vec::new())
+            }
+        };
+        let mut directive = self.opts.directive;
+        let mut put = put;
+        // Extra metadata or a content-type with the Copy directive: merge into
+        // the source's metadata and replace.
+        if directive == MetadataDirective::Copy && (!self.opts.put.metadata.is_empty() || self.opts.put.content_type.is_some() || !self.opts.put.tags.is_empty()) {
+            let full = src.head(&meta.key).await?;
+            let tags = if self.opts.put.tags.is_empty() && src.capabilities().tags { src.get_tags(&meta.key).await? } else { Vec::new() };
+            put = self.dest_options(src, dst, &full, tags);
+            directive = MetadataDirective::Replace;
+        }
+        let res = dst.copy(&source, dst_key, &CopyOptions { directive, put: put.clone() }).await?;
+        obs.bytes(meta.size);
+        let verified = match (source_md5(meta), res.etag.as_deref()) {
+            (Some(s), Some(d)) if etag_is_md5(dst, &put) => {
+                if s != d {
+                    return Err(err(Op::Verify, dst_key, ErrorKind::Integrity, format!(
+                        "the copy's ETag {d} differs from the source's {s}"
+                    )));
+                }
+                Verified::SourceEtag
+            }
+            _ => {
+                let head = dst.head(dst_key).await.map_err(|e| e.during(Op::Verify))?;
+                if head.size != meta.size {
+                    return Err(err(Op::Verify, dst_key, ErrorKind::Integrity, format!(
+                        "the copy has {} bytes, the source {}", head.size, meta.size
+                    )));
+                }
+                Verified::ServerChecked
+            }
+        };
+        Ok(Outcome {
+            strategy: Strategy::ServerCopy,
+            verified,
+            bytes: meta.size,
+            etag: res.etag,
+        })
+    }
+
+    async fn server_part_copy(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+        // A multipart copy carries nothing over by itself: read the source's
+        // metadata and tags and set them on the new upload.
+        let full = src.head(&meta.key).await?;
+        let tags = self.source_tags(src, dst, &meta.key).await?;
+        let mut put = self.dest_options(src, dst, &full, tags);
+        let (part_size, same_layout) = self.part_layout(src, &full, dst).await;
+        put.part_size = Some(part_size);
+        let ranges = Self::ranges(meta.size, part_size);
+        let nparts = ranges.len() as u32;
+        let source = CopySource {
+            bucket: src.capabilities().bucket.clone(),
+            key: meta.key.clone(),
+            if_match: full.etag.clone(),
+        };
+        let upload = dst.create_multipart(dst_key, &put).await?;
+        let run = async {
+            stream::iter(ranges.into_iter().enumerate())
+                .map(|(i, r)| {
+                    let source = &source;
+                    let upload = &upload;
+                    async move {
+                        let _slot = self.parts.acquire().await;
+                        let len = r.end - r.start;
+                        let p = dst.upload_part_copy(dst_key, upload, i as u32 + 1, source, r).await?;
+                        obs.bytes(len);
+                        Ok::<_, StoreError>(p)
+                    }
+                })
+                .buffered(self.opts.parts_per_object.max(1))
+                .try_collect::<Vec<_>>()
+                .await
+        };
+        let res = tokio::select! {
+            r = run => r,
+            _ = self.cancel.cancelled() => Err(cancelled(dst_key)),
+        };
+        let parts = match res {
+            Ok(p) => p,
+            Err(e) => {
+                abort(dst, dst_key, &upload).await;
+                return Err(e);
+            }
+        };
+        let expected = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
+        let done = match dst.complete_multipart(dst_key, &upload, &parts).await {
+            Ok(d) => d,
+            Err(e) => {
+                abort(dst, dst_key, &upload).await;
+                return Err(e);
+            }
+        };
+        let mut verified = self.check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size).await?;
+        if verified == Verified::Etag && same_layout {
+            if full.etag.as_deref() != Some(expected.as_str()) {
+                return Err(err(Op::Verify, dst_key, ErrorKind::Integrity, format!(
+                    "the copy's ETag {expected} differs from the source's {}", full.etag.as_deref().unwrap_or_default()
+                )));
+            }
+            verified = Verified::SourceEtag;
+        }
+        Ok(Outcome {
+            strategy: Strategy::ServerPartCopy { parts: nparts },
+            verified,
+            bytes: meta.size,
+            etag: done.etag,
+        })
+    }
+
+    /// Uploads a stream of unknown length (stdin) as one object: a single PUT
+    /// when it ends before the threshold, multipart otherwise, with the part
+    /// size doubling every 1,000 parts so any length up to 5 TiB fits.
+    pub async fn upload_stream<R: AsyncRead + Unpin + Send>(&self, mut reader: R, dst: &DynStore, key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+        let read_err = |e: std::io::Error| StoreError::io(Op::Get, "-", e);
+        let mut put = self.dest_options_for_new(key);
+        let threshold = self.opts.multipart_threshold.max(1);
+        let first = read_up_to(&mut reader, threshold as usize).await.map_err(read_err)?;
+        obs.bytes(first.len() as u64);
+        if (first.len() as u64) < threshold {
+            let size = first.len() as u64;
+            let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
+            put.checksums = hash(first.clone(), crc64).await;
+            let md5 = put.checksums.md5_hex.clone().unwrap_or_default();
+            let res = dst.put(key, first, &put).await?;
+            let verified = self.check_written(dst, key, &put, res.etag.as_deref(), &md5, size).await?;
+            return Ok(Outcome { strategy: Strategy::Single, verified, bytes: size, etag: res.etag });
+        }
+        let upload = dst.create_multipart(key, &put).await?;
+        let base = self.opts.part_size.max(dst.capabilities().min_part_size);
+        let run = async {
+            let mut parts: Vec<CompletedPart> = Vec::new();
+            let mut total = 0u64;
+            let mut pending = futures::stream::FuturesOrdered::new();
+            let mut next: Option<Bytes> = Some(first);
+            let mut n = 0u32;
+            loop {
+                let data = match next.take() {
+                    Some(d) => d,
+                    None => {
+                        let ps = base << (n / 1000).min(10);
+                        let d = read_up_to(&mut reader, ps as usize).await.map_err(read_err)?;
+                        obs.bytes(d.len() as u64);
+                        d
+                    }
+                };
+                if data.is_empty() && n > 0 {
+                    break;
+                }
+                n += 1;
+                if n > dst.capabilities().max_parts {
+                    return Err(err(Op::UploadPart, key, ErrorKind::InvalidRequest, "the stream is too long for one object"));
+                }
+                total += data.len() as u64;
+                let permit = self.budget.acquire(data.len() as u64).await;
+                let number = n;
+                let upload = &upload;
+                pending.push_back(async move {
+                    let _permit = permit;
+                    let md5 = hash(data.clone(), false).await.md5_hex.unwrap_or_default();
+                    let p = dst.upload_part(key, upload, number, data, &md5).await?;
+                    Ok::<_, StoreError>(CompletedPart { etag: md5, ..p })
+                });
+                // Keep at most `parts_per_object` parts in flight.
+                while pending.len() >= self.opts.parts_per_object.max(1) {
+                    if let Some(p) = pending.next().await {
+                        parts.push(p?);
+                    }
+                }
+            }
+            while let Some(p) = pending.next().await {
+                parts.push(p?);
+            }
+            Ok::<_, StoreError>((parts, total))
+        };
+        let res = tokio::select! {
+            r = run => r,
+            _ = self.cancel.cancelled() => Err(cancelled(key)),
+        };
+        let (parts, total) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                abort(dst, key, &upload).await;
+                return Err(e);
+            }
+        };
+        let expected = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
+        let done = match dst.complete_multipart(key, &upload, &parts).await {
+            Ok(d) => d,
+            Err(e) => {
+                abort(dst, key, &upload).await;
+                return Err(e);
+            }
+        };
+        let verified = self.check_written(dst, key, &put, done.etag.as_deref(), &expected, total).await?;
+        Ok(Outcome {
+            strategy: Strategy::Multipart { parts: parts.len() as u32 },
+            verified,
+            bytes: total,
+            etag: done.etag,
+        })
+    }
+
+    fn dest_options_for_new(&self, key: &Key) -> PutOptions {
+        let o = &self.opts.put;
+        PutOptions {
+            content_type: o.content_type.clone().or_else(|| Some(guess_content_type(key.as_str()))),
+            metadata: o.metadata.clone(),
+            storage_class: o.storage_class.clone(),
+            sse: o.sse.clone(),
+            tags: o.tags.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes an object to `out`, checking it against its MD5 ETag when it has one.
+    pub async fn download_to<W: AsyncWrite + Unpin + Send>(&self, src: &DynStore, key: &Key, mut out: W, obs: &dyn Observer) -> Result<u64> {
+        let g = src.get(key, None).await?;
+        let expect = source_md5(&g.meta).map(str::to_string);
+        let mut h = md5::Md5::new();
+        let mut n = 0u64;
+        let mut body = g.body;
+        while let Some(chunk) = body.try_next().await? {
+            h.update(&chunk);
+            n += chunk.len() as u64;
+            obs.bytes(chunk.len() as u64);
+            out.write_all(&chunk).await.map_err(|e| StoreError::io(Op::Get, key.as_str(), e))?;
+        }
+        out.flush().await.map_err(|e| StoreError::io(Op::Get, key.as_str(), e))?;
+        if let Some(e) = expect {
+            let got = hex::encode(h.finalize());
+            if got != e {
+                return Err(err(Op::Verify, key, ErrorKind::Integrity, format!("data read has MD5 {got}, the ETag says {e}")));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Fails if a local source changed while it was being copied.
+async fn check_unchanged(src: &DynStore, meta: &ObjectMeta) -> Result<()> {
+    let now = src.head(&meta.key).await?;
+    let changed = now.size != meta.size || (meta.last_modified.is_some() && now.last_modified != meta.last_modified);
+    if changed {
+        return Err(err(Op::Verify, &meta.key, ErrorKind::PreconditionFailed, "the source file changed while it was copied"));
+    }
+    Ok(())
+}
+
+async fn abort(dst: &DynStore, key: &Key, upload: &MultipartId) {
+    if let Err(e) = dst.abort_multipart(key, upload).await {
+        tracing::warn!(key = %key, error = %e, "could not abort a multipart upload");
+    }
+}
+
+async fn read_up_to<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(n);
+    while buf.len() < n {
+        let got = (&mut *r).take((n - buf.len()) as u64).read_buf(&mut buf).await?;
+        if got == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Mtime helpers re-exported for the CLI.
+pub fn mtime_of(meta: &ObjectMeta) -> Option<SystemTime> {
+    meta.metadata.get("mtime").and_then(|m| haul_store::s3::parse_mtime(m)).or(meta.last_modified)
+}

@@ -1,0 +1,119 @@
+//! # haul-store
+//!
+//! The store contract of haul: one small async trait, [`ObjectStore`], that
+//! every backend implements (S3 and S3-compatible servers, a local directory
+//! acting as a bucket, memory for tests), and wrapper stores that add
+//! cross-cutting behaviour to any store (retries with backoff, an adaptive
+//! concurrency limit, fault injection).
+//!
+//! The trait speaks only this crate's plain types — never AWS SDK types — so
+//! the engine above it is the same for every backend. What a backend *can* do
+//! (server-side copy, part copy, checksum kinds) is data in
+//! [`Capabilities`], which the engine reads to pick a strategy.
+
+pub mod checksum;
+pub mod error;
+pub mod key;
+pub mod local;
+pub mod location;
+pub mod memory;
+pub mod s3;
+pub mod types;
+pub mod wrap;
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use error::{ErrorKind, Op, Result, StoreError};
+pub use key::{Key, KeyRange};
+pub use types::*;
+
+/// A shared, dynamically dispatched store.
+pub type DynStore = Arc<dyn ObjectStore>;
+
+/// One bucket (or local root) of one backend.
+///
+/// Every method takes keys relative to the bucket. Listings are streams in
+/// byte order, so two listings can be merged in lock step and a key space can
+/// be cut into shards with [`KeyRange`].
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug + 'static {
+    /// What this store can do.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// A human-readable URL of the bucket, e.g. `s3://bucket` or `file:///data`.
+    fn url(&self) -> String;
+
+    /// Lists objects (and common prefixes when a delimiter is set) in byte order.
+    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>>;
+
+    /// Metadata of one object, including content-type and user metadata.
+    async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+
+    /// The size of part `part_number` of a multipart object and the number of
+    /// parts, when the backend can tell (S3 `HeadObject?partNumber=`).
+    async fn head_part(&self, key: &Key, part_number: u32) -> Result<(u64, u32)> {
+        let _ = part_number;
+        Err(StoreError::new(
+            Op::Head,
+            key.as_str(),
+            ErrorKind::NotSupported,
+            "part layout is not available from this store",
+        ))
+    }
+
+    /// Reads an object, or a byte range of it, as a stream.
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult>;
+
+    /// The object's tags.
+    async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>>;
+
+    /// Writes an object in one request.
+    async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult>;
+
+    /// Starts a multipart upload.
+    async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId>;
+
+    /// Uploads one part (numbered from 1). `md5_hex` is sent for the server to check.
+    async fn upload_part(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        payload: Bytes,
+        md5_hex: &str,
+    ) -> Result<CompletedPart>;
+
+    /// Copies a byte range of another object into a part, server-side.
+    async fn upload_part_copy(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        src: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart>;
+
+    /// Completes a multipart upload from its parts, in order.
+    async fn complete_multipart(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult>;
+
+    /// Aborts a multipart upload and frees its parts.
+    async fn abort_multipart(&self, key: &Key, upload: &MultipartId) -> Result<()>;
+
+    /// Copies an object server-side (up to `max_copy_size`).
+    async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult>;
+
+    /// Deletes up to 1000 keys; returns the keys that could not be deleted.
+    /// Deleting a missing key is not an error.
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>>;
+}

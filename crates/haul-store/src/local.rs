@@ -1,0 +1,873 @@
+//! A local directory acting as a bucket: haul's embedded default.
+//!
+//! * Keys map to paths under the root; a key that could escape it (`..`,
+//!   `.`, empty segments, a leading `/`) or that names the root's
+//!   `.haul-tmp` working directory is rejected with [`ErrorKind::InvalidKey`].
+//! * Writes are atomic: data goes to a temp file under `<root>/.haul-tmp`,
+//!   is fsynced, then renamed into place (and the directory fsynced).
+//! * Listing is in S3's byte order (`a/b` sorts after `a-b` and before `a0`),
+//!   not directory-walk order: siblings are sorted with directories as
+//!   `name/`, which makes a depth-first walk come out globally sorted.
+//! * Object attributes S3 keeps (ETag, content-type, user metadata, storage
+//!   class, tags) are kept in one `user.haul` extended attribute, valid
+//!   while the file's size and mtime are those recorded with it.
+//! * Multipart uploads are directories under `.haul-tmp`; with a part-size
+//!   hint the parts are written in place into one file, so completing an
+//!   upload costs a rename, not a second copy.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::{md5_hex, multipart_etag, Hasher};
+use crate::error::{ErrorKind, Op, Result, StoreError};
+use crate::key::{Key, KeyRange};
+use crate::types::*;
+use crate::ObjectStore;
+
+/// The working directory (temp files, multipart uploads) under the root.
+pub const TMP_DIR: &str = ".haul-tmp";
+const XATTR: &str = "user.haul";
+const READ_CHUNK: usize = 1 << 20;
+
+/// A local directory used as a bucket.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    caps: Capabilities,
+    durable: bool,
+}
+
+/// Attributes kept in the `user.haul` xattr.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Attrs {
+    size: u64,
+    mtime_ns: i128,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sse: Option<String>,
+}
+
+impl LocalStore {
+    /// A store rooted at `root`, which must be an existing directory.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        let shown = root.display().to_string();
+        let md = fs::metadata(&root).map_err(|e| {
+            let mut err = StoreError::io(Op::Connect, "", e);
+            if err.kind == ErrorKind::NotFound {
+                err.kind = ErrorKind::NoSuchBucket;
+                err.message = format!("directory {shown} does not exist");
+            }
+            err
+        })?;
+        if !md.is_dir() {
+            return Err(StoreError::new(
+                Op::Connect,
+                "",
+                ErrorKind::NoSuchBucket,
+                format!("{shown} is not a directory"),
+            ));
+        }
+        let root = root.canonicalize().map_err(|e| StoreError::io(Op::Connect, "", e))?;
+        let mut caps = Capabilities::s3_like(root.display().to_string());
+        caps.copy_domain = Some("local".into());
+        caps.max_copy_size = u64::MAX;
+        caps.max_put_size = u64::MAX;
+        caps.min_part_size = 1;
+        caps.upload_checksums = vec![ChecksumKind::Md5];
+        caps.any_key = false;
+        caps.local_root = Some(root.clone());
+        Ok(LocalStore {
+            inner: Arc::new(Inner {
+                root,
+                caps,
+                durable: true,
+            }),
+        })
+    }
+
+    /// Creates the root directory if needed, then opens it.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        fs::create_dir_all(&root).map_err(|e| StoreError::io(Op::Connect, "", e))?;
+        Self::new(root)
+    }
+
+    /// Skips fsync (for scratch data and benchmarks of the engine itself).
+    pub fn without_fsync(self) -> Self {
+        let i = &self.inner;
+        LocalStore {
+            inner: Arc::new(Inner {
+                root: i.root.clone(),
+                caps: i.caps.clone(),
+                durable: false,
+            }),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The path of `key`, checked not to escape the root.
+    pub fn path_of(&self, op: Op, key: &Key) -> Result<PathBuf> {
+        check_key(op, key.as_str())?;
+        Ok(self.inner.root.join(key.as_str()))
+    }
+}
+
+/// Rejects keys that cannot be a path under the root.
+fn check_key(op: Op, key: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(StoreError::new(
+            op,
+            key,
+            ErrorKind::InvalidKey,
+            format!("cannot be stored in a local directory: {reason}"),
+        ))
+    };
+    if key.is_empty() {
+        return bad("empty key");
+    }
+    if key.starts_with('/') {
+        return bad("absolute path");
+    }
+    if key.ends_with('/') {
+        return bad("ends with '/' (a folder marker)");
+    }
+    for (i, seg) in key.split('/').enumerate() {
+        match seg {
+            "" => return bad("empty path segment ('//')"),
+            "." | ".." => return bad("'.' or '..' segment"),
+            TMP_DIR if i == 0 => return bad("'.haul-tmp' is reserved"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn mtime_ns(md: &fs::Metadata) -> i128 {
+    match md.modified() {
+        Ok(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        },
+        Err(_) => 0,
+    }
+}
+
+fn read_attrs(path: &Path, md: &fs::Metadata) -> Option<Attrs> {
+    let raw = xattr::get(path, XATTR).ok()??;
+    let a: Attrs = serde_json::from_slice(&raw).ok()?;
+    (a.size == md.len() && a.mtime_ns == mtime_ns(md)).then_some(a)
+}
+
+fn meta_from(key: Key, path: &Path, md: &fs::Metadata, full: bool) -> ObjectMeta {
+    let attrs = read_attrs(path, md);
+    let mut meta = ObjectMeta {
+        key,
+        size: md.len(),
+        last_modified: md.modified().ok(),
+        etag: attrs.as_ref().and_then(|a| a.etag.clone()),
+        storage_class: attrs.as_ref().and_then(|a| a.storage_class.clone()),
+        ..Default::default()
+    };
+    if meta.etag.as_deref().is_some_and(crate::checksum::etag_is_plain_md5) {
+        meta.checksums.md5_hex = meta.etag.clone();
+    }
+    if full {
+        if let Some(a) = attrs {
+            meta.content_type = a.content_type;
+            meta.metadata = a.metadata;
+            meta.sse = a.sse;
+        }
+    }
+    meta
+}
+
+/// Runs blocking filesystem work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    op: Op,
+    key: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let key = key.to_string();
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        StoreError::new(op, key, ErrorKind::Other, format!("worker thread failed: {e}"))
+    })?
+}
+
+impl Inner {
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    fn new_tmp_path(&self, op: Op, key: &str) -> Result<PathBuf> {
+        let dir = self.tmp_dir();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(op, key, e))?;
+        Ok(dir.join(format!("w-{:016x}", rand::random::<u64>())))
+    }
+
+    /// Moves a finished temp file to `key`: sets mtime and attributes, fsyncs, renames.
+    fn commit(&self, op: Op, key: &str, tmp: &Path, file: File, attrs: Attrs, mtime: Option<SystemTime>) -> Result<()> {
+        let io = |e| StoreError::io(op, key, e);
+        if let Some(m) = mtime {
+            filetime::set_file_handle_times(&file, None, Some(filetime::FileTime::from_system_time(m)))
+                .map_err(io)?;
+        }
+        if self.durable {
+            file.sync_all().map_err(io)?;
+        }
+        let md = file.metadata().map_err(io)?;
+        let attrs = Attrs {
+            size: md.len(),
+            mtime_ns: mtime_ns(&md),
+            ..attrs
+        };
+        let wants_xattr = !attrs.metadata.is_empty() || !attrs.tags.is_empty();
+        if let Ok(raw) = serde_json::to_vec(&attrs) {
+            if let Err(e) = xattr::set(tmp, XATTR, &raw) {
+                if wants_xattr {
+                    let _ = fs::remove_file(tmp);
+                    return Err(StoreError::new(
+                        op,
+                        key,
+                        ErrorKind::NotSupported,
+                        format!("cannot keep metadata or tags: extended attributes unavailable ({e})"),
+                    ));
+                }
+                tracing::debug!(key, error = %e, "xattr not kept");
+            }
+        }
+        drop(file);
+        let dst = self.root.join(key);
+        let parent = dst.parent().unwrap_or(&self.root).to_path_buf();
+        if let Err(e) = fs::create_dir_all(&parent) {
+            let _ = fs::remove_file(tmp);
+            return Err(conflict_or_io(op, key, e));
+        }
+        if dst.is_dir() {
+            let _ = fs::remove_file(tmp);
+            return Err(StoreError::new(
+                op,
+                key,
+                ErrorKind::InvalidKey,
+                "a directory with this name exists (keys under it use it as a folder)",
+            ));
+        }
+        if let Err(e) = fs::rename(tmp, &dst) {
+            let _ = fs::remove_file(tmp);
+            return Err(conflict_or_io(op, key, e));
+        }
+        if self.durable {
+            if let Ok(d) = File::open(&parent) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn conflict_or_io(op: Op, key: &str, e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::NotADirectory || e.kind() == std::io::ErrorKind::AlreadyExists {
+        StoreError::new(
+            op,
+            key,
+            ErrorKind::InvalidKey,
+            "a parent of this key is a file, not a folder",
+        )
+    } else {
+        StoreError::io(op, key, e)
+    }
+}
+
+fn attrs_from(opts: &PutOptions, etag: String) -> Attrs {
+    let mut metadata = opts.metadata.clone();
+    if let Some(m) = opts.mtime {
+        metadata.insert("mtime".into(), crate::s3::format_mtime(m));
+    }
+    Attrs {
+        etag: Some(etag),
+        content_type: opts.content_type.clone(),
+        metadata,
+        storage_class: opts.storage_class.clone(),
+        tags: opts.tags.clone(),
+        sse: opts.sse.as_ref().map(|s| match s {
+            Sse::S3 => "AES256".to_string(),
+            Sse::Kms { .. } => "aws:kms".to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Multipart upload state, kept in `<tmp>/mpu-<id>/`.
+#[derive(Debug, Serialize, Deserialize)]
+struct UploadState {
+    key: String,
+    opts: PutOptions,
+}
+
+impl Inner {
+    fn upload_dir(&self, op: Op, key: &str, id: &MultipartId) -> Result<PathBuf> {
+        if id.0.is_empty() || !id.0.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::new(op, key, ErrorKind::NotFound, "no such upload").with_code("NoSuchUpload"));
+        }
+        let dir = self.tmp_dir().join(format!("mpu-{}", id.0));
+        if !dir.is_dir() {
+            return Err(StoreError::new(op, key, ErrorKind::NotFound, "no such upload").with_code("NoSuchUpload"));
+        }
+        Ok(dir)
+    }
+
+    fn load_upload(&self, op: Op, key: &str, dir: &Path) -> Result<UploadState> {
+        let raw = fs::read(dir.join("upload.json")).map_err(|e| StoreError::io(op, key, e))?;
+        serde_json::from_slice(&raw).map_err(|e| {
+            StoreError::new(op, key, ErrorKind::Other, format!("corrupt upload state: {e}"))
+        })
+    }
+
+    fn write_part(&self, key: &str, dir: &Path, state: &UploadState, n: u32, data: &[u8], md5: &str) -> Result<()> {
+        let io = |e| StoreError::io(Op::UploadPart, key, e);
+        match state.opts.part_size {
+            Some(ps) => {
+                let f = OpenOptions::new().write(true).create(true).truncate(false).open(dir.join("data")).map_err(io)?;
+                f.write_all_at(data, (u64::from(n) - 1) * ps).map_err(io)?;
+            }
+            None => fs::write(dir.join(format!("p{n}.data")), data).map_err(io)?,
+        }
+        fs::write(dir.join(format!("p{n}.md5")), format!("{} {}", data.len(), md5)).map_err(io)
+    }
+
+    fn complete(&self, key: &str, id: &MultipartId, parts: &[CompletedPart]) -> Result<String> {
+        let op = Op::CompleteMultipart;
+        let io = |e| StoreError::io(op, key, e);
+        let dir = self.upload_dir(op, key, id)?;
+        let state = self.load_upload(op, key, &dir)?;
+        let invalid = |msg: String| StoreError::new(op, key, ErrorKind::InvalidRequest, msg).with_code("InvalidPart");
+        let mut md5s = Vec::with_capacity(parts.len());
+        let mut total = 0u64;
+        for (i, p) in parts.iter().enumerate() {
+            let rec = fs::read_to_string(dir.join(format!("p{}.md5", p.part_number)))
+                .map_err(|_| invalid(format!("part {} was not uploaded", p.part_number)))?;
+            let (size, md5) = rec.split_once(' ').ok_or_else(|| invalid("corrupt part record".into()))?;
+            let size: u64 = size.parse().map_err(|_| invalid("corrupt part record".into()))?;
+            if md5 != p.etag {
+                return Err(invalid(format!("part {} ETag does not match", p.part_number)));
+            }
+            if let Some(ps) = state.opts.part_size {
+                let last = i + 1 == parts.len();
+                if p.part_number as usize != i + 1 || (!last && size != ps) || size > ps {
+                    return Err(invalid(format!(
+                        "part {} does not fit the declared part size {ps}",
+                        p.part_number
+                    )));
+                }
+            }
+            total += size;
+            md5s.push(md5.to_string());
+        }
+        let data = dir.join("data");
+        if state.opts.part_size.is_none() {
+            let mut out = File::create(&data).map_err(io)?;
+            for p in parts {
+                let mut f = File::open(dir.join(format!("p{}.data", p.part_number))).map_err(io)?;
+                std::io::copy(&mut f, &mut out).map_err(io)?;
+            }
+        } else if parts.is_empty() {
+            File::create(&data).map_err(io)?;
+        }
+        let file = OpenOptions::new().write(true).open(&data).map_err(io)?;
+        file.set_len(total).map_err(io)?;
+        let etag = multipart_etag(md5s.iter().map(String::as_str)).unwrap_or_default();
+        self.commit(op, key, &data, file, attrs_from(&state.opts, etag.clone()), state.opts.mtime)?;
+        let _ = fs::remove_dir_all(&dir);
+        Ok(etag)
+    }
+
+    fn read_range(&self, op: Op, key: &str, path: &Path, range: Range<u64>) -> Result<Bytes> {
+        let io = |e| StoreError::io(op, key, e);
+        let f = File::open(path).map_err(io)?;
+        let mut buf = BytesMut::zeroed((range.end - range.start) as usize);
+        f.read_exact_at(&mut buf, range.start).map_err(io)?;
+        Ok(buf.freeze())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.inner.root.display())
+    }
+
+    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let root = self.inner.root.clone();
+        tokio::task::spawn_blocking(move || walk(&root, &req, &tx));
+        tokio_stream_from(rx)
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let path = self.path_of(Op::Head, key)?;
+        let k = key.clone();
+        blocking(Op::Head, key.as_str(), move || {
+            let md = fs::metadata(&path).map_err(|e| StoreError::io(Op::Head, k.as_str(), e))?;
+            if !md.is_file() {
+                return Err(StoreError::new(Op::Head, k.as_str(), ErrorKind::NotFound, "not a file"));
+            }
+            Ok(meta_from(k, &path, &md, true))
+        })
+        .await
+    }
+
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
+        let meta = self.head(key).await.map_err(|e| e.during(Op::Get))?;
+        let path = self.path_of(Op::Get, key)?;
+        let r = range.unwrap_or(0..meta.size);
+        if r.start > r.end || r.end > meta.size {
+            return Err(StoreError::new(
+                Op::Get,
+                key.as_str(),
+                ErrorKind::InvalidRequest,
+                format!("range {r:?} outside object of {} bytes", meta.size),
+            ));
+        }
+        let k = key.as_str().to_string();
+        let file = blocking(Op::Get, key.as_str(), {
+            let k = k.clone();
+            move || File::open(&path).map_err(|e| StoreError::io(Op::Get, k, e))
+        })
+        .await?;
+        let body = read_stream(file, r.clone(), k);
+        Ok(GetResult { meta, range: r, body })
+    }
+
+    async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
+        let path = self.path_of(Op::GetTags, key)?;
+        let k = key.as_str().to_string();
+        blocking(Op::GetTags, key.as_str(), move || {
+            let md = fs::metadata(&path).map_err(|e| StoreError::io(Op::GetTags, k, e))?;
+            Ok(read_attrs(&path, &md).map(|a| a.tags).unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        check_key(Op::Put, key.as_str())?;
+        let inner = self.inner.clone();
+        let k = key.as_str().to_string();
+        let opts = opts.clone();
+        blocking(Op::Put, key.as_str(), move || {
+            let op = Op::Put;
+            let etag = md5_hex(&payload);
+            if let Some(given) = &opts.checksums.md5_hex {
+                if *given != etag {
+                    return Err(StoreError::new(op, &k, ErrorKind::Integrity, format!(
+                        "Content-MD5 {given} does not match the payload ({etag})"
+                    ))
+                    .with_code("BadDigest"));
+                }
+            }
+            let tmp = inner.new_tmp_path(op, &k)?;
+            let mut f = File::create(&tmp).map_err(|e| StoreError::io(op, &k, e))?;
+            if let Err(e) = f.write_all(&payload) {
+                let _ = fs::remove_file(&tmp);
+                return Err(StoreError::io(op, &k, e));
+            }
+            inner.commit(op, &k, &tmp, f, attrs_from(&opts, etag.clone()), opts.mtime)?;
+            Ok(PutResult {
+                etag: Some(etag),
+                checksums: Checksums::default(),
+            })
+        })
+        .await
+    }
+
+    async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
+        check_key(Op::CreateMultipart, key.as_str())?;
+        let inner = self.inner.clone();
+        let k = key.as_str().to_string();
+        let state = UploadState {
+            key: k.clone(),
+            opts: opts.clone(),
+        };
+        blocking(Op::CreateMultipart, key.as_str(), move || {
+            let op = Op::CreateMultipart;
+            let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+            let dir = inner.tmp_dir().join(format!("mpu-{id}"));
+            fs::create_dir_all(&dir).map_err(|e| StoreError::io(op, &k, e))?;
+            let raw = serde_json::to_vec(&state)
+                .map_err(|e| StoreError::new(op, &k, ErrorKind::Other, e.to_string()))?;
+            fs::write(dir.join("upload.json"), raw).map_err(|e| StoreError::io(op, &k, e))?;
+            Ok(MultipartId(id))
+        })
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        payload: Bytes,
+        md5: &str,
+    ) -> Result<CompletedPart> {
+        let inner = self.inner.clone();
+        let k = key.as_str().to_string();
+        let id = upload.clone();
+        let md5 = md5.to_string();
+        blocking(Op::UploadPart, key.as_str(), move || {
+            let op = Op::UploadPart;
+            if part_number == 0 {
+                return Err(StoreError::new(op, &k, ErrorKind::InvalidRequest, "part numbers start at 1"));
+            }
+            let got = md5_hex(&payload);
+            if got != md5 {
+                return Err(StoreError::new(op, &k, ErrorKind::Integrity, format!(
+                    "Content-MD5 {md5} does not match the part ({got})"
+                ))
+                .with_code("BadDigest"));
+            }
+            let dir = inner.upload_dir(op, &k, &id)?;
+            let state = inner.load_upload(op, &k, &dir)?;
+            if state.opts.part_size.is_some_and(|ps| payload.len() as u64 > ps) {
+                return Err(StoreError::new(op, &k, ErrorKind::InvalidRequest, "part larger than the declared part size"));
+            }
+            inner.write_part(&k, &dir, &state, part_number, &payload, &got)?;
+            Ok(CompletedPart {
+                part_number,
+                etag: got,
+                size: payload.len() as u64,
+                checksums: Checksums::default(),
+            })
+        })
+        .await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        src: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart> {
+        check_key(Op::UploadPartCopy, src.key.as_str())?;
+        let path = Path::new(&src.bucket).join(src.key.as_str());
+        let inner = self.inner.clone();
+        let k = src.key.as_str().to_string();
+        let data = blocking(Op::UploadPartCopy, &k.clone(), move || {
+            inner.read_range(Op::UploadPartCopy, &k, &path, range)
+        })
+        .await?;
+        let md5 = md5_hex(&data);
+        self.upload_part(key, upload, part_number, data, &md5)
+            .await
+            .map_err(|e| e.during(Op::UploadPartCopy))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult> {
+        let inner = self.inner.clone();
+        let k = key.as_str().to_string();
+        let id = upload.clone();
+        let parts = parts.to_vec();
+        let etag = blocking(Op::CompleteMultipart, key.as_str(), move || inner.complete(&k, &id, &parts)).await?;
+        Ok(PutResult {
+            etag: Some(etag),
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn abort_multipart(&self, key: &Key, upload: &MultipartId) -> Result<()> {
+        let inner = self.inner.clone();
+        let k = key.as_str().to_string();
+        let id = upload.clone();
+        blocking(Op::AbortMultipart, key.as_str(), move || {
+            match inner.upload_dir(Op::AbortMultipart, &k, &id) {
+                Ok(dir) => fs::remove_dir_all(&dir).map_err(|e| StoreError::io(Op::AbortMultipart, &k, e)),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
+        check_key(Op::Copy, src.key.as_str())?;
+        check_key(Op::Copy, dst.as_str())?;
+        let src_path = Path::new(&src.bucket).join(src.key.as_str());
+        let inner = self.inner.clone();
+        let k = dst.as_str().to_string();
+        let sk = src.key.as_str().to_string();
+        let opts = opts.clone();
+        let if_match = src.if_match.clone();
+        blocking(Op::Copy, dst.as_str(), move || {
+            let op = Op::Copy;
+            let mut from = File::open(&src_path).map_err(|e| StoreError::io(op, &sk, e))?;
+            let md = from.metadata().map_err(|e| StoreError::io(op, &sk, e))?;
+            let src_attrs = read_attrs(&src_path, &md).unwrap_or_default();
+            if let Some(m) = &if_match {
+                if src_attrs.etag.as_deref().is_some_and(|e| e != m) {
+                    return Err(StoreError::new(op, &sk, ErrorKind::PreconditionFailed, "source changed"));
+                }
+            }
+            let tmp = inner.new_tmp_path(op, &k)?;
+            let mut out = File::create(&tmp).map_err(|e| StoreError::io(op, &k, e))?;
+            let mut hasher = Hasher::new(false, false);
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let n = from.read(&mut buf).map_err(|e| StoreError::io(op, &sk, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(StoreError::io(op, &k, e));
+                }
+            }
+            let etag = hasher.finish().md5_hex.unwrap_or_default();
+            let mut attrs = if opts.directive == MetadataDirective::Replace {
+                attrs_from(&opts.put, etag.clone())
+            } else {
+                Attrs {
+                    etag: Some(etag.clone()),
+                    ..src_attrs
+                }
+            };
+            if let Some(sc) = &opts.put.storage_class {
+                attrs.storage_class = Some(sc.clone());
+            }
+            inner.commit(op, &k, &tmp, out, attrs, md.modified().ok())?;
+            Ok(PutResult {
+                etag: Some(etag),
+                checksums: Checksums::default(),
+            })
+        })
+        .await
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {
+        let root = self.inner.root.clone();
+        let keys = keys.to_vec();
+        blocking(Op::Delete, "", move || {
+            let mut failed = Vec::new();
+            for k in keys {
+                if let Err(e) = check_key(Op::Delete, k.as_str()) {
+                    failed.push(e);
+                    continue;
+                }
+                let path = root.join(k.as_str());
+                match fs::remove_file(&path) {
+                    Ok(()) => prune_parents(&root, &path),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => failed.push(StoreError::io(Op::Delete, k.as_str(), e)),
+                }
+            }
+            Ok(failed)
+        })
+        .await
+    }
+}
+
+/// Removes directories left empty by a delete, up to (not including) the root:
+/// a bucket has no empty folders.
+fn prune_parents(root: &Path, path: &Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+fn read_stream(mut file: File, range: Range<u64>, key: String) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = file.seek(SeekFrom::Start(range.start)) {
+            let _ = tx.blocking_send(Err(StoreError::io(Op::Get, &key, e)));
+            return;
+        }
+        let mut left = range.end - range.start;
+        while left > 0 {
+            let n = left.min(READ_CHUNK as u64) as usize;
+            let mut buf = BytesMut::zeroed(n);
+            let res = file.read_exact(&mut buf).map(|_| buf.freeze());
+            let failed = res.is_err();
+            if tx.blocking_send(res.map_err(|e| StoreError::io(Op::Get, &key, e))).is_err() || failed {
+                return;
+            }
+            left -= n as u64;
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> BoxStream<'static, T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// One directory being walked: its key prefix and its sorted entries.
+struct Frame {
+    dir_key: String,
+    entries: std::vec::IntoIter<(String, bool)>,
+}
+
+/// Walks the tree under the request's prefix in byte order, sending entries.
+fn walk(root: &Path, req: &ListRequest, tx: &tokio::sync::mpsc::Sender<Result<ListEntry>>) {
+    let prefix = req.prefix.as_str();
+    let base = match prefix.rfind('/') {
+        Some(i) => &prefix[..=i],
+        None => "",
+    };
+    let send = |e: Result<ListEntry>| tx.blocking_send(e).is_ok();
+    let mut stack: Vec<Frame> = Vec::new();
+    match read_sorted(root, base, prefix, &req.range) {
+        Ok(entries) => stack.push(Frame {
+            dir_key: base.to_string(),
+            entries: entries.into_iter(),
+        }),
+        Err(e) if e.kind == ErrorKind::NotFound || e.kind == ErrorKind::InvalidKey => return,
+        Err(e) => {
+            send(Err(e));
+            return;
+        }
+    }
+    while let Some(frame) = stack.last_mut() {
+        let Some((name, is_dir)) = frame.entries.next() else {
+            stack.pop();
+            continue;
+        };
+        let key = format!("{}{}", frame.dir_key, name);
+        if is_dir {
+            // `key` ends with '/'.
+            if let Some(d) = req.delimiter {
+                if d == '/' && key.len() > prefix.len() {
+                    if let Ok(k) = Key::prefix(key) {
+                        if !send(Ok(ListEntry::Prefix(k))) {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            }
+            match read_sorted(root, &key, prefix, &req.range) {
+                Ok(entries) => stack.push(Frame {
+                    dir_key: key,
+                    entries: entries.into_iter(),
+                }),
+                Err(e) => {
+                    if !send(Err(e)) {
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
+        if !key.starts_with(prefix) || !req.range.contains(&key) {
+            continue;
+        }
+        let path = root.join(&key);
+        let entry = match fs::metadata(&path) {
+            Ok(md) => match Key::prefix(key) {
+                Ok(k) => Ok(ListEntry::Object(meta_from(k, &path, &md, false))),
+                Err(e) => Err(e),
+            },
+            // Deleted between readdir and stat: not listed, as in S3.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(StoreError::io(Op::List, key, e)),
+        };
+        if !send(entry) {
+            return;
+        }
+    }
+}
+
+/// Reads one directory: entries compatible with the prefix and range, with
+/// directories suffixed by `/`, sorted by bytes.
+fn read_sorted(root: &Path, dir_key: &str, prefix: &str, range: &KeyRange) -> Result<Vec<(String, bool)>> {
+    let dir = root.join(dir_key);
+    let rd = fs::read_dir(&dir).map_err(|e| StoreError::io(Op::List, dir_key, e))?;
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| StoreError::io(Op::List, dir_key, e))?;
+        let Ok(name) = ent.file_name().into_string() else {
+            tracing::warn!(dir = %dir.display(), name = ?ent.file_name(), "skipping a file name that is not UTF-8");
+            continue;
+        };
+        if dir_key.is_empty() && name == TMP_DIR {
+            continue;
+        }
+        let ft = match ent.file_type() {
+            Ok(ft) => ft,
+            Err(_) => continue,
+        };
+        let is_dir = if ft.is_symlink() {
+            // Follow links to files; never descend into linked directories
+            // (loops). A link to a directory is reported and not followed.
+            match fs::metadata(ent.path()) {
+                Ok(md) if md.is_file() => false,
+                Ok(_) => {
+                    tracing::warn!(path = %ent.path().display(), "not following a symlink to a directory");
+                    continue;
+                }
+                Err(_) => continue,
+            }
+        } else if ft.is_dir() {
+            true
+        } else if ft.is_file() {
+            false
+        } else {
+            continue;
+        };
+        let full = if is_dir {
+            format!("{dir_key}{name}/")
+        } else {
+            format!("{dir_key}{name}")
+        };
+        let relevant = full.starts_with(prefix) || (is_dir && prefix.starts_with(&full));
+        if !relevant {
+            continue;
+        }
+        if is_dir && (range.prefix_past_end(&full) || range.prefix_before_start(&full)) {
+            continue;
+        }
+        out.push((if is_dir { format!("{name}/") } else { name }, is_dir));
+    }
+    out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
+}

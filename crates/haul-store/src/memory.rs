@@ -1,0 +1,505 @@
+//! An in-memory store for tests: a sorted map under a lock. Behaves like S3
+//! for everything haul relies on (listing order, ETags, multipart, copy).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, Range};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::checksum::{md5_hex, multipart_etag};
+use crate::error::{ErrorKind, Op, Result, StoreError};
+use crate::key::Key;
+use crate::types::*;
+use crate::ObjectStore;
+
+#[derive(Clone, Debug)]
+struct Stored {
+    data: Bytes,
+    meta: ObjectMeta,
+    tags: Vec<(String, String)>,
+    /// Sizes of the parts, for multipart objects.
+    parts: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Upload {
+    key: String,
+    opts: PutOptions,
+    parts: BTreeMap<u32, (Bytes, String)>,
+}
+
+/// All buckets of one memory "server": stores created from the same
+/// [`MemoryServer`] share a copy domain and can copy between each other.
+#[derive(Debug, Default)]
+pub struct MemoryServer {
+    buckets: Mutex<HashMap<String, Arc<Mutex<BTreeMap<String, Stored>>>>>,
+    uploads: Mutex<HashMap<String, Upload>>,
+    next_id: AtomicU64,
+    id: u64,
+}
+
+static SERVERS: AtomicU64 = AtomicU64::new(1);
+
+impl MemoryServer {
+    pub fn new() -> Arc<Self> {
+        Arc::new(MemoryServer {
+            id: SERVERS.fetch_add(1, Ordering::Relaxed),
+            ..Default::default()
+        })
+    }
+
+    /// A store for `bucket`, created if missing.
+    pub fn bucket(self: &Arc<Self>, bucket: &str) -> MemoryStore {
+        let map = lock(&self.buckets)
+            .entry(bucket.to_string())
+            .or_default()
+            .clone();
+        let mut caps = Capabilities::s3_like(bucket);
+        caps.copy_domain = Some(format!("memory:{}", self.id));
+        caps.upload_checksums = vec![ChecksumKind::Md5];
+        MemoryStore {
+            server: self.clone(),
+            objects: map,
+            caps,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another test thread panicked; the data is
+    // still a valid map.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One bucket of a [`MemoryServer`].
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    server: Arc<MemoryServer>,
+    objects: Arc<Mutex<BTreeMap<String, Stored>>>,
+    caps: Capabilities,
+}
+
+impl MemoryStore {
+    /// A fresh store on its own server.
+    pub fn new(bucket: &str) -> Self {
+        MemoryServer::new().bucket(bucket)
+    }
+
+    /// Lowers the part-size and copy limits (to exercise multipart paths with
+    /// small objects in tests).
+    pub fn with_limits(mut self, min_part_size: u64, max_copy_size: u64) -> Self {
+        self.caps.min_part_size = min_part_size;
+        self.caps.max_copy_size = max_copy_size;
+        self
+    }
+
+    fn not_found(op: Op, key: &str) -> StoreError {
+        StoreError::new(op, key, ErrorKind::NotFound, "no such key").with_code("NoSuchKey")
+    }
+
+    fn find_bucket(&self, bucket: &str) -> Result<Arc<Mutex<BTreeMap<String, Stored>>>> {
+        lock(&self.server.buckets)
+            .get(bucket)
+            .cloned()
+            .ok_or_else(|| {
+                StoreError::new(Op::Copy, bucket, ErrorKind::NoSuchBucket, "no such bucket")
+            })
+    }
+}
+
+fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectMeta {
+    let mut metadata = opts.metadata.clone();
+    if let Some(m) = opts.mtime {
+        metadata.insert("mtime".into(), crate::s3::format_mtime(m));
+    }
+    ObjectMeta {
+        key: Key::prefix(key).unwrap_or_else(|_| Key::root()),
+        size: data.len() as u64,
+        last_modified: Some(SystemTime::now()),
+        etag: Some(etag),
+        storage_class: Some(
+            opts.storage_class
+                .clone()
+                .unwrap_or_else(|| "STANDARD".into()),
+        ),
+        checksums: Checksums::default(),
+        parts_count: None,
+        content_type: Some(
+            opts.content_type
+                .clone()
+                .unwrap_or_else(|| "binary/octet-stream".into()),
+        ),
+        metadata,
+        sse: opts.sse.as_ref().map(|s| match s {
+            Sse::S3 => "AES256".into(),
+            Sse::Kms { .. } => "aws:kms".into(),
+        }),
+    }
+}
+
+fn check_md5(op: Op, key: &str, data: &[u8], given: Option<&str>) -> Result<String> {
+    let got = md5_hex(data);
+    match given {
+        Some(g) if g != got => Err(StoreError::new(
+            op,
+            key,
+            ErrorKind::Integrity,
+            format!("Content-MD5 {g} does not match the payload ({got})"),
+        )
+        .with_code("BadDigest")),
+        _ => Ok(got),
+    }
+}
+
+fn list_meta(s: &Stored) -> ObjectMeta {
+    ObjectMeta {
+        content_type: None,
+        metadata: BTreeMap::new(),
+        sse: None,
+        ..s.meta.clone()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn url(&self) -> String {
+        format!("memory://{}", self.caps.bucket)
+    }
+
+    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
+        const PAGE: usize = 1000;
+        let objects = self.objects.clone();
+        // Each step takes one page under the lock, like a paged LIST.
+        let state = (req.range.start_after.clone().map(String::from), false);
+        stream::unfold(state, move |(after, done)| {
+            let objects = objects.clone();
+            let req = req.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let map = lock(&objects);
+                let prefix = req.prefix.as_str();
+                let lower = match &after {
+                    Some(a) if a.as_str() >= prefix => Bound::Excluded(a.clone()),
+                    _ => Bound::Included(prefix.to_string()),
+                };
+                let mut page = Vec::new();
+                let mut last: Option<String> = None;
+                for (k, v) in map.range((lower, Bound::Unbounded)) {
+                    if !k.starts_with(prefix) || req.range.prefix_past_end(k) {
+                        break;
+                    }
+                    if let Some(d) = req.delimiter {
+                        if let Some(pos) = k[prefix.len()..].find(d) {
+                            let cp = &k[..prefix.len() + pos + d.len_utf8()];
+                            if last.as_deref() != Some(cp) {
+                                if let Ok(p) = Key::prefix(cp) {
+                                    page.push(Ok(ListEntry::Prefix(p)));
+                                }
+                                last = Some(cp.to_string());
+                            }
+                            if page.len() >= PAGE {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                    page.push(Ok(ListEntry::Object(list_meta(v))));
+                    last = Some(k.clone());
+                    if page.len() >= PAGE {
+                        break;
+                    }
+                }
+                drop(map);
+                let finished = page.len() < PAGE;
+                // After a common prefix, continue past every key under it.
+                let next = last.map(|l| {
+                    if req.delimiter.is_some_and(|d| l.ends_with(d)) {
+                        format!("{l}\u{10FFFF}")
+                    } else {
+                        l
+                    }
+                });
+                if page.is_empty() {
+                    return None;
+                }
+                Some((stream::iter(page), (next, finished)))
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let map = lock(&self.objects);
+        let s = map
+            .get(key.as_str())
+            .ok_or_else(|| Self::not_found(Op::Head, key.as_str()))?;
+        Ok(s.meta.clone())
+    }
+
+    async fn head_part(&self, key: &Key, part_number: u32) -> Result<(u64, u32)> {
+        let map = lock(&self.objects);
+        let s = map
+            .get(key.as_str())
+            .ok_or_else(|| Self::not_found(Op::Head, key.as_str()))?;
+        if s.parts.is_empty() {
+            return Ok((s.meta.size, 1));
+        }
+        let size = s.parts.get(part_number as usize - 1).copied().ok_or_else(|| {
+            StoreError::new(Op::Head, key.as_str(), ErrorKind::InvalidRequest, "no such part")
+        })?;
+        Ok((size, s.parts.len() as u32))
+    }
+
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
+        let s = lock(&self.objects)
+            .get(key.as_str())
+            .cloned()
+            .ok_or_else(|| Self::not_found(Op::Get, key.as_str()))?;
+        let len = s.data.len() as u64;
+        let r = range.unwrap_or(0..len);
+        if r.start > r.end || r.end > len {
+            return Err(StoreError::new(
+                Op::Get,
+                key.as_str(),
+                ErrorKind::InvalidRequest,
+                format!("range {r:?} outside object of {len} bytes"),
+            ));
+        }
+        let body = s.data.slice(r.start as usize..r.end as usize);
+        Ok(GetResult {
+            meta: s.meta.clone(),
+            range: r,
+            body: stream::once(async move { Ok(body) }).boxed(),
+        })
+    }
+
+    async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
+        let map = lock(&self.objects);
+        let s = map
+            .get(key.as_str())
+            .ok_or_else(|| Self::not_found(Op::GetTags, key.as_str()))?;
+        Ok(s.tags.clone())
+    }
+
+    async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        let etag = check_md5(Op::Put, key.as_str(), &payload, opts.checksums.md5_hex.as_deref())?;
+        let meta = meta_for(key.as_str(), &payload, etag.clone(), opts);
+        lock(&self.objects).insert(
+            key.as_str().to_string(),
+            Stored {
+                data: payload,
+                meta,
+                tags: opts.tags.clone(),
+                parts: Vec::new(),
+            },
+        );
+        Ok(PutResult {
+            etag: Some(etag),
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
+        let id = format!("mem-{}", self.server.next_id.fetch_add(1, Ordering::Relaxed));
+        lock(&self.server.uploads).insert(
+            id.clone(),
+            Upload {
+                key: key.as_str().to_string(),
+                opts: opts.clone(),
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(MultipartId(id))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        payload: Bytes,
+        md5: &str,
+    ) -> Result<CompletedPart> {
+        let etag = check_md5(Op::UploadPart, key.as_str(), &payload, Some(md5))?;
+        let size = payload.len() as u64;
+        let mut uploads = lock(&self.server.uploads);
+        let u = uploads.get_mut(&upload.0).ok_or_else(|| no_upload(Op::UploadPart, key))?;
+        u.parts.insert(part_number, (payload, etag.clone()));
+        Ok(CompletedPart {
+            part_number,
+            etag,
+            size,
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        src: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart> {
+        let bucket = self.find_bucket(&src.bucket)?;
+        let data = {
+            let map = lock(&bucket);
+            let s = map
+                .get(src.key.as_str())
+                .ok_or_else(|| Self::not_found(Op::UploadPartCopy, src.key.as_str()))?;
+            if range.end > s.data.len() as u64 || range.start >= range.end {
+                return Err(StoreError::new(
+                    Op::UploadPartCopy,
+                    key.as_str(),
+                    ErrorKind::InvalidRequest,
+                    "copy range outside the source",
+                ));
+            }
+            s.data.slice(range.start as usize..range.end as usize)
+        };
+        let md5 = md5_hex(&data);
+        self.upload_part(key, upload, part_number, data, &md5).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult> {
+        let u = lock(&self.server.uploads)
+            .remove(&upload.0)
+            .ok_or_else(|| no_upload(Op::CompleteMultipart, key))?;
+        let mut buf = BytesMut::new();
+        let mut sizes = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let (data, etag) = u.parts.get(&p.part_number).ok_or_else(|| {
+                StoreError::new(Op::CompleteMultipart, key.as_str(), ErrorKind::InvalidRequest, "missing part")
+                    .with_code("InvalidPart")
+            })?;
+            if *etag != p.etag {
+                return Err(StoreError::new(
+                    Op::CompleteMultipart,
+                    key.as_str(),
+                    ErrorKind::InvalidRequest,
+                    "part ETag mismatch",
+                )
+                .with_code("InvalidPart"));
+            }
+            if i + 1 < parts.len() && (data.len() as u64) < self.caps.min_part_size {
+                return Err(StoreError::new(
+                    Op::CompleteMultipart,
+                    key.as_str(),
+                    ErrorKind::InvalidRequest,
+                    "part smaller than the minimum",
+                )
+                .with_code("EntityTooSmall"));
+            }
+            buf.extend_from_slice(data);
+            sizes.push(data.len() as u64);
+        }
+        let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
+        let data = buf.freeze();
+        let mut meta = meta_for(&u.key, &data, etag.clone(), &u.opts);
+        meta.parts_count = Some(parts.len() as u32);
+        lock(&self.objects).insert(
+            u.key.clone(),
+            Stored {
+                data,
+                meta,
+                tags: u.opts.tags.clone(),
+                parts: sizes,
+            },
+        );
+        Ok(PutResult {
+            etag: Some(etag),
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn abort_multipart(&self, _key: &Key, upload: &MultipartId) -> Result<()> {
+        lock(&self.server.uploads).remove(&upload.0);
+        Ok(())
+    }
+
+    async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
+        let bucket = self.find_bucket(&src.bucket)?;
+        let s = lock(&bucket)
+            .get(src.key.as_str())
+            .cloned()
+            .ok_or_else(|| Self::not_found(Op::Copy, src.key.as_str()))?;
+        if s.meta.size > self.caps.max_copy_size {
+            return Err(StoreError::new(
+                Op::Copy,
+                dst.as_str(),
+                ErrorKind::InvalidRequest,
+                "source larger than the maximum allowed size for a single copy",
+            )
+            .with_code("InvalidRequest"));
+        }
+        if let Some(m) = &src.if_match {
+            if s.meta.etag.as_deref() != Some(m.as_str()) {
+                return Err(StoreError::new(
+                    Op::Copy,
+                    src.key.as_str(),
+                    ErrorKind::PreconditionFailed,
+                    "source changed",
+                ));
+            }
+        }
+        // A copied object is a single-part object: its ETag is the MD5.
+        let etag = md5_hex(&s.data);
+        let mut meta = s.meta.clone();
+        let mut tags = s.tags.clone();
+        meta.key = dst.clone();
+        meta.etag = Some(etag.clone());
+        meta.parts_count = None;
+        meta.last_modified = Some(SystemTime::now());
+        if opts.directive == MetadataDirective::Replace {
+            let m = meta_for(dst.as_str(), &s.data, etag.clone(), &opts.put);
+            meta.content_type = m.content_type;
+            meta.metadata = m.metadata;
+            tags = opts.put.tags.clone();
+        }
+        if let Some(sc) = &opts.put.storage_class {
+            meta.storage_class = Some(sc.clone());
+        }
+        lock(&self.objects).insert(
+            dst.as_str().to_string(),
+            Stored {
+                data: s.data,
+                meta,
+                tags,
+                parts: Vec::new(),
+            },
+        );
+        Ok(PutResult {
+            etag: Some(etag),
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {
+        let mut map = lock(&self.objects);
+        for k in keys {
+            map.remove(k.as_str());
+        }
+        Ok(Vec::new())
+    }
+}
+
+fn no_upload(op: Op, key: &Key) -> StoreError {
+    StoreError::new(op, key.as_str(), ErrorKind::NotFound, "no such upload").with_code("NoSuchUpload")
+}

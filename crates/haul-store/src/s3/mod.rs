@@ -1,0 +1,725 @@
+//! The S3 backend: AWS S3 and S3-compatible servers, through the official
+//! AWS SDK for Rust.
+//!
+//! Deliberate choices (see docs/ARCHITECTURE.md):
+//! * Credentials and region come from the standard AWS chain (`aws-config`):
+//!   environment, shared config/credentials files and profiles, SSO,
+//!   `credential_process`, IMDS; also `AWS_ENDPOINT_URL(_S3)`.
+//! * The SDK's default request checksums (aws-chunked trailers, 2025) break
+//!   many S3-compatible servers: for a custom endpoint haul sets checksum
+//!   calculation to `WhenRequired` and sends the checksums it computes itself
+//!   as plain headers (Content-MD5, optionally `x-amz-checksum-crc64nvme`).
+//! * The SDK's own retries are off: the [`crate::wrap::RetryStore`] wrapper
+//!   retries every backend alike, resuming listings and ranged reads.
+//! * Stalled-stream protection is relaxed for server-side copies, which can
+//!   take minutes before the server answers.
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig};
+use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use aws_sdk_s3::types::{
+    ChecksumMode, CompletedMultipartUpload, CompletedPart as SdkPart, Delete, MetadataDirective as SdkDirective,
+    ObjectIdentifier, ServerSideEncryption, StorageClass, TaggingDirective,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::{clean_etag, md5_hex_to_base64};
+use crate::error::{ErrorKind, Op, Result, StoreError};
+use crate::key::Key;
+use crate::types::*;
+use crate::ObjectStore;
+
+pub use error::map_sdk_error;
+
+/// When the SDK computes request checksums itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumPolicy {
+    /// `WhenRequired` for custom endpoints, `WhenSupported` for AWS.
+    #[default]
+    Auto,
+    WhenRequired,
+    WhenSupported,
+}
+
+/// How to reach one S3 endpoint: the per-side connection options.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Config {
+    /// A profile from the shared config/credentials files.
+    pub profile: Option<String>,
+    /// A custom endpoint (S3-compatible servers, VPC endpoints).
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`).
+    pub path_style: bool,
+    pub checksum_policy: ChecksumPolicy,
+    /// Also send a CRC64NVME checksum header with uploads (AWS supports it;
+    /// many S3-compatible servers do not). Defaults to on for AWS endpoints.
+    pub send_crc64nvme: Option<bool>,
+}
+
+/// A configured client for one endpoint and identity; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct S3Connection {
+    client: Client,
+    domain: String,
+    custom_endpoint: bool,
+    send_crc64: bool,
+}
+
+impl S3Connection {
+    /// Resolves credentials, region and endpoint through the standard AWS
+    /// chain with the given overrides.
+    pub async fn connect(cfg: &S3Config) -> Result<Self> {
+        if let Some(p) = &cfg.profile {
+            check_profile(p).await?;
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12());
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(e) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(e);
+        }
+        if let Some(r) = &cfg.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        let sdk = loader.load().await;
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .ok()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|s| !s.is_empty());
+        let endpoint = cfg
+            .endpoint_url
+            .clone()
+            .or_else(|| sdk.endpoint_url().map(str::to_string))
+            .or(env_endpoint);
+        let custom_endpoint = endpoint.is_some();
+        let checksum = match (cfg.checksum_policy, custom_endpoint) {
+            (ChecksumPolicy::WhenSupported, _) | (ChecksumPolicy::Auto, false) => {
+                RequestChecksumCalculation::WhenSupported
+            }
+            _ => RequestChecksumCalculation::WhenRequired,
+        };
+        let mut b = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(cfg.path_style)
+            .request_checksum_calculation(checksum)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build(),
+            );
+        if sdk.region().is_none() {
+            b = b.region(aws_config::Region::new("us-east-1"));
+        }
+        if let Some(e) = &endpoint {
+            b = b.endpoint_url(e);
+        }
+        let client = Client::from_conf(b.build());
+        let domain = format!(
+            "s3|{}|{}|{}",
+            endpoint.as_deref().unwrap_or("aws"),
+            cfg.profile.as_deref().unwrap_or("-"),
+            std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default()
+        );
+        Ok(S3Connection {
+            client,
+            domain,
+            custom_endpoint,
+            send_crc64: cfg.send_crc64nvme.unwrap_or(!custom_endpoint),
+        })
+    }
+
+    /// A store for one bucket on this connection.
+    pub fn bucket(&self, bucket: &str) -> S3Store {
+        let mut caps = Capabilities::s3_like(bucket);
+        caps.copy_domain = Some(self.domain.clone());
+        if self.send_crc64 {
+            caps.upload_checksums.push(ChecksumKind::Crc64Nvme);
+        }
+        S3Store {
+            conn: self.clone(),
+            bucket: bucket.to_string(),
+            caps,
+        }
+    }
+
+    pub fn is_custom_endpoint(&self) -> bool {
+        self.custom_endpoint
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Fails early, with a clear message, on a profile that is not configured.
+async fn check_profile(name: &str) -> Result<()> {
+    use aws_types::os_shim_internal::{Env, Fs};
+    let files = aws_runtime::env_config::file::EnvConfigFiles::default();
+    let set = aws_config::profile::load(&Fs::real(), &Env::real(), &files, None)
+        .await
+        .map_err(|e| {
+            StoreError::new(Op::Connect, "", ErrorKind::Credentials, format!("cannot read the AWS config files: {e}"))
+        })?;
+    if set.get_profile(name).is_none() {
+        let known: Vec<&str> = set.profiles().collect();
+        return Err(StoreError::new(
+            Op::Connect,
+            "",
+            ErrorKind::Credentials,
+            format!(
+                "unknown profile {name:?} (profiles in the AWS config files: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `mtime` user metadata haul writes (seconds since the epoch with
+/// fractions, as rclone does).
+pub fn format_mtime(t: SystemTime) -> String {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        Err(_) => "0".into(),
+    }
+}
+
+/// Parses `mtime` user metadata written by haul or rclone.
+pub fn parse_mtime(s: &str) -> Option<SystemTime> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let secs: u64 = secs.parse().ok()?;
+    let mut frac = frac.chars().take(9).collect::<String>();
+    while frac.len() < 9 {
+        frac.push('0');
+    }
+    let nanos: u32 = frac.parse().ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// One bucket on an S3 endpoint.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    conn: S3Connection,
+    bucket: String,
+    caps: Capabilities,
+}
+
+fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
+    t.and_then(|d| SystemTime::try_from(*d).ok())
+}
+
+fn tagging(tags: &[(String, String)]) -> Option<String> {
+    if tags.is_empty() {
+        return None;
+    }
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    Some(
+        tags.iter()
+            .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, NON_ALPHANUMERIC), utf8_percent_encode(v, NON_ALPHANUMERIC)))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
+/// `bucket/key` for `x-amz-copy-source`, the key percent-encoded.
+fn copy_source(src: &CopySource) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    format!("{}/{}", src.bucket, utf8_percent_encode(src.key.as_str(), KEEP))
+}
+
+fn range_header(r: &Range<u64>) -> String {
+    format!("bytes={}-{}", r.start, r.end - 1)
+}
+
+/// Applies the write options common to PutObject, CreateMultipartUpload and CopyObject.
+macro_rules! apply_put_options {
+    ($req:expr, $opts:expr, $with_tags:expr) => {{
+        let opts: &PutOptions = $opts;
+        let mut req = $req;
+        if let Some(ct) = &opts.content_type {
+            req = req.content_type(ct);
+        }
+        for (k, v) in &opts.metadata {
+            req = req.metadata(k, v);
+        }
+        if let Some(m) = opts.mtime {
+            if !opts.metadata.contains_key("mtime") {
+                req = req.metadata("mtime", format_mtime(m));
+            }
+        }
+        if let Some(sc) = &opts.storage_class {
+            req = req.storage_class(StorageClass::from(sc.as_str()));
+        }
+        match &opts.sse {
+            Some(Sse::S3) => req = req.server_side_encryption(ServerSideEncryption::Aes256),
+            Some(Sse::Kms { key_id }) => {
+                req = req.server_side_encryption(ServerSideEncryption::AwsKms);
+                if let Some(id) = key_id {
+                    req = req.ssekms_key_id(id);
+                }
+            }
+            None => {}
+        }
+        if $with_tags {
+            if let Some(t) = tagging(&opts.tags) {
+                req = req.tagging(t);
+            }
+        }
+        req
+    }};
+}
+
+impl S3Store {
+    fn err<E>(&self, op: Op, key: &str, e: aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> StoreError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        map_sdk_error(op, key, &self.bucket, e)
+    }
+
+    fn no_stall() -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::new().stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn url(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
+        struct St {
+            token: Option<String>,
+            first: bool,
+            done: bool,
+        }
+        let this = self.clone();
+        let st = St {
+            token: None,
+            first: true,
+            done: false,
+        };
+        stream::try_unfold(st, move |mut st| {
+            let this = this.clone();
+            let req = req.clone();
+            async move {
+                if st.done || (!st.first && st.token.is_none()) {
+                    return Ok(None);
+                }
+                let mut call = this
+                    .conn
+                    .client
+                    .list_objects_v2()
+                    .bucket(&this.bucket)
+                    .prefix(req.prefix.as_str())
+                    .max_keys(1000);
+                if let Some(d) = req.delimiter {
+                    call = call.delimiter(d.to_string());
+                }
+                match &st.token {
+                    Some(t) => call = call.continuation_token(t),
+                    None => {
+                        if let Some(s) = &req.range.start_after {
+                            call = call.start_after(s.as_str());
+                        }
+                    }
+                }
+                let out = call.send().await.map_err(|e| this.err(Op::List, req.prefix.as_str(), e))?;
+                st.first = false;
+                st.token = out.next_continuation_token().map(str::to_string).filter(|_| out.is_truncated() == Some(true));
+                let mut page: Vec<Result<ListEntry>> = Vec::new();
+                for o in out.contents() {
+                    let Some(k) = o.key() else { continue };
+                    let Ok(key) = Key::prefix(k) else { continue };
+                    page.push(Ok(ListEntry::Object(ObjectMeta {
+                        key,
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        last_modified: to_system_time(o.last_modified()),
+                        etag: o.e_tag().map(clean_etag),
+                        storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+                        ..Default::default()
+                    })));
+                }
+                for p in out.common_prefixes() {
+                    if let Some(Ok(k)) = p.prefix().map(Key::prefix) {
+                        page.push(Ok(ListEntry::Prefix(k)));
+                    }
+                }
+                if req.delimiter.is_some() {
+                    // Objects and prefixes come in two lists: merge them.
+                    page.sort_by(|a, b| match (a, b) {
+                        (Ok(a), Ok(b)) => a.key().as_str().as_bytes().cmp(b.key().as_str().as_bytes()),
+                        _ => std::cmp::Ordering::Equal,
+                    });
+                }
+                // Enforce the range end and the start (servers that ignore
+                // StartAfter exist).
+                let range = req.range.clone();
+                let before = page.len();
+                page.retain(|e| match e {
+                    Ok(ListEntry::Object(o)) => range.contains(o.key.as_str()),
+                    Ok(ListEntry::Prefix(p)) => !range.prefix_past_end(p.as_str()) && !range.prefix_before_start(p.as_str()),
+                    Err(_) => true,
+                });
+                if let Some(end) = &range.end {
+                    let past = out.contents().last().and_then(|o| o.key()).is_some_and(|k| k >= end.as_str());
+                    if past || page.len() < before && out.contents().iter().any(|o| o.key().is_some_and(|k| k >= end.as_str())) {
+                        st.done = true;
+                    }
+                }
+                Ok(Some((stream::iter(page), st)))
+            }
+        })
+        .map(|r: Result<_>| match r {
+            Ok(s) => s.left_stream(),
+            Err(e) => stream::iter(vec![Err(e)]).right_stream(),
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let out = self
+            .conn
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| self.err(Op::Head, key.as_str(), e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            last_modified: to_system_time(out.last_modified()),
+            etag: out.e_tag().map(clean_etag),
+            storage_class: Some(out.storage_class().map(|s| s.as_str().to_string()).unwrap_or_else(|| "STANDARD".into())),
+            checksums: Checksums {
+                md5_hex: None,
+                crc32c: out.checksum_crc32_c().map(str::to_string),
+                crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
+                sha256: out.checksum_sha256().map(str::to_string),
+            },
+            parts_count: out.parts_count().map(|n| n as u32),
+            content_type: out.content_type().map(str::to_string),
+            metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+        })
+    }
+
+    async fn head_part(&self, key: &Key, part_number: u32) -> Result<(u64, u32)> {
+        let out = self
+            .conn
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .part_number(part_number as i32)
+            .send()
+            .await
+            .map_err(|e| self.err(Op::Head, key.as_str(), e))?;
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        let parts = out.parts_count().map(|n| n as u32).or_else(|| out.e_tag().and_then(crate::checksum::etag_parts)).unwrap_or(1);
+        Ok((size, parts))
+    }
+
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
+        let mut call = self.conn.client.get_object().bucket(&self.bucket).key(key.as_str());
+        if let Some(r) = &range {
+            if r.start == r.end {
+                // An empty range cannot be expressed in HTTP; S3 answers 416.
+                let meta = self.head(key).await.map_err(|e| e.during(Op::Get))?;
+                return Ok(GetResult {
+                    meta,
+                    range: r.clone(),
+                    body: stream::empty().boxed(),
+                });
+            }
+            call = call.range(range_header(r));
+        }
+        let out = call.send().await.map_err(|e| self.err(Op::Get, key.as_str(), e))?;
+        let len = out.content_length().unwrap_or(0).max(0) as u64;
+        let total = match out.content_range().and_then(|cr| cr.rsplit_once('/')).and_then(|(_, t)| t.parse::<u64>().ok()) {
+            Some(t) => t,
+            None => len,
+        };
+        let start = range.as_ref().map_or(0, |r| r.start);
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size: total,
+            last_modified: to_system_time(out.last_modified()),
+            etag: out.e_tag().map(clean_etag),
+            storage_class: out.storage_class().map(|s| s.as_str().to_string()),
+            checksums: Checksums::default(),
+            parts_count: out.parts_count().map(|n| n as u32),
+            content_type: out.content_type().map(str::to_string),
+            metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect(),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+        };
+        let k = key.as_str().to_string();
+        let body = stream::try_unfold(out.body, move |mut b: SdkBody| {
+            let k = k.clone();
+            async move {
+                match b.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, b))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(StoreError::new(Op::Get, k, ErrorKind::Transient, format!("reading the body failed: {e}")).with_source(e)),
+                }
+            }
+        })
+        .boxed();
+        Ok(GetResult {
+            meta,
+            range: start..start + len,
+            body,
+        })
+    }
+
+    async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
+        let out = self
+            .conn
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| self.err(Op::GetTags, key.as_str(), e))?;
+        Ok(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+    }
+
+    async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        let mut req = self
+            .conn
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_length(payload.len() as i64)
+            .body(SdkBody::from(payload));
+        if let Some(b64) = opts.checksums.md5_hex.as_deref().and_then(md5_hex_to_base64) {
+            req = req.content_md5(b64);
+        }
+        if self.conn.send_crc64 {
+            if let Some(c) = &opts.checksums.crc64nvme {
+                req = req.checksum_crc64_nvme(c);
+            }
+        }
+        let req = apply_put_options!(req, opts, true);
+        let out = req.send().await.map_err(|e| self.err(Op::Put, key.as_str(), e))?;
+        Ok(PutResult {
+            etag: out.e_tag().map(clean_etag),
+            checksums: Checksums {
+                crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
+                crc32c: out.checksum_crc32_c().map(str::to_string),
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
+        let req = self.conn.client.create_multipart_upload().bucket(&self.bucket).key(key.as_str());
+        let req = apply_put_options!(req, opts, true);
+        let out = req.send().await.map_err(|e| self.err(Op::CreateMultipart, key.as_str(), e))?;
+        let id = out.upload_id().ok_or_else(|| {
+            StoreError::new(Op::CreateMultipart, key.as_str(), ErrorKind::Other, "the server returned no upload id")
+        })?;
+        Ok(MultipartId(id.to_string()))
+    }
+
+    async fn upload_part(&self, key: &Key, upload: &MultipartId, part_number: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
+        let size = payload.len() as u64;
+        let mut req = self
+            .conn
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(&upload.0)
+            .part_number(part_number as i32)
+            .content_length(size as i64)
+            .body(SdkBody::from(payload));
+        if let Some(b64) = md5_hex_to_base64(md5) {
+            req = req.content_md5(b64);
+        }
+        let out = req.send().await.map_err(|e| self.err(Op::UploadPart, key.as_str(), e))?;
+        let etag = out.e_tag().map(clean_etag).unwrap_or_default();
+        Ok(CompletedPart {
+            part_number,
+            etag,
+            size,
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn upload_part_copy(&self, key: &Key, upload: &MultipartId, part_number: u32, src: &CopySource, range: Range<u64>) -> Result<CompletedPart> {
+        let mut req = self
+            .conn
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(&upload.0)
+            .part_number(part_number as i32)
+            .copy_source(copy_source(src))
+            .copy_source_range(range_header(&range));
+        if let Some(m) = &src.if_match {
+            req = req.copy_source_if_match(format!("\"{m}\""));
+        }
+        let out = req
+            .customize()
+            .config_override(Self::no_stall())
+            .send()
+            .await
+            .map_err(|e| self.err(Op::UploadPartCopy, key.as_str(), e))?;
+        let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(clean_etag).unwrap_or_default();
+        Ok(CompletedPart {
+            part_number,
+            etag,
+            size: range.end - range.start,
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
+        let parts = parts
+            .iter()
+            .map(|p| SdkPart::builder().part_number(p.part_number as i32).e_tag(format!("\"{}\"", p.etag)).build())
+            .collect::<Vec<_>>();
+        let out = self
+            .conn
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(&upload.0)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .customize()
+            .config_override(Self::no_stall())
+            .send()
+            .await
+            .map_err(|e| self.err(Op::CompleteMultipart, key.as_str(), e))?;
+        Ok(PutResult {
+            etag: out.e_tag().map(clean_etag),
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn abort_multipart(&self, key: &Key, upload: &MultipartId) -> Result<()> {
+        match self
+            .conn
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(&upload.0)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = self.err(Op::AbortMultipart, key.as_str(), e);
+                if e.is_not_found() { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+
+    async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
+        let mut req = self
+            .conn
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst.as_str())
+            .copy_source(copy_source(src));
+        if let Some(m) = &src.if_match {
+            req = req.copy_source_if_match(format!("\"{m}\""));
+        }
+        let req = match opts.directive {
+            MetadataDirective::Copy => {
+                // Storage class and encryption are not metadata: they apply either way.
+                let only = PutOptions {
+                    storage_class: opts.put.storage_class.clone(),
+                    sse: opts.put.sse.clone(),
+                    ..Default::default()
+                };
+                apply_put_options!(req.metadata_directive(SdkDirective::Copy).tagging_directive(TaggingDirective::Copy), &only, false)
+            }
+            MetadataDirective::Replace => {
+                let r = apply_put_options!(req.metadata_directive(SdkDirective::Replace), &opts.put, false);
+                match tagging(&opts.put.tags) {
+                    Some(t) => r.tagging_directive(TaggingDirective::Replace).tagging(t),
+                    None => r.tagging_directive(TaggingDirective::Copy),
+                }
+            }
+        };
+        let out = req
+            .customize()
+            .config_override(Self::no_stall())
+            .send()
+            .await
+            .map_err(|e| self.err(Op::Copy, dst.as_str(), e))?;
+        Ok(PutResult {
+            etag: out.copy_object_result().and_then(|r| r.e_tag()).map(clean_etag),
+            checksums: Checksums::default(),
+        })
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k.as_str()).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::new(Op::Delete, "", ErrorKind::Other, e.to_string()))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| StoreError::new(Op::Delete, "", ErrorKind::Other, e.to_string()))?;
+        let out = self
+            .conn
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| self.err(Op::Delete, keys[0].as_str(), e))?;
+        Ok(out
+            .errors()
+            .iter()
+            .map(|e| {
+                let code = e.code().unwrap_or("Error");
+                let kind = error::kind_for(code, 0);
+                StoreError::new(Op::Delete, e.key().unwrap_or(""), kind, e.message().unwrap_or(code)).with_code(code)
+            })
+            .collect())
+    }
+}
+
+// Keep the stream adapters in scope for `try_unfold` above.
+#[allow(unused_imports)]
+use TryStreamExt as _;

@@ -1,0 +1,286 @@
+//! Plain data exchanged with stores: object metadata, listing requests,
+//! put/copy options, capabilities. No SDK types appear here.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::key::{Key, KeyRange};
+
+/// A stream of body chunks.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// Checksums of an object or part, base64 of the big-endian digest as S3
+/// sends them in `x-amz-checksum-*` (MD5 as hex, like an ETag).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksums {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub md5_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crc32c: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crc64nvme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sha256: Option<String>,
+}
+
+impl Checksums {
+    pub fn is_empty(&self) -> bool {
+        self.md5_hex.is_none()
+            && self.crc32c.is_none()
+            && self.crc64nvme.is_none()
+            && self.sha256.is_none()
+    }
+}
+
+/// What a store knows about one object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub key: Key,
+    pub size: u64,
+    #[serde(with = "opt_rfc3339", default)]
+    pub last_modified: Option<SystemTime>,
+    /// The ETag without quotes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub storage_class: Option<String>,
+    #[serde(skip_serializing_if = "Checksums::is_empty", default)]
+    pub checksums: Checksums,
+    /// Number of parts for multipart objects, when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub parts_count: Option<u32>,
+    /// Filled by `head`/`get`, not by listings.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`), filled by `head`/`get`, not by listings.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Server-side encryption in effect (`AES256`, `aws:kms`), from `head`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sse: Option<String>,
+}
+
+impl ObjectMeta {
+    /// The number of parts encoded in a multipart ETag (`…-N`).
+    pub fn etag_parts(&self) -> Option<u32> {
+        self.etag.as_deref().and_then(crate::checksum::etag_parts)
+    }
+}
+
+/// One entry of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListEntry {
+    Object(ObjectMeta),
+    /// A common prefix (only with a delimiter).
+    Prefix(Key),
+}
+
+impl ListEntry {
+    pub fn key(&self) -> &Key {
+        match self {
+            ListEntry::Object(o) => &o.key,
+            ListEntry::Prefix(p) => p,
+        }
+    }
+}
+
+/// A listing request: keys starting with `prefix`, inside `range`, in
+/// lexicographic (byte) order.
+#[derive(Clone, Debug, Default)]
+pub struct ListRequest {
+    pub prefix: Key,
+    pub range: KeyRange,
+    /// Group keys by this delimiter into common prefixes (only `/` is
+    /// guaranteed to be supported by every backend).
+    pub delimiter: Option<char>,
+}
+
+impl ListRequest {
+    pub fn prefix(prefix: Key) -> Self {
+        ListRequest {
+            prefix,
+            ..Default::default()
+        }
+    }
+}
+
+/// Server-side encryption to request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`).
+    S3,
+    /// SSE-KMS with an optional key id (the bucket's default key otherwise).
+    Kms { key_id: Option<String> },
+}
+
+/// Options applied when an object is written (put, multipart, copy with REPLACE).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub storage_class: Option<String>,
+    pub sse: Option<Sse>,
+    /// Object tags (key, value).
+    pub tags: Vec<(String, String)>,
+    /// Checksums of the whole payload, computed by the caller, sent as headers
+    /// so the server can check them (Content-MD5, `x-amz-checksum-*`).
+    pub checksums: Checksums,
+    /// For multipart uploads: the size of every part but the last, when the
+    /// caller knows it. Lets a filesystem backend write parts in place.
+    pub part_size: Option<u64>,
+    /// The modification time to keep (local files keep it as their mtime;
+    /// S3 keeps it as `mtime` user metadata, rclone-compatible).
+    #[serde(with = "opt_rfc3339", default)]
+    pub mtime: Option<SystemTime>,
+}
+
+/// How a copy treats the source's metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataDirective {
+    /// Keep content-type, user metadata and tags of the source.
+    #[default]
+    Copy,
+    /// Use the ones in [`PutOptions`].
+    Replace,
+}
+
+/// A source object for a server-side copy: a bucket of the same server
+/// domain (see [`Capabilities::copy_domain`]) and a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopySource {
+    pub bucket: String,
+    pub key: Key,
+    /// Only copy if the source still has this ETag.
+    pub if_match: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CopyOptions {
+    pub directive: MetadataDirective,
+    /// Used with `Replace` (content-type, metadata, tags), and always for
+    /// storage class and encryption.
+    pub put: PutOptions,
+}
+
+/// The result of a write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutResult {
+    pub etag: Option<String>,
+    pub checksums: Checksums,
+}
+
+/// An upload id of a multipart upload: serializable, so an upload can be
+/// resumed or aborted by another process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MultipartId(pub String);
+
+/// A finished part, as needed to complete the upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+/// A body being read.
+pub struct GetResult {
+    /// Metadata of the object (content-type and user metadata included).
+    pub meta: ObjectMeta,
+    /// The byte range returned.
+    pub range: Range<u64>,
+    pub body: ByteStream,
+}
+
+impl std::fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checksum algorithms a store can check on upload or return on read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumKind {
+    Md5,
+    Crc32c,
+    Crc64Nvme,
+    Sha256,
+}
+
+/// What a store can do: the engine reads these to pick a strategy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The name of the bucket (or root) this store writes to.
+    pub bucket: String,
+    /// Stores with the same domain can copy from each other server-side
+    /// (same endpoint and credentials). `None`: no server-side copy.
+    pub copy_domain: Option<String>,
+    /// UploadPartCopy (copy byte ranges into a multipart upload).
+    pub part_copy: bool,
+    /// Largest single CopyObject.
+    pub max_copy_size: u64,
+    /// Largest single PUT.
+    pub max_put_size: u64,
+    /// Smallest part (but the last) of a multipart upload.
+    pub min_part_size: u64,
+    pub max_parts: u32,
+    /// Checksums the store verifies on upload when given.
+    pub upload_checksums: Vec<ChecksumKind>,
+    /// Whether ETags are MD5s of the content (false with SSE-KMS/SSE-C).
+    pub etag_is_md5: bool,
+    /// Object tags are kept.
+    pub tags: bool,
+    /// Keys may contain empty segments (`a//b`) or end with `/`.
+    pub any_key: bool,
+    /// A local filesystem: objects are files.
+    pub local_root: Option<std::path::PathBuf>,
+}
+
+impl Capabilities {
+    /// Defaults that hold for S3.
+    pub fn s3_like(bucket: impl Into<String>) -> Self {
+        Capabilities {
+            bucket: bucket.into(),
+            copy_domain: None,
+            part_copy: true,
+            max_copy_size: 5 * 1024 * 1024 * 1024,
+            max_put_size: 5 * 1024 * 1024 * 1024,
+            min_part_size: 5 * 1024 * 1024,
+            max_parts: 10_000,
+            upload_checksums: vec![ChecksumKind::Md5],
+            etag_is_md5: true,
+            tags: true,
+            any_key: true,
+            local_root: None,
+        }
+    }
+}
+
+/// Serde helper: optional `SystemTime` as RFC 3339.
+pub(crate) mod opt_rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&humantime::format_rfc3339_nanos(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let v: Option<String> = Option::deserialize(d)?;
+        v.map(|s| humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

@@ -1,0 +1,190 @@
+//! A fault-injecting store for tests: fails a fraction of requests with
+//! 503 SlowDown, 500 InternalError or a connection reset — before the request
+//! reaches the inner store, or after it (the answer is lost) — and breaks
+//! read bodies mid-stream. Seeded, so a failing run can be replayed.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{ErrorKind, Op, Result, StoreError};
+use crate::key::Key;
+use crate::types::*;
+use crate::{DynStore, ObjectStore};
+
+/// What to inject.
+#[derive(Clone, Debug)]
+pub struct FaultConfig {
+    pub seed: u64,
+    /// Fraction of requests that fail before reaching the store.
+    pub before_rate: f64,
+    /// Fraction of writes that reach the store but whose answer is lost.
+    pub after_rate: f64,
+    /// Fraction of read bodies cut off halfway.
+    pub body_rate: f64,
+    /// Fail listings too.
+    pub list_rate: f64,
+}
+
+impl FaultConfig {
+    /// Every kind of fault at `rate`.
+    pub fn uniform(seed: u64, rate: f64) -> Self {
+        FaultConfig {
+            seed,
+            before_rate: rate,
+            after_rate: rate / 2.0,
+            body_rate: rate,
+            list_rate: rate,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct FaultStore {
+    inner: DynStore,
+    cfg: FaultConfig,
+    rng: Mutex<StdRng>,
+    injected: AtomicU64,
+}
+
+impl FaultStore {
+    pub fn new(inner: DynStore, cfg: FaultConfig) -> Self {
+        FaultStore {
+            rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
+            inner,
+            cfg,
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    fn roll(&self, rate: f64) -> Option<u32> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        if rng.random::<f64>() < rate {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            Some(rng.random_range(0..3))
+        } else {
+            None
+        }
+    }
+
+    fn fault(op: Op, key: &str, which: u32) -> StoreError {
+        match which {
+            0 => StoreError::new(op, key, ErrorKind::Throttled, "SlowDown (503): injected").with_code("SlowDown"),
+            1 => StoreError::new(op, key, ErrorKind::Transient, "InternalError (500): injected").with_code("InternalError"),
+            _ => StoreError::new(op, key, ErrorKind::Transient, "connection reset by peer (injected)"),
+        }
+    }
+
+    fn before(&self, op: Op, key: &str) -> Result<()> {
+        match self.roll(self.cfg.before_rate) {
+            Some(w) => Err(Self::fault(op, key, w)),
+            None => Ok(()),
+        }
+    }
+
+    fn after<T>(&self, op: Op, key: &str, r: Result<T>) -> Result<T> {
+        match (r, self.roll(self.cfg.after_rate)) {
+            (Ok(_), Some(w)) => Err(Self::fault(op, key, w)),
+            (r, _) => r,
+        }
+    }
+}
+
+macro_rules! faulty {
+    ($self:ident, $op:expr, $key:expr, $call:expr) => {{
+        $self.before($op, $key)?;
+        let r = $call.await;
+        $self.after($op, $key, r)
+    }};
+}
+
+#[async_trait]
+impl ObjectStore for FaultStore {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
+        let prefix = req.prefix.to_string();
+        // Decide up front whether (and after how many entries) this listing breaks.
+        let cut = self.roll(self.cfg.list_rate).map(|w| (w, self.rng.lock().map(|mut r| r.random_range(0..50usize)).unwrap_or(0)));
+        let inner = self.inner.list(req);
+        match cut {
+            None => inner,
+            Some((w, n)) => inner
+                .take(n)
+                .chain(stream::once(async move { Err(Self::fault(Op::List, &prefix, w)) }))
+                .boxed(),
+        }
+    }
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        self.before(Op::Head, key.as_str())?;
+        self.inner.head(key).await
+    }
+    async fn head_part(&self, key: &Key, n: u32) -> Result<(u64, u32)> {
+        self.before(Op::Head, key.as_str())?;
+        self.inner.head_part(key, n).await
+    }
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
+        self.before(Op::Get, key.as_str())?;
+        let mut g = self.inner.get(key, range).await?;
+        if let Some(w) = self.roll(self.cfg.body_rate) {
+            let k = key.to_string();
+            let body = std::mem::replace(&mut g.body, stream::empty().boxed());
+            // Deliver the first chunk, cut off half of it, then fail.
+            g.body = body
+                .take(1)
+                .map(|c| c.map(|b: Bytes| b.slice(..b.len() / 2)))
+                .chain(stream::once(async move { Err(Self::fault(Op::Get, &k, w)) }))
+                .boxed();
+        }
+        Ok(g)
+    }
+    async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
+        self.before(Op::GetTags, key.as_str())?;
+        self.inner.get_tags(key).await
+    }
+    async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        faulty!(self, Op::Put, key.as_str(), self.inner.put(key, payload, opts))
+    }
+    async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
+        self.before(Op::CreateMultipart, key.as_str())?;
+        self.inner.create_multipart(key, opts).await
+    }
+    async fn upload_part(&self, key: &Key, u: &MultipartId, n: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
+        faulty!(self, Op::UploadPart, key.as_str(), self.inner.upload_part(key, u, n, payload, md5))
+    }
+    async fn upload_part_copy(&self, key: &Key, u: &MultipartId, n: u32, src: &CopySource, range: Range<u64>) -> Result<CompletedPart> {
+        faulty!(self, Op::UploadPartCopy, key.as_str(), self.inner.upload_part_copy(key, u, n, src, range))
+    }
+    async fn complete_multipart(&self, key: &Key, u: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
+        // Losing a complete's answer makes the retry fail with NoSuchUpload;
+        // only fail before it (a real client sees that case too, and the
+        // engine verifies by HEAD when a complete's retry finds no upload).
+        self.before(Op::CompleteMultipart, key.as_str())?;
+        self.inner.complete_multipart(key, u, parts).await
+    }
+    async fn abort_multipart(&self, key: &Key, u: &MultipartId) -> Result<()> {
+        self.before(Op::AbortMultipart, key.as_str())?;
+        self.inner.abort_multipart(key, u).await
+    }
+    async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
+        faulty!(self, Op::Copy, dst.as_str(), self.inner.copy(src, dst, opts))
+    }
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {
+        faulty!(self, Op::Delete, "", self.inner.delete_many(keys))
+    }
+}

@@ -1,0 +1,277 @@
+//! Retries retryable errors (throttling, 5xx, timeouts, resets) with
+//! exponential backoff and full jitter, for every backend alike. Listings
+//! resume after the last key they yielded; reads resume at the byte where the
+//! body broke off (and fail if the object changed meanwhile).
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::error::{ErrorKind, Op, Result, StoreError};
+use crate::key::Key;
+use crate::types::*;
+use crate::{DynStore, ObjectStore};
+
+/// How hard to retry.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub max_attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_attempts.saturating_sub(1))
+    }
+}
+
+/// Retries every operation of the inner store.
+#[derive(Debug)]
+pub struct RetryStore {
+    inner: DynStore,
+    policy: RetryPolicy,
+}
+
+impl RetryStore {
+    pub fn new(inner: DynStore, policy: RetryPolicy) -> Self {
+        RetryStore { inner, policy }
+    }
+}
+
+fn notify(e: &StoreError, d: Duration) {
+    tracing::debug!(op = %e.op, key = %e.key, error = %e.message, delay_ms = d.as_millis() as u64, "retrying");
+}
+
+macro_rules! retried {
+    ($self:ident, $body:expr) => {{
+        (|| async { $body.await })
+            .retry($self.policy.backoff())
+            .when(|e: &StoreError| e.is_retryable())
+            .notify(notify)
+            .await
+    }};
+}
+
+#[async_trait]
+impl ObjectStore for RetryStore {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+
+    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
+        struct St {
+            inner: DynStore,
+            req: ListRequest,
+            cur: Option<BoxStream<'static, Result<ListEntry>>>,
+            last: Option<Key>,
+            backoff: backon::ExponentialBackoff,
+            done: bool,
+        }
+        let st = St {
+            inner: self.inner.clone(),
+            cur: None,
+            last: None,
+            backoff: self.policy.backoff().build(),
+            done: false,
+            req,
+        };
+        stream::unfold(st, |mut st| async move {
+            loop {
+                if st.done {
+                    return None;
+                }
+                if st.cur.is_none() {
+                    let mut req = st.req.clone();
+                    if let Some(l) = &st.last {
+                        // Resume after the last entry; after a common prefix,
+                        // past everything under it.
+                        let after = if req.delimiter.is_some_and(|d| l.as_str().ends_with(d)) {
+                            Key::prefix(format!("{}\u{10FFFF}", l.as_str())).unwrap_or_else(|_| l.clone())
+                        } else {
+                            l.clone()
+                        };
+                        req.range.start_after = Some(after);
+                    }
+                    st.cur = Some(st.inner.list(req));
+                }
+                let next = match st.cur.as_mut() {
+                    Some(s) => s.next().await,
+                    None => None,
+                };
+                match next {
+                    None => return None,
+                    Some(Ok(e)) => {
+                        st.last = Some(e.key().clone());
+                        return Some((Ok(e), st));
+                    }
+                    Some(Err(e)) if e.is_retryable() => match st.backoff.next() {
+                        Some(d) => {
+                            notify(&e, d);
+                            st.cur = None;
+                            tokio::time::sleep(d).await;
+                        }
+                        None => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    },
+                    Some(Err(e)) => return Some((Err(e), st)),
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        retried!(self, self.inner.head(key))
+    }
+
+    async fn head_part(&self, key: &Key, n: u32) -> Result<(u64, u32)> {
+        retried!(self, self.inner.head_part(key, n))
+    }
+
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
+        let first = retried!(self, self.inner.get(key, range.clone()))?;
+        let GetResult { meta, range: got, body } = first;
+        struct St {
+            inner: DynStore,
+            key: Key,
+            etag: Option<String>,
+            body: BoxStream<'static, Result<Bytes>>,
+            pos: u64,
+            end: u64,
+            backoff: backon::ExponentialBackoff,
+        }
+        let st = St {
+            inner: self.inner.clone(),
+            key: key.clone(),
+            etag: meta.etag.clone(),
+            body,
+            pos: got.start,
+            end: got.end,
+            backoff: self.policy.backoff().build(),
+        };
+        let body = stream::unfold(Some(st), |st| async move {
+            let mut st = st?;
+            loop {
+                match st.body.next().await {
+                    Some(Ok(chunk)) => {
+                        st.pos += chunk.len() as u64;
+                        return Some((Ok(chunk), Some(st)));
+                    }
+                    None if st.pos >= st.end => return None,
+                    None => {
+                        let e = StoreError::new(Op::Get, st.key.as_str(), ErrorKind::Transient, "body ended early");
+                        if let Err(e) = resume(&mut st.inner, &mut st.body, &st.key, &st.etag, st.pos, st.end, &mut st.backoff, e).await {
+                            return Some((Err(e), None));
+                        }
+                    }
+                    Some(Err(e)) if e.is_retryable() => {
+                        if let Err(e) = resume(&mut st.inner, &mut st.body, &st.key, &st.etag, st.pos, st.end, &mut st.backoff, e).await {
+                            return Some((Err(e), None));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), None)),
+                }
+            }
+        })
+        .boxed();
+        Ok(GetResult { meta, range: got, body })
+    }
+
+    async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
+        retried!(self, self.inner.get_tags(key))
+    }
+
+    async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        retried!(self, self.inner.put(key, payload.clone(), opts))
+    }
+
+    async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
+        retried!(self, self.inner.create_multipart(key, opts))
+    }
+
+    async fn upload_part(&self, key: &Key, u: &MultipartId, n: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
+        retried!(self, self.inner.upload_part(key, u, n, payload.clone(), md5))
+    }
+
+    async fn upload_part_copy(&self, key: &Key, u: &MultipartId, n: u32, src: &CopySource, range: Range<u64>) -> Result<CompletedPart> {
+        retried!(self, self.inner.upload_part_copy(key, u, n, src, range.clone()))
+    }
+
+    async fn complete_multipart(&self, key: &Key, u: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
+        retried!(self, self.inner.complete_multipart(key, u, parts))
+    }
+
+    async fn abort_multipart(&self, key: &Key, u: &MultipartId) -> Result<()> {
+        retried!(self, self.inner.abort_multipart(key, u))
+    }
+
+    async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
+        retried!(self, self.inner.copy(src, dst, opts))
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {
+        retried!(self, self.inner.delete_many(keys))
+    }
+}
+
+/// Re-opens a broken body at `pos` after a backoff; fails if the object changed.
+#[allow(clippy::too_many_arguments)]
+async fn resume(
+    inner: &mut DynStore,
+    body: &mut BoxStream<'static, Result<Bytes>>,
+    key: &Key,
+    etag: &Option<String>,
+    pos: u64,
+    end: u64,
+    backoff: &mut backon::ExponentialBackoff,
+    err: StoreError,
+) -> Result<()> {
+    let mut err = err;
+    loop {
+        let Some(d) = backoff.next() else { return Err(err) };
+        notify(&err, d);
+        tokio::time::sleep(d).await;
+        match inner.get(key, Some(pos..end)).await {
+            Ok(g) => {
+                if g.meta.etag.is_some() && etag.is_some() && g.meta.etag != *etag {
+                    return Err(StoreError::new(
+                        Op::Get,
+                        key.as_str(),
+                        ErrorKind::PreconditionFailed,
+                        "the object changed while it was being read",
+                    ));
+                }
+                *body = g.body;
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() => err = e,
+            Err(e) => return Err(e),
+        }
+    }
+}
