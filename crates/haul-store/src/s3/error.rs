@@ -41,6 +41,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let full = DisplayErrorContext(&err).to_string();
+    tracing::trace!(error = ?err, "sdk error");
     match &err {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
@@ -55,6 +56,7 @@ where
                     m.or(code.as_deref()).unwrap_or("invalid credentials")
                 ),
                 (_, Some(m)) => format!("{} ({status}): {m}", code.as_deref().unwrap_or("error")),
+                (_, None) if code.is_none() => format!("unexpected response (HTTP {status}): {}", short(&full)),
                 (_, None) => format!("{} (HTTP {status})", code.as_deref().unwrap_or("error")),
             };
             let mut e = StoreError::new(op, key, kind, message);
@@ -89,18 +91,16 @@ where
 
 fn mentions_credentials(s: &str) -> bool {
     let s = s.to_ascii_lowercase();
-    s.contains("credential") || s.contains("identity")
+    s.contains("credential") || s.contains("identity") || s.contains("providererror") || s.contains("failedtoloadtoken")
 }
 
 fn credentials_error(op: Op, key: &str, full: &str) -> StoreError {
+    tracing::debug!(error = full, "credentials");
     StoreError::new(
         op,
         key,
         ErrorKind::Credentials,
-        format!(
-            "no usable AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use --profile, or configure SSO): {}",
-            short(full)
-        ),
+        "no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, choose a profile with --profile (or AWS_PROFILE), or configure SSO or credential_process",
     )
 }
 

@@ -1,0 +1,228 @@
+//! Command-line arguments. Parsed here, validated into the library's typed
+//! options in the command modules; the library never sees clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_HELP: &str = "\
+Exit codes:
+  0  success: every object was handled
+  1  some objects failed (each is reported with key, operation and reason)
+  2  usage or fatal error (bad arguments, missing bucket or credentials, ...)";
+
+/// haul: move very large amounts of data into and between S3-compatible
+/// object stores — fast, verifiably, without losing a byte.
+#[derive(Debug, Parser)]
+#[command(name = "haul", version, about, after_help = EXIT_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// JSON lines on stdout: one per failure (and per planned action in a dry
+    /// run), then a summary. Hides the progress bar.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bar and no summary on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More logging on stderr (-v info, -vv debug). RUST_LOG also works.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List objects (and folders, unless -r) with size, mtime, ETag and storage class.
+    #[command(after_help = "Examples:\n  haul ls s3://bucket/2026/11/\n  haul ls -r --json s3://bucket/logs/\n  haul ls -r ./bucket-dir")]
+    Ls(LsArgs),
+    /// Copy objects or files: file→s3, s3→file, s3→s3, file→file, stdin→s3.
+    #[command(after_help = "Examples:\n  haul cp -r /data/2026 s3://bucket/ingest/2026\n  haul cp s3://a/x.bin s3://b/x.bin --dst-profile other\n  pg_dump db | haul cp - s3://bucket/dumps/db.sql\n  haul cp -r s3://bucket/logs ./logs --include '**/*.gz'")]
+    Cp(CpArgs),
+    /// Delete an object, or every object under a prefix with -r.
+    #[command(after_help = "Examples:\n  haul rm s3://bucket/tmp/x.json\n  haul rm -r --dry-run s3://bucket/tmp/")]
+    Rm(RmArgs),
+    /// Write an object to stdout (checked against its MD5 ETag).
+    #[command(after_help = "Example:\n  haul cat s3://bucket/2026/11/21/x.json | jq .")]
+    Cat(CatArgs),
+}
+
+/// How to reach one S3 endpoint.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Conn {
+    /// AWS profile (shared config/credentials files).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Custom S3 endpoint (S3-compatible servers); also AWS_ENDPOINT_URL(_S3).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Path-style addressing (http://host/bucket/key).
+    #[arg(long)]
+    pub path_style: bool,
+    /// Profile for the source side (defaults to --profile).
+    #[arg(long)]
+    pub src_profile: Option<String>,
+    #[arg(long)]
+    pub src_endpoint_url: Option<String>,
+    #[arg(long)]
+    pub src_region: Option<String>,
+    #[arg(long)]
+    pub src_path_style: bool,
+    /// Profile for the destination side (defaults to --profile).
+    #[arg(long)]
+    pub dst_profile: Option<String>,
+    #[arg(long)]
+    pub dst_endpoint_url: Option<String>,
+    #[arg(long)]
+    pub dst_region: Option<String>,
+    #[arg(long)]
+    pub dst_path_style: bool,
+    /// When the SDK adds request checksums: auto = only when required for
+    /// custom endpoints (S3-compatible servers), when supported for AWS.
+    #[arg(long, value_enum, default_value_t = ChecksumPolicyArg::Auto)]
+    pub request_checksums: ChecksumPolicyArg,
+    /// Also send a CRC64NVME checksum header with uploads (default: on for AWS, off for custom endpoints).
+    #[arg(long)]
+    pub crc64nvme: Option<bool>,
+    /// Most requests in flight to one endpoint (lowered automatically on throttling).
+    #[arg(long, default_value_t = 128)]
+    pub max_requests: usize,
+    /// Attempts per request for retryable errors (throttling, 5xx, timeouts, resets).
+    #[arg(long, default_value_t = 10)]
+    pub retries: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum ChecksumPolicyArg {
+    #[default]
+    Auto,
+    WhenRequired,
+    WhenSupported,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// s3://bucket[/prefix] or a local directory.
+    pub location: String,
+    /// List every object under the prefix instead of one level.
+    #[arg(short, long)]
+    pub recursive: bool,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TransferArgs {
+    /// Objects in flight.
+    #[arg(long, short = 'j', default_value_t = 64)]
+    pub concurrency: usize,
+    /// Part size for multipart transfers (e.g. 8MiB, 64M).
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Objects of this size or more are transferred in parts.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub multipart_threshold: u64,
+    /// Parts of one object in flight.
+    #[arg(long, default_value_t = 8)]
+    pub parts_per_object: usize,
+    /// Most bytes held in memory by all transfers together.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub max_buffer: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: s3://bucket/key, s3://bucket/prefix (-r), a local file or directory (-r), or - for stdin.
+    pub src: String,
+    /// Destination: s3://bucket/key-or-prefix, a local path, or - for stdout.
+    pub dst: String,
+    /// Copy everything under SRC, keeping the hierarchy.
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// Only copy keys (relative to SRC) matching this glob; repeatable. `*` stays within a folder, `**` crosses folders.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Skip keys (relative to SRC) matching this glob; repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Storage class of the new objects (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, ...).
+    #[arg(long)]
+    pub storage_class: Option<String>,
+    /// Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long, value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
+    /// KMS key for --sse aws:kms (the bucket's default key otherwise).
+    #[arg(long)]
+    pub sse_kms_key_id: Option<String>,
+    /// User metadata key=value, repeatable (added to the source's unless --metadata-directive REPLACE).
+    #[arg(long, value_parser = parse_kv)]
+    pub metadata: Vec<(String, String)>,
+    /// Tag key=value, repeatable (replaces the source's tags).
+    #[arg(long, value_parser = parse_kv)]
+    pub tag: Vec<(String, String)>,
+    /// Content-Type of the new objects (default: the source's, else guessed from the extension).
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// COPY keeps the source's content-type, metadata and tags; REPLACE uses only the ones given.
+    #[arg(long, value_enum, default_value_t = Directive::Copy)]
+    pub metadata_directive: Directive,
+    /// Never copy server-side; stream through haul even on the same endpoint.
+    #[arg(long)]
+    pub no_server_side: bool,
+    /// Print what would be copied; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Directive {
+    Copy,
+    Replace,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// s3://bucket/key, or s3://bucket/prefix with -r; local paths work too.
+    pub location: String,
+    /// Delete every object under the prefix.
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// s3://bucket/key or a local file.
+    pub location: String,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let v: bytesize::ByteSize = s.parse().map_err(|e| format!("invalid size {s:?}: {e}"))?;
+    if v.as_u64() == 0 {
+        return Err(format!("invalid size {s:?}: must be more than 0"));
+    }
+    Ok(v.as_u64())
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}

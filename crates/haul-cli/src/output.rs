@@ -1,0 +1,175 @@
+//! What the user sees: a progress bar on a TTY, failures and the summary on
+//! stderr, or JSON lines on stdout with `--json`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use haul_engine::job::{Action, PlanSink};
+use haul_engine::{Failure, Observer, Summary};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::args::Global;
+
+/// Prints events of a run.
+#[derive(Debug)]
+pub struct Output {
+    json: bool,
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    planned: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    stdout: Mutex<()>,
+}
+
+impl Output {
+    pub fn new(g: &Global, show_bar: bool) -> Self {
+        let bar = (show_bar && !g.json && !g.quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Output {
+            json: g.json,
+            quiet: g.quiet,
+            bar,
+            planned: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            stdout: Mutex::new(()),
+        }
+    }
+
+    fn message(&self) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "{}/{} objects, {} failed",
+                self.done.load(Ordering::Relaxed),
+                self.planned.load(Ordering::Relaxed),
+                self.failed.load(Ordering::Relaxed)
+            ));
+        }
+    }
+
+    /// Prints one line to stdout without interleaving with other lines.
+    pub fn line(&self, s: &str) {
+        let _g = self.stdout.lock().unwrap_or_else(|e| e.into_inner());
+        let print = || {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (e.g. `| head`) is not an error of the run.
+            let _ = writeln!(out, "{s}");
+        };
+        match &self.bar {
+            Some(b) => b.suspend(print),
+            None => print(),
+        }
+    }
+
+    fn err_line(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{s}")),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    /// Ends the bar and prints the summary (human on stderr, or JSON on stdout).
+    pub fn summary(&self, verb: &str, s: &Summary) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        if self.json {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("event".into(), json!("summary"));
+                o.insert("command".into(), json!(verb));
+            }
+            self.line(&v.to_string());
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        let dry = if s.dry_run { " (dry run: nothing changed)" } else { "" };
+        let server = if s.server_side > 0 { format!(", {} server-side", s.server_side) } else { String::new() };
+        eprintln!(
+            "{verb} {} objects ({}) in {:.1}s, {}/s{server}; {} skipped, {} failed{dry}",
+            s.objects,
+            bytesize::ByteSize(s.bytes).display().iec(),
+            s.elapsed_secs,
+            bytesize::ByteSize(s.bytes_per_sec as u64).display().iec(),
+            s.skipped,
+            s.failed,
+        );
+        if s.failed > s.first_failures.len() as u64 {
+            eprintln!("(first {} failures shown; use --json for all of them)", s.first_failures.len());
+        }
+    }
+}
+
+impl Observer for Output {
+    fn planned(&self, objects: u64, bytes: u64) {
+        self.planned.fetch_add(objects, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.inc_length(bytes);
+        }
+        self.message();
+    }
+    fn bytes(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn done(&self, _key: &str, _bytes: u64) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.message();
+    }
+    fn skipped(&self, key: &str, reason: &str) {
+        if self.json {
+            self.line(&json!({"event": "skip", "key": key, "reason": reason}).to_string());
+        } else if !self.quiet {
+            self.err_line(&format!("skipped {key}: {reason}"));
+        }
+    }
+    fn failed(&self, f: &Failure) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.message();
+        if self.json {
+            let mut v = serde_json::to_value(f).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("event".into(), json!("failure"));
+            }
+            self.line(&v.to_string());
+        } else {
+            self.err_line(&format!("failed: {} [{}]", f.message, f.code));
+        }
+    }
+}
+
+/// Prints the actions of a dry run.
+#[derive(Debug)]
+pub struct DryRun {
+    pub out: std::sync::Arc<Output>,
+    pub src_url: String,
+    pub dst_url: String,
+}
+
+impl PlanSink for DryRun {
+    fn would(&self, action: Action<'_>) {
+        let line = match (action, self.out.json) {
+            (Action::Copy { src, dst, size }, true) => json!({"event": "plan", "action": "copy", "src": format!("{}/{}", self.src_url, src), "dst": format!("{}/{}", self.dst_url, dst), "size": size}).to_string(),
+            (Action::Copy { src, dst, size }, false) => format!("(dry run) copy {}/{src} -> {}/{dst} ({size} bytes)", self.src_url, self.dst_url),
+            (Action::Delete { key }, true) => json!({"event": "plan", "action": "delete", "key": format!("{}/{}", self.src_url, key)}).to_string(),
+            (Action::Delete { key }, false) => format!("(dry run) delete {}/{key}", self.src_url),
+        };
+        self.out.line(&line);
+    }
+}
