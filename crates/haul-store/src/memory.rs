@@ -53,6 +53,11 @@ impl MemoryServer {
         })
     }
 
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        lock(&self.uploads).len()
+    }
+
     /// A store for `bucket`, created if missing.
     pub fn bucket(self: &Arc<Self>, bucket: &str) -> MemoryStore {
         let map = lock(&self.buckets)

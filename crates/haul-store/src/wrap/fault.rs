@@ -30,6 +30,11 @@ pub struct FaultConfig {
     pub body_rate: f64,
     /// Fail listings too.
     pub list_rate: f64,
+    /// Fraction of read bodies with one byte flipped (silent corruption:
+    /// only verification can catch it).
+    pub corrupt_rate: f64,
+    /// Added to every request.
+    pub latency: std::time::Duration,
 }
 
 impl FaultConfig {
@@ -41,7 +46,14 @@ impl FaultConfig {
             after_rate: rate / 2.0,
             body_rate: rate,
             list_rate: rate,
+            corrupt_rate: 0.0,
+            latency: std::time::Duration::ZERO,
         }
+    }
+
+    /// No faults (add the ones wanted with struct update syntax).
+    pub fn none(seed: u64) -> Self {
+        Self::uniform(seed, 0.0)
     }
 }
 
@@ -86,7 +98,10 @@ impl FaultStore {
         }
     }
 
-    fn before(&self, op: Op, key: &str) -> Result<()> {
+    async fn before(&self, op: Op, key: &str) -> Result<()> {
+        if !self.cfg.latency.is_zero() {
+            tokio::time::sleep(self.cfg.latency).await;
+        }
         match self.roll(self.cfg.before_rate) {
             Some(w) => Err(Self::fault(op, key, w)),
             None => Ok(()),
@@ -103,7 +118,7 @@ impl FaultStore {
 
 macro_rules! faulty {
     ($self:ident, $op:expr, $key:expr, $call:expr) => {{
-        $self.before($op, $key)?;
+        $self.before($op, $key).await?;
         let r = $call.await;
         $self.after($op, $key, r)
     }};
@@ -131,16 +146,34 @@ impl ObjectStore for FaultStore {
         }
     }
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        self.before(Op::Head, key.as_str())?;
+        self.before(Op::Head, key.as_str()).await?;
         self.inner.head(key).await
     }
     async fn head_part(&self, key: &Key, n: u32) -> Result<(u64, u32)> {
-        self.before(Op::Head, key.as_str())?;
+        self.before(Op::Head, key.as_str()).await?;
         self.inner.head_part(key, n).await
     }
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
-        self.before(Op::Get, key.as_str())?;
+        self.before(Op::Get, key.as_str()).await?;
         let mut g = self.inner.get(key, range).await?;
+        if self.roll(self.cfg.corrupt_rate).is_some() {
+            let body = std::mem::replace(&mut g.body, stream::empty().boxed());
+            let mut first = true;
+            g.body = body
+                .map(move |c| {
+                    c.map(|b: Bytes| {
+                        if first && !b.is_empty() {
+                            first = false;
+                            let mut v = b.to_vec();
+                            v[0] ^= 0x01;
+                            Bytes::from(v)
+                        } else {
+                            b
+                        }
+                    })
+                })
+                .boxed();
+        }
         if let Some(w) = self.roll(self.cfg.body_rate) {
             let k = key.to_string();
             let body = std::mem::replace(&mut g.body, stream::empty().boxed());
@@ -154,14 +187,14 @@ impl ObjectStore for FaultStore {
         Ok(g)
     }
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
-        self.before(Op::GetTags, key.as_str())?;
+        self.before(Op::GetTags, key.as_str()).await?;
         self.inner.get_tags(key).await
     }
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
         faulty!(self, Op::Put, key.as_str(), self.inner.put(key, payload, opts))
     }
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
-        self.before(Op::CreateMultipart, key.as_str())?;
+        self.before(Op::CreateMultipart, key.as_str()).await?;
         self.inner.create_multipart(key, opts).await
     }
     async fn upload_part(&self, key: &Key, u: &MultipartId, n: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
@@ -174,11 +207,11 @@ impl ObjectStore for FaultStore {
         // Losing a complete's answer makes the retry fail with NoSuchUpload;
         // only fail before it (a real client sees that case too, and the
         // engine verifies by HEAD when a complete's retry finds no upload).
-        self.before(Op::CompleteMultipart, key.as_str())?;
+        self.before(Op::CompleteMultipart, key.as_str()).await?;
         self.inner.complete_multipart(key, u, parts).await
     }
     async fn abort_multipart(&self, key: &Key, u: &MultipartId) -> Result<()> {
-        self.before(Op::AbortMultipart, key.as_str())?;
+        self.before(Op::AbortMultipart, key.as_str()).await?;
         self.inner.abort_multipart(key, u).await
     }
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {

@@ -1,0 +1,263 @@
+//! Engine behaviour over real stores (memory and local) with injected faults:
+//! runs complete and verified under errors, corruption is caught, part copy
+//! keeps layout and metadata, cancellation leaves no upload behind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use haul_engine::job::JobOptions;
+use haul_engine::plan::Planner;
+use haul_engine::report::NoObserver;
+use haul_engine::transfer::{Strategy, Verified};
+use haul_engine::{Executor, Filter, Transfer, TransferOptions};
+use haul_store::checksum::md5_hex;
+use haul_store::local::LocalStore;
+use haul_store::memory::{MemoryServer, MemoryStore};
+use haul_store::wrap::{FaultConfig, FaultStore, RetryPolicy, RetryStore};
+use haul_store::*;
+use tokio_util::sync::CancellationToken;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+const MIB: usize = 1024 * 1024;
+
+fn data(n: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    Bytes::from(v)
+}
+
+fn key(s: &str) -> Key {
+    Key::object(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn fast_retries(inner: DynStore) -> DynStore {
+    Arc::new(RetryStore::new(
+        inner,
+        RetryPolicy { max_attempts: 12, min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(20) },
+    ))
+}
+
+async fn read_all(s: &DynStore, k: &Key) -> Result<Bytes, StoreError> {
+    let g = s.get(k, None).await?;
+    let chunks: Vec<Bytes> = g.body.try_collect().await?;
+    Ok(chunks.concat().into())
+}
+
+fn small_parts() -> TransferOptions {
+    TransferOptions { multipart_threshold: MIB as u64, part_size: MIB as u64, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_objects_copy_complete_and_verified_under_faults() -> TestResult {
+    let src_mem = MemoryStore::new("src").with_limits(MIB as u64, 5 << 30);
+    let dst_mem = MemoryStore::new("dst").with_limits(MIB as u64, 5 << 30);
+    let mut expected = BTreeMap::new();
+    for i in 0..1000u64 {
+        // Mostly small objects, every 50th a 3 MiB multipart one.
+        let size = if i % 50 == 0 { 3 * MIB + 17 } else { 100 + (i as usize * 37) % 20_000 };
+        let body = data(size, i);
+        let k = key(&format!("in/2026/11/{:02}/obj-{i:04}.bin", i % 30));
+        src_mem.put(&k, body.clone(), &PutOptions::default()).await?;
+        expected.insert(format!("out/2026/11/{:02}/obj-{i:04}.bin", i % 30), md5_hex(&body));
+    }
+    let src_faults = Arc::new(FaultStore::new(Arc::new(src_mem.clone()), FaultConfig::uniform(1, 0.05)));
+    let dst_faults = Arc::new(FaultStore::new(Arc::new(dst_mem.clone()), FaultConfig::uniform(2, 0.1)));
+    let src = fast_retries(src_faults.clone());
+    let dst = fast_retries(dst_faults.clone());
+    let planner = Planner { src: src.clone(), src_prefix: Key::prefix("in/")?, dst_prefix: Key::prefix("out/")?, filter: Filter::default(), dst_is_local: false };
+    let exec = Executor::new(Transfer::new(small_parts(), CancellationToken::new()), JobOptions { concurrency: 32, ..Default::default() }, Arc::new(NoObserver));
+    let summary = exec.copy(&src, &dst, planner.tasks()).await;
+    assert_eq!(summary.failed, 0, "{:?}", summary.first_failures);
+    assert_eq!(summary.objects, 1000);
+    let injected = src_faults.injected() + dst_faults.injected();
+    assert!(injected > 100, "only {injected} faults were injected");
+    // Every object arrived, byte for byte (checked without the fault layer).
+    let dst_plain: DynStore = Arc::new(dst_mem);
+    let mut n = 0;
+    let mut listing = dst_plain.list(ListRequest::prefix(Key::prefix("out/")?));
+    while let Some(e) = listing.try_next().await? {
+        if let ListEntry::Object(o) = e {
+            let body = read_all(&dst_plain, &o.key).await?;
+            assert_eq!(Some(&md5_hex(&body)), expected.get(o.key.as_str()), "{}", o.key);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn corruption_in_transit_is_an_error_and_nothing_lands() -> TestResult {
+    let src_mem = MemoryStore::new("src");
+    let dst_mem = MemoryStore::new("dst");
+    let body = data(10_000, 3);
+    src_mem.put(&key("x.bin"), body, &PutOptions::default()).await?;
+    let cfg = FaultConfig { corrupt_rate: 1.0, ..FaultConfig::none(3) };
+    let src: DynStore = Arc::new(FaultStore::new(Arc::new(src_mem), cfg));
+    let dst: DynStore = Arc::new(dst_mem.clone());
+    let planner = Planner { src: src.clone(), src_prefix: Key::root(), dst_prefix: Key::prefix("copy/")?, filter: Filter::default(), dst_is_local: false };
+    let exec = Executor::new(Transfer::new(TransferOptions::default(), CancellationToken::new()), JobOptions::default(), Arc::new(NoObserver));
+    let summary = exec.copy(&src, &dst, planner.tasks()).await;
+    assert_eq!(summary.failed, 1);
+    let f = &summary.first_failures[0];
+    assert_eq!((f.key.as_str(), f.code.as_str()), ("x.bin", "ChecksumMismatch"), "{f:?}");
+    assert!(f.message.contains("does not match the source ETag"), "{}", f.message);
+    assert!(dst_mem.head(&key("copy/x.bin")).await.err().is_some_and(|e| e.is_not_found()), "a corrupt copy must not land");
+    Ok(())
+}
+
+#[tokio::test]
+async fn multipart_copy_reuses_the_source_layout_and_keeps_the_etag() -> TestResult {
+    let server = MemoryServer::new();
+    let src = server.bucket("a").with_limits(MIB as u64, 5 << 30);
+    let dst_other = MemoryStore::new("b").with_limits(MIB as u64, 5 << 30);
+    // A source uploaded with 2 MiB parts (not the engine's 1 MiB default).
+    let body = data(9 * MIB + 5, 4);
+    let k = key("big.bin");
+    let id = src.create_multipart(&k, &PutOptions { content_type: Some("application/x-test".into()), ..Default::default() }).await?;
+    let mut parts = Vec::new();
+    for (i, c) in body.chunks(2 * MIB).enumerate() {
+        parts.push(src.upload_part(&k, &id, i as u32 + 1, body.slice_ref(c), &md5_hex(c)).await?);
+    }
+    src.complete_multipart(&k, &id, &parts).await?;
+    let meta = src.head(&k).await?;
+    assert!(meta.etag.as_deref().is_some_and(|e| e.ends_with("-5")));
+    let (s, d): (DynStore, DynStore) = (Arc::new(src), Arc::new(dst_other.clone()));
+    let t = Transfer::new(TransferOptions { server_side: false, ..small_parts() }, CancellationToken::new());
+    let out = t.copy(&s, &meta, &d, &k, &NoObserver).await?;
+    assert_eq!(out.strategy, Strategy::Multipart { parts: 5 });
+    assert_eq!(out.verified, Verified::SourceEtag);
+    assert_eq!(out.etag, meta.etag, "the destination ETag equals the source's");
+    assert!(read_all(&d, &k).await? == body);
+    assert_eq!(d.head(&k).await?.content_type.as_deref(), Some("application/x-test"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn objects_beyond_the_copy_limit_use_part_copy_with_metadata_and_tags() -> TestResult {
+    let server = MemoryServer::new();
+    // Scaled down: a 4 MiB copy limit stands for S3's 5 GiB.
+    let a = server.bucket("a").with_limits(MIB as u64, 4 * MIB as u64);
+    let b = server.bucket("b").with_limits(MIB as u64, 4 * MIB as u64);
+    let body = data(10 * MIB, 5);
+    let opts = PutOptions {
+        content_type: Some("application/json".into()),
+        metadata: BTreeMap::from([("owner".into(), "ops".into())]),
+        tags: vec![("team".into(), "data".into())],
+        ..Default::default()
+    };
+    a.put(&key("huge.json"), body.clone(), &opts).await?;
+    let meta = a.head(&key("huge.json")).await?;
+    let (s, d): (DynStore, DynStore) = (Arc::new(a), Arc::new(b));
+    let t = Transfer::new(small_parts(), CancellationToken::new());
+    let out = t.copy(&s, &meta, &d, &key("copy.json"), &NoObserver).await?;
+    assert_eq!(out.strategy, Strategy::ServerPartCopy { parts: 10 });
+    assert!(read_all(&d, &key("copy.json")).await? == body);
+    let h = d.head(&key("copy.json")).await?;
+    assert_eq!(h.content_type.as_deref(), Some("application/json"));
+    assert_eq!(h.metadata.get("owner").map(String::as_str), Some("ops"));
+    assert_eq!(d.get_tags(&key("copy.json")).await?, vec![("team".to_string(), "data".to_string())]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_aborts_the_multipart_upload() -> TestResult {
+    let server = MemoryServer::new();
+    let src = MemoryStore::new("src").with_limits(MIB as u64, 5 << 30);
+    let dst = server.bucket("dst").with_limits(MIB as u64, 5 << 30);
+    src.put(&key("big"), data(40 * MIB, 6), &PutOptions::default()).await?;
+    let meta = src.head(&key("big")).await?;
+    let slow = FaultConfig { latency: Duration::from_millis(30), ..FaultConfig::none(6) };
+    let s: DynStore = Arc::new(src);
+    let d: DynStore = Arc::new(FaultStore::new(Arc::new(dst.clone()), slow));
+    let cancel = CancellationToken::new();
+    let t = Transfer::new(TransferOptions { parts_per_object: 2, ..small_parts() }, cancel.clone());
+    let job = tokio::spawn(async move { t.copy(&s, &meta, &d, &key("big"), &NoObserver).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(server.open_uploads(), 1, "the upload is under way");
+    cancel.cancel();
+    let res = job.await?;
+    let e = res.err().ok_or("a cancelled copy succeeded")?;
+    assert_eq!(e.report_code(), "Cancelled");
+    assert_eq!(server.open_uploads(), 0, "the multipart upload was aborted");
+    assert!(dst.head(&key("big")).await.err().is_some_and(|e| e.is_not_found()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn stdin_like_streams_upload_single_or_multipart() -> TestResult {
+    let dst = MemoryStore::new("d").with_limits(MIB as u64, 5 << 30);
+    let d: DynStore = Arc::new(dst);
+    let t = Transfer::new(small_parts(), CancellationToken::new());
+    let big = data(3 * MIB + 3, 7);
+    let out = t.upload_stream(std::io::Cursor::new(big.to_vec()), &d, &key("dump.sql"), &NoObserver).await?;
+    assert_eq!(out.strategy, Strategy::Multipart { parts: 4 });
+    assert_eq!(out.verified, Verified::Etag);
+    assert!(read_all(&d, &key("dump.sql")).await? == big);
+    let small = data(1000, 8);
+    let out = t.upload_stream(std::io::Cursor::new(small.to_vec()), &d, &key("small"), &NoObserver).await?;
+    assert_eq!(out.strategy, Strategy::Single);
+    assert!(read_all(&d, &key("small")).await? == small);
+    // Exactly one threshold's worth: still one object, two reads.
+    let edge = data(MIB, 9);
+    t.upload_stream(std::io::Cursor::new(edge.to_vec()), &d, &key("edge"), &NoObserver).await?;
+    assert!(read_all(&d, &key("edge")).await? == edge);
+    Ok(())
+}
+
+#[tokio::test]
+async fn local_roundtrip_in_parts_keeps_bytes_and_mtime() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (src_dir, dst_dir) = (dir.path().join("src"), dir.path().join("dst"));
+    std::fs::create_dir_all(src_dir.join("2026/11/21"))?;
+    let body = data(5 * MIB + 11, 10);
+    std::fs::write(src_dir.join("2026/11/21/x.bin"), &body)?;
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let f = std::fs::File::options().write(true).open(src_dir.join("2026/11/21/x.bin"))?;
+    f.set_modified(mtime)?;
+    drop(f);
+    let local: DynStore = Arc::new(LocalStore::new(&src_dir)?);
+    let mem = MemoryStore::new("m").with_limits(MIB as u64, 5 << 30);
+    let m: DynStore = Arc::new(mem);
+    let t = Transfer::new(small_parts(), CancellationToken::new());
+    let meta = local.head(&key("2026/11/21/x.bin")).await?;
+    let up = t.copy(&local, &meta, &m, &key("2026/11/21/x.bin"), &NoObserver).await?;
+    assert_eq!(up.strategy, Strategy::Multipart { parts: 6 });
+    let remote = m.head(&key("2026/11/21/x.bin")).await?;
+    assert!(remote.metadata.contains_key("mtime"), "mtime is kept as metadata");
+    // And back down, in parts written in place.
+    let back: DynStore = Arc::new(LocalStore::create(&dst_dir)?);
+    let down = t.copy(&m, &remote, &back, &key("2026/11/21/x.bin"), &NoObserver).await?;
+    assert_eq!(down.verified, Verified::SourceEtag);
+    assert_eq!(std::fs::read(dst_dir.join("2026/11/21/x.bin"))?, body.to_vec());
+    assert_eq!(std::fs::metadata(dst_dir.join("2026/11/21/x.bin"))?.modified()?, mtime);
+    assert!(std::fs::read_dir(dst_dir.join(".haul-tmp"))?.next().is_none(), "no temp files left");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_local_source_that_changes_during_the_copy_fails() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("f"), b"first version")?;
+    let local: DynStore = Arc::new(LocalStore::new(dir.path())?);
+    let meta = local.head(&key("f")).await?;
+    // Rewritten between planning and copying (same size, new mtime).
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.path().join("f"), b"other version")?;
+    let m: DynStore = Arc::new(MemoryStore::new("m"));
+    let t = Transfer::new(TransferOptions::default(), CancellationToken::new());
+    let e = t.copy(&local, &meta, &m, &key("f"), &NoObserver).await.err().ok_or("copy of a changed file succeeded")?;
+    assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
+    assert!(e.to_string().contains("changed"), "{e}");
+    Ok(())
+}
