@@ -14,7 +14,9 @@ use crate::args::{Cli, Command};
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // The SDK's own warnings (e.g. a missing config file named by
+        // AWS_CONFIG_FILE) are noise for a CLI user; haul reports what matters.
+        0 => "warn,aws_config=error,aws_runtime=error,aws_smithy_runtime=error,aws_sdk_s3=error",
         1 => "info,aws=warn",
         _ => "debug,aws_smithy_runtime=info,hyper=info,rustls=info",
     };

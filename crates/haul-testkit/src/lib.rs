@@ -110,6 +110,17 @@ pub fn moto() -> &'static S3Server {
     }
 }
 
+/// A second moto server that enforces IAM after its first `free_actions`
+/// requests (moto's `INITIAL_NO_AUTH_ACTION_COUNT`): for access-denied tests.
+pub fn moto_with_auth(free_actions: u32) -> &'static S3Server {
+    static SERVER: OnceLock<Result<S3Server, String>> = OnceLock::new();
+    let n = free_actions.to_string();
+    match SERVER.get_or_init(|| start(&[("INITIAL_NO_AUTH_ACTION_COUNT", n.as_str())])) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Environment for clients of the test server (fake static credentials,
 /// no IMDS, no shared config files).
 pub fn aws_env() -> Vec<(&'static str, String)> {
@@ -117,6 +128,7 @@ pub fn aws_env() -> Vec<(&'static str, String)> {
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
         ("AWS_REGION", "us-east-1".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("AWS_CONFIG_FILE", "/nonexistent/haul-test-config".into()),
         ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/haul-test-credentials".into()),

@@ -329,9 +329,10 @@ impl ObjectStore for S3Store {
                     .conn
                     .client
                     .list_objects_v2()
-                    .bucket(&this.bucket)
-                    .prefix(req.prefix.as_str())
-                    .max_keys(1000);
+                    .bucket(&this.bucket);
+                if !req.prefix.is_empty() {
+                    call = call.prefix(req.prefix.as_str());
+                }
                 if let Some(d) = req.delimiter {
                     call = call.delimiter(d.to_string());
                 }

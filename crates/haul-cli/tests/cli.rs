@@ -1,0 +1,384 @@
+//! End-to-end tests: the real `haul` binary against a real S3 server (moto
+//! on 127.0.0.1), with an independent client (boto3) reading back what haul
+//! wrote. Exit codes and one-line error messages are part of the contract.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use haul_store::checksum::{md5_hex, multipart_etag};
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+const MIB: usize = 1024 * 1024;
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn endpoint() -> String {
+    haul_testkit::moto().endpoint.clone()
+}
+
+fn bucket(tag: &str) -> Result<String, String> {
+    let b = haul_testkit::unique_bucket(tag);
+    haul_testkit::create_bucket(haul_testkit::moto(), &b)?;
+    Ok(b)
+}
+
+/// `haul` with the test server's environment.
+fn haul() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_haul"));
+    for (k, v) in haul_testkit::aws_env() {
+        c.env(k, v);
+    }
+    c.env_remove("AWS_PROFILE").env_remove("AWS_ENDPOINT_URL").env_remove("AWS_ENDPOINT_URL_S3");
+    c
+}
+
+fn run(args: &[&str]) -> Result<Output, std::io::Error> {
+    haul().args(args).output()
+}
+
+fn ok(args: &[&str]) -> Result<Output, Box<dyn std::error::Error>> {
+    let out = run(args)?;
+    if !out.status.success() {
+        return Err(format!("haul {args:?} failed ({:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(out)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// What boto3 sees under a prefix, by key.
+fn inspect(bucket: &str, prefix: &str) -> Result<BTreeMap<String, Value>, Box<dyn std::error::Error>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_inspect.py");
+    let mut c = Command::new("python3");
+    c.arg(script).args([&endpoint(), bucket, prefix]);
+    for (k, v) in haul_testkit::aws_env() {
+        c.env(k, v);
+    }
+    let out = c.output()?;
+    if !out.status.success() {
+        return Err(format!("s3_inspect.py: {}", stderr(&out)).into());
+    }
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let v: Value = serde_json::from_str(line)?;
+        m.insert(v["key"].as_str().unwrap_or_default().to_string(), v);
+    }
+    Ok(m)
+}
+
+fn write(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(path, body)
+}
+
+fn expected_etag(body: &[u8], part: usize, threshold: usize) -> String {
+    if body.len() < threshold {
+        return md5_hex(body);
+    }
+    let md5s: Vec<String> = body.chunks(part).map(md5_hex).collect();
+    multipart_etag(md5s.iter().map(String::as_str)).unwrap_or_default()
+}
+
+#[test]
+fn tree_to_s3_and_back_with_class_metadata_and_etags() -> TestResult {
+    let b = bucket("tree")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("data");
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("2026/11/21/x.json".into(), b"{\"a\":1}\n".to_vec()),
+        ("2026/11/21/empty.csv".into(), vec![]),
+        ("2026/11/20/big.bin".into(), data(12 * MIB + 3, 1)),
+        ("2026/11/20/with space+plus%.txt".into(), b"odd name".to_vec()),
+        ("a-b".into(), b"dash".to_vec()),
+        ("a/b".into(), b"slash".to_vec()),
+    ];
+    for (k, body) in &files {
+        write(&src.join(k), body)?;
+    }
+    let out = ok(&[
+        "cp", "-r", src.to_str().unwrap_or_default(), &format!("s3://{b}/ingest"), "--endpoint-url", &ep,
+        "--storage-class", "STANDARD_IA", "--metadata", "team=data", "--multipart-threshold", "5MiB", "--part-size", "5MiB", "--json",
+    ])?;
+    let summary: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
+    assert_eq!(summary["objects"], 6, "{summary}");
+    assert_eq!(summary["failed"], 0);
+    let seen = inspect(&b, "ingest/")?;
+    assert_eq!(seen.len(), files.len(), "{seen:?}");
+    for (k, body) in &files {
+        let o = seen.get(&format!("ingest/{k}")).ok_or(format!("{k} missing"))?;
+        assert_eq!(o["size"], body.len(), "{k}");
+        assert_eq!(o["md5"], md5_hex(body), "{k}: bytes differ");
+        assert_eq!(o["etag"], expected_etag(body, 5 * MIB, 5 * MIB), "{k}: ETag");
+        assert_eq!(o["storage_class"], "STANDARD_IA", "{k}");
+        assert_eq!(o["metadata"]["team"], "data", "{k}");
+        assert!(o["metadata"]["mtime"].is_string(), "{k}: mtime kept");
+    }
+    assert_eq!(seen["ingest/2026/11/21/x.json"]["content_type"], "application/json");
+    assert_eq!(seen["ingest/2026/11/20/big.bin"]["etag"].as_str().map(|e| e.ends_with("-3")), Some(true));
+
+    // And back to a local tree: same bytes, same mtimes.
+    let back = dir.path().join("back");
+    ok(&["cp", "-r", &format!("s3://{b}/ingest/"), back.to_str().unwrap_or_default(), "--endpoint-url", &ep, "-q"])?;
+    for (k, body) in &files {
+        assert_eq!(&std::fs::read(back.join(k))?, body, "{k}");
+        let (m1, m2) = (std::fs::metadata(src.join(k))?.modified()?, std::fs::metadata(back.join(k))?.modified()?);
+        assert_eq!(m1, m2, "{k}: mtime");
+    }
+    Ok(())
+}
+
+#[test]
+fn single_files_stdin_cat_and_folder_destinations() -> TestResult {
+    let b = bucket("single")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("report.csv");
+    std::fs::write(&f, b"a,b\n1,2\n")?;
+    ok(&["cp", f.to_str().unwrap_or_default(), &format!("s3://{b}/reports/"), "--endpoint-url", &ep, "-q"])?;
+    ok(&["cp", f.to_str().unwrap_or_default(), &format!("s3://{b}/renamed.csv"), "--endpoint-url", &ep, "-q"])?;
+    // stdin, long enough to go multipart.
+    let dump = data(7 * MIB, 2);
+    let mut child = haul()
+        .args(["cp", "-", &format!("s3://{b}/dumps/db.sql"), "--endpoint-url", &ep, "--multipart-threshold", "5MiB", "--part-size", "5MiB", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        stdin.write_all(&dump)?;
+    }
+    let out = child.wait_with_output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = inspect(&b, "")?;
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["dumps/db.sql", "renamed.csv", "reports/report.csv"]);
+    assert_eq!(seen["dumps/db.sql"]["md5"], md5_hex(&dump));
+    assert_eq!(seen["dumps/db.sql"]["etag"], expected_etag(&dump, 5 * MIB, 5 * MIB));
+    assert_eq!(seen["reports/report.csv"]["content_type"], "text/csv");
+    let cat = ok(&["cat", &format!("s3://{b}/dumps/db.sql"), "--endpoint-url", &ep])?;
+    assert!(cat.stdout == dump, "cat returns the bytes");
+    // An object to a local file name, then to an existing directory.
+    let local = dir.path().join("out/copy.csv");
+    ok(&["cp", &format!("s3://{b}/renamed.csv"), local.to_str().unwrap_or_default(), "--endpoint-url", &ep, "-q"])?;
+    assert_eq!(std::fs::read(&local)?, b"a,b\n1,2\n");
+    ok(&["cp", &format!("s3://{b}/renamed.csv"), dir.path().join("out").to_str().unwrap_or_default(), "--endpoint-url", &ep, "-q"])?;
+    assert_eq!(std::fs::read(dir.path().join("out/renamed.csv"))?, b"a,b\n1,2\n");
+    Ok(())
+}
+
+#[test]
+fn bucket_to_bucket_copies_server_side_keeping_metadata() -> TestResult {
+    let (a, b) = (bucket("ssa")?, bucket("ssb")?);
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    for i in 0..20 {
+        write(&dir.path().join(format!("d/{i:02}.json")), format!("{{\"i\":{i}}}").as_bytes())?;
+    }
+    ok(&["cp", "-r", dir.path().join("d").to_str().unwrap_or_default(), &format!("s3://{a}/src"), "--endpoint-url", &ep, "--metadata", "origin=vendor", "-q"])?;
+    let out = ok(&["cp", "-r", &format!("s3://{a}/src"), &format!("s3://{b}/dst"), "--endpoint-url", &ep, "--storage-class", "GLACIER_IR", "--json"])?;
+    let summary: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
+    assert_eq!(summary["objects"], 20);
+    assert_eq!(summary["server_side"], 20, "copied server-side: {summary}");
+    let (src, dst) = (inspect(&a, "src/")?, inspect(&b, "dst/")?);
+    assert_eq!(dst.len(), 20);
+    for (k, o) in &src {
+        let d = &dst[&k.replacen("src/", "dst/", 1)];
+        assert_eq!(d["md5"], o["md5"]);
+        assert_eq!(d["etag"], o["etag"]);
+        assert_eq!(d["metadata"]["origin"], "vendor");
+        assert_eq!(d["content_type"], "application/json");
+        assert_eq!(d["storage_class"], "GLACIER_IR");
+    }
+    // Streamed instead (as across endpoints or accounts): same result.
+    ok(&["cp", "-r", &format!("s3://{a}/src"), &format!("s3://{b}/streamed"), "--endpoint-url", &ep, "--no-server-side", "-q"])?;
+    let streamed = inspect(&b, "streamed/")?;
+    assert_eq!(streamed.len(), 20);
+    assert!(streamed.values().all(|o| o["metadata"]["origin"] == "vendor"));
+    Ok(())
+}
+
+#[test]
+fn ls_rm_and_dry_runs() -> TestResult {
+    let b = bucket("lsrm")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    for k in ["t/2026/a.txt", "t/2026/b.txt", "t/top.txt"] {
+        write(&dir.path().join(k), b"12345")?;
+    }
+    // A dry run copies nothing.
+    let out = ok(&["cp", "-r", dir.path().join("t").to_str().unwrap_or_default(), &format!("s3://{b}/t"), "--endpoint-url", &ep, "--dry-run"])?;
+    assert_eq!(String::from_utf8(out.stdout)?.matches("(dry run) copy").count(), 3);
+    assert!(inspect(&b, "")?.is_empty());
+    ok(&["cp", "-r", dir.path().join("t").to_str().unwrap_or_default(), &format!("s3://{b}/t"), "--endpoint-url", &ep, "-q"])?;
+    let ls = String::from_utf8(ok(&["ls", &format!("s3://{b}/t/"), "--endpoint-url", &ep])?.stdout)?;
+    assert!(ls.contains("PRE t/2026/") && ls.contains("t/top.txt"), "{ls}");
+    assert!(ls.contains("Total: 1 objects, 5 B (5 bytes), 1 folders"), "{ls}");
+    let lsj = String::from_utf8(ok(&["ls", "-r", "--json", &format!("s3://{b}/t/"), "--endpoint-url", &ep])?.stdout)?;
+    let lines: Vec<Value> = lsj.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["key"], "t/2026/a.txt");
+    assert_eq!(lines[0]["etag"], md5_hex(b"12345"));
+    assert_eq!(lines[3]["objects"], 3);
+    assert_eq!(lines[3]["bytes"], 15);
+    let dry = ok(&["rm", "-r", &format!("s3://{b}/t/2026"), "--endpoint-url", &ep, "--dry-run"])?;
+    assert_eq!(String::from_utf8(dry.stdout)?.matches("(dry run) delete").count(), 2);
+    assert_eq!(inspect(&b, "")?.len(), 3, "a dry run deletes nothing");
+    ok(&["rm", "-r", &format!("s3://{b}/t/2026"), "--endpoint-url", &ep, "-q"])?;
+    assert_eq!(inspect(&b, "")?.keys().cloned().collect::<Vec<_>>(), ["t/top.txt"]);
+    ok(&["rm", &format!("s3://{b}/t/top.txt"), "--endpoint-url", &ep, "-q"])?;
+    assert!(inspect(&b, "")?.is_empty());
+    let gone = run(&["rm", &format!("s3://{b}/t/top.txt"), "--endpoint-url", &ep])?;
+    assert_eq!(gone.status.code(), Some(2));
+    assert!(stderr(&gone).contains("no such object"), "{}", stderr(&gone));
+    Ok(())
+}
+
+#[test]
+fn local_bucket_is_the_embedded_default() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (src, bkt) = (dir.path().join("src"), dir.path().join("bucket"));
+    write(&src.join("2026/11/21/x.json"), b"{}")?;
+    write(&src.join("a-b"), b"1")?;
+    write(&src.join("a/b"), b"2")?;
+    ok(&["cp", "-r", src.to_str().unwrap_or_default(), bkt.to_str().unwrap_or_default(), "-q"])?;
+    let ls = String::from_utf8(ok(&["ls", "-r", "--json", bkt.to_str().unwrap_or_default()])?.stdout)?;
+    let keys: Vec<String> = ls.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()?["key"].as_str().map(String::from)).collect();
+    assert_eq!(keys, ["2026/11/21/x.json", "a-b", "a/b"], "S3 byte order");
+    let cat = ok(&["cat", bkt.join("a/b").to_str().unwrap_or_default()])?;
+    assert_eq!(cat.stdout, b"2");
+    Ok(())
+}
+
+/// One line on stderr, starting with `haul: error:`, and exit code 2.
+fn fatal(args: &[&str], env: &[(&str, &str)], expect: &str) -> TestResult {
+    let mut c = haul();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output()?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.starts_with("haul: error: "), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(expect), "{args:?}: expected {expect:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn clear_errors_for_bad_input() -> TestResult {
+    let ep = endpoint();
+    let b = bucket("errs")?;
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("f.txt");
+    std::fs::write(&f, b"x")?;
+    let fs = f.to_str().unwrap_or_default();
+    fatal(&["cp", fs, "s3://"], &[], "DST: invalid location \"s3://\": missing bucket name")?;
+    fatal(&["cp", "gs://x/y", "s3://bucket/k"], &[], "SRC: invalid location \"gs://x/y\": unsupported scheme")?;
+    fatal(&["ls", "s3://bad_bucket!"], &[], "invalid location")?;
+    fatal(&["cp", fs, &format!("s3://{b}/k"), "--endpoint-url", &ep, "--profile", "nosuch"], &[], "unknown profile \"nosuch\"")?;
+    fatal(&["ls", &format!("s3://{b}/"), "--endpoint-url", &ep], &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")], "no usable AWS credentials")?;
+    fatal(&["cp", fs, "s3://no-such-bucket-haul/k", "--endpoint-url", &ep], &[], "bucket \"no-such-bucket-haul\" does not exist")?;
+    fatal(&["ls", "s3://no-such-bucket-haul/", "--endpoint-url", &ep], &[], "does not exist")?;
+    fatal(&["cp", dir.path().join("missing.txt").to_str().unwrap_or_default(), &format!("s3://{b}/k"), "--endpoint-url", &ep], &[], "missing.txt: no such file or directory")?;
+    fatal(&["cp", dir.path().to_str().unwrap_or_default(), &format!("s3://{b}/k"), "--endpoint-url", &ep], &[], "is a directory (use -r")?;
+    fatal(&["cp", fs, &format!("{fs}/sub/x.txt")], &[], "cannot create the destination directory")?;
+    fatal(&["cp", "-r", dir.path().to_str().unwrap_or_default(), dir.path().join("inner").to_str().unwrap_or_default()], &[], "is inside the source")?;
+    fatal(&["cp", fs, &format!("s3://{b}/k"), "--endpoint-url", &ep, "--part-size", "1MiB"], &[], "--part-size must be at least 5MiB")?;
+    assert!(inspect(&b, "")?.is_empty(), "nothing was written");
+    // Disk full: the write error is reported, not a panic.
+    let full = std::fs::File::options().write(true).open("/dev/full")?;
+    ok(&["cp", fs, &format!("s3://{b}/k"), "--endpoint-url", &ep, "-q"])?;
+    let out = haul().args(["cat", &format!("s3://{b}/k"), "--endpoint-url", &ep]).stdout(full).output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no space left on device"), "{}", stderr(&out));
+    // Usage errors from the parser also exit with 2.
+    let usage = run(&["cp", "only-one-arg"])?;
+    assert_eq!(usage.status.code(), Some(2));
+    Ok(())
+}
+
+#[test]
+fn one_bad_object_does_not_stop_the_run_and_exits_1() -> TestResult {
+    let b = bucket("partial")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    write(&dir.path().join("t/good.txt"), b"ok")?;
+    // A path longer than S3's 1024-byte key limit.
+    let long: String = (0..5).map(|i| format!("{}{i}/", "d".repeat(240))).collect();
+    write(&dir.path().join("t").join(&long).join("too-long.txt"), b"x")?;
+    let out = run(&["cp", "-r", dir.path().join("t").to_str().unwrap_or_default(), &format!("s3://{b}/t"), "--endpoint-url", &ep, "--json"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let failure = lines.iter().find(|l| l["event"] == "failure").ok_or("no failure line")?;
+    assert_eq!(failure["code"], "InvalidKey");
+    assert!(failure["message"].as_str().is_some_and(|m| m.contains("longer than 1024 bytes")), "{failure}");
+    let summary = lines.last().ok_or("no summary")?;
+    assert_eq!((summary["objects"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(inspect(&b, "")?.keys().cloned().collect::<Vec<_>>(), ["t/good.txt"]);
+    Ok(())
+}
+
+#[test]
+fn access_denied_is_reported_clearly_and_nothing_is_written() -> TestResult {
+    // moto enforcing IAM: three free actions create a user without any
+    // policy, its access key, and a bucket.
+    let server = haul_testkit::moto_with_auth(3);
+    let setup = r#"
+import boto3, sys
+ep = sys.argv[1]
+iam = boto3.client("iam", endpoint_url=ep)
+iam.create_user(UserName="nobody")
+k = iam.create_access_key(UserName="nobody")["AccessKey"]
+boto3.client("s3", endpoint_url=ep).create_bucket(Bucket="locked")
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+    let mut py = Command::new("python3");
+    py.args(["-c", setup, &server.endpoint]);
+    for (k, v) in haul_testkit::aws_env() {
+        py.env(k, v);
+    }
+    let out = py.output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys = String::from_utf8(out.stdout)?;
+    let (ak, sk) = keys.trim().split_once(' ').ok_or("no keys")?;
+    let env = [("AWS_ACCESS_KEY_ID", ak), ("AWS_SECRET_ACCESS_KEY", sk)];
+    // Reading: fatal, one line, exit 2.
+    fatal(&["ls", "-r", "s3://locked/", "--endpoint-url", &server.endpoint], &env, "access denied")?;
+    // Writing: each object fails with the reason, exit 1.
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("f.txt");
+    std::fs::write(&f, b"x")?;
+    let out = haul()
+        .args(["cp", f.to_str().unwrap_or_default(), "s3://locked/f.txt", "--endpoint-url", &server.endpoint, "--json"])
+        .envs(env)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout)?;
+    let failure: Value = serde_json::from_str(text.lines().next().unwrap_or("{}"))?;
+    assert_eq!(failure["code"], "AccessDenied", "{text}");
+    assert_eq!(failure["op"], "put");
+    assert!(failure["message"].as_str().is_some_and(|m| m.contains("access denied")), "{text}");
+    assert_eq!(std::fs::read(&f)?, b"x", "the source is untouched");
+    Ok(())
+}
