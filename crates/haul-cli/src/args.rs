@@ -37,11 +37,15 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List objects (and folders, unless -r) with size, mtime, ETag and storage class.
-    #[command(after_help = "Examples:\n  haul ls s3://bucket/2026/11/\n  haul ls -r --json s3://bucket/logs/\n  haul ls -r ./bucket-dir")]
+    #[command(
+        after_help = "Examples:\n  haul ls s3://bucket/2026/11/\n  haul ls -r --json s3://bucket/logs/\n  haul ls -r ./bucket-dir"
+    )]
     Ls(LsArgs),
     /// Copy objects or files: file→s3, s3→file, s3→s3, file→file, stdin→s3.
-    #[command(after_help = "Examples:\n  haul cp -r /data/2026 s3://bucket/ingest/2026\n  haul cp s3://a/x.bin s3://b/x.bin --dst-profile other\n  pg_dump db | haul cp - s3://bucket/dumps/db.sql\n  haul cp -r s3://bucket/logs ./logs --include '**/*.gz'")]
-    Cp(CpArgs),
+    #[command(
+        after_help = "Examples:\n  haul cp -r /data/2026 s3://bucket/ingest/2026\n  haul cp s3://a/x.bin s3://b/x.bin --dst-profile other\n  pg_dump db | haul cp - s3://bucket/dumps/db.sql\n  haul cp -r s3://bucket/logs ./logs --include '**/*.gz'"
+    )]
+    Cp(Box<CpArgs>),
     /// Delete an object, or every object under a prefix with -r.
     #[command(after_help = "Examples:\n  haul rm s3://bucket/tmp/x.json\n  haul rm -r --dry-run s3://bucket/tmp/")]
     Rm(RmArgs),

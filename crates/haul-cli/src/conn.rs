@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
 use haul_store::local::LocalStore;
 use haul_store::location::Location;
 use haul_store::s3::{ChecksumPolicy, S3Config, S3Connection};
 use haul_store::wrap::{resilient, RetryPolicy};
 use haul_store::{DynStore, ErrorKind, Key, ListRequest, StoreError};
-use futures::StreamExt;
 
 use crate::args::{ChecksumPolicyArg, Conn};
 
@@ -95,7 +95,11 @@ impl Connector {
 
     /// A local directory as a store (created when `create`).
     pub fn local_dir(&self, dir: &Path, create: bool) -> Result<DynStore> {
-        let store = if create { LocalStore::create(dir) } else { LocalStore::new(dir) };
+        let store = if create {
+            LocalStore::create(dir)
+        } else {
+            LocalStore::new(dir)
+        };
         let store = store.map_err(fatal)?;
         let policy = RetryPolicy {
             max_attempts: 3,

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         let g = &cli.global;
         match cli.cmd {
             Command::Ls(a) => cmd::ls::run(g, a).await,
-            Command::Cp(a) => cmd::cp::run(g, a).await,
+            Command::Cp(a) => cmd::cp::run(g, *a).await,
             Command::Rm(a) => cmd::rm::run(g, a).await,
             Command::Cat(a) => cmd::cat::run(g, a).await,
         }

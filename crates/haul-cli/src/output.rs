@@ -99,7 +99,11 @@ impl Output {
             return;
         }
         let dry = if s.dry_run { " (dry run: nothing changed)" } else { "" };
-        let server = if s.server_side > 0 { format!(", {} server-side", s.server_side) } else { String::new() };
+        let server = if s.server_side > 0 {
+            format!(", {} server-side", s.server_side)
+        } else {
+            String::new()
+        };
         eprintln!(
             "{verb} {} objects ({}) in {:.1}s, {}/s{server}; {} skipped, {} failed{dry}",
             s.objects,
@@ -110,7 +114,10 @@ impl Output {
             s.failed,
         );
         if s.failed > s.first_failures.len() as u64 {
-            eprintln!("(first {} failures shown; use --json for all of them)", s.first_failures.len());
+            eprintln!(
+                "(first {} failures shown; use --json for all of them)",
+                s.first_failures.len()
+            );
         }
     }
 }

@@ -41,7 +41,9 @@ fn haul() -> Command {
     for (k, v) in haul_testkit::aws_env() {
         c.env(k, v);
     }
-    c.env_remove("AWS_PROFILE").env_remove("AWS_ENDPOINT_URL").env_remove("AWS_ENDPOINT_URL_S3");
+    c.env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_S3");
     c
 }
 
@@ -52,7 +54,12 @@ fn run(args: &[&str]) -> Result<Output, std::io::Error> {
 fn ok(args: &[&str]) -> Result<Output, Box<dyn std::error::Error>> {
     let out = run(args)?;
     if !out.status.success() {
-        return Err(format!("haul {args:?} failed ({:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr)).into());
+        return Err(format!(
+            "haul {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
     }
     Ok(out)
 }
@@ -114,8 +121,21 @@ fn tree_to_s3_and_back_with_class_metadata_and_etags() -> TestResult {
         write(&src.join(k), body)?;
     }
     let out = ok(&[
-        "cp", "-r", src.to_str().unwrap_or_default(), &format!("s3://{b}/ingest"), "--endpoint-url", &ep,
-        "--storage-class", "STANDARD_IA", "--metadata", "team=data", "--multipart-threshold", "5MiB", "--part-size", "5MiB", "--json",
+        "cp",
+        "-r",
+        src.to_str().unwrap_or_default(),
+        &format!("s3://{b}/ingest"),
+        "--endpoint-url",
+        &ep,
+        "--storage-class",
+        "STANDARD_IA",
+        "--metadata",
+        "team=data",
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+        "--json",
     ])?;
     let summary: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
     assert_eq!(summary["objects"], 6, "{summary}");
@@ -132,14 +152,30 @@ fn tree_to_s3_and_back_with_class_metadata_and_etags() -> TestResult {
         assert!(o["metadata"]["mtime"].is_string(), "{k}: mtime kept");
     }
     assert_eq!(seen["ingest/2026/11/21/x.json"]["content_type"], "application/json");
-    assert_eq!(seen["ingest/2026/11/20/big.bin"]["etag"].as_str().map(|e| e.ends_with("-3")), Some(true));
+    assert_eq!(
+        seen["ingest/2026/11/20/big.bin"]["etag"]
+            .as_str()
+            .map(|e| e.ends_with("-3")),
+        Some(true)
+    );
 
     // And back to a local tree: same bytes, same mtimes.
     let back = dir.path().join("back");
-    ok(&["cp", "-r", &format!("s3://{b}/ingest/"), back.to_str().unwrap_or_default(), "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        "-r",
+        &format!("s3://{b}/ingest/"),
+        back.to_str().unwrap_or_default(),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
     for (k, body) in &files {
         assert_eq!(&std::fs::read(back.join(k))?, body, "{k}");
-        let (m1, m2) = (std::fs::metadata(src.join(k))?.modified()?, std::fs::metadata(back.join(k))?.modified()?);
+        let (m1, m2) = (
+            std::fs::metadata(src.join(k))?.modified()?,
+            std::fs::metadata(back.join(k))?.modified()?,
+        );
         assert_eq!(m1, m2, "{k}: mtime");
     }
     Ok(())
@@ -152,12 +188,37 @@ fn single_files_stdin_cat_and_folder_destinations() -> TestResult {
     let dir = tempfile::tempdir()?;
     let f = dir.path().join("report.csv");
     std::fs::write(&f, b"a,b\n1,2\n")?;
-    ok(&["cp", f.to_str().unwrap_or_default(), &format!("s3://{b}/reports/"), "--endpoint-url", &ep, "-q"])?;
-    ok(&["cp", f.to_str().unwrap_or_default(), &format!("s3://{b}/renamed.csv"), "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        f.to_str().unwrap_or_default(),
+        &format!("s3://{b}/reports/"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    ok(&[
+        "cp",
+        f.to_str().unwrap_or_default(),
+        &format!("s3://{b}/renamed.csv"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
     // stdin, long enough to go multipart.
     let dump = data(7 * MIB, 2);
     let mut child = haul()
-        .args(["cp", "-", &format!("s3://{b}/dumps/db.sql"), "--endpoint-url", &ep, "--multipart-threshold", "5MiB", "--part-size", "5MiB", "-q"])
+        .args([
+            "cp",
+            "-",
+            &format!("s3://{b}/dumps/db.sql"),
+            "--endpoint-url",
+            &ep,
+            "--multipart-threshold",
+            "5MiB",
+            "--part-size",
+            "5MiB",
+            "-q",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -170,7 +231,10 @@ fn single_files_stdin_cat_and_folder_destinations() -> TestResult {
     let out = child.wait_with_output()?;
     assert!(out.status.success(), "{}", stderr(&out));
     let seen = inspect(&b, "")?;
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["dumps/db.sql", "renamed.csv", "reports/report.csv"]);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["dumps/db.sql", "renamed.csv", "reports/report.csv"]
+    );
     assert_eq!(seen["dumps/db.sql"]["md5"], md5_hex(&dump));
     assert_eq!(seen["dumps/db.sql"]["etag"], expected_etag(&dump, 5 * MIB, 5 * MIB));
     assert_eq!(seen["reports/report.csv"]["content_type"], "text/csv");
@@ -178,9 +242,23 @@ fn single_files_stdin_cat_and_folder_destinations() -> TestResult {
     assert!(cat.stdout == dump, "cat returns the bytes");
     // An object to a local file name, then to an existing directory.
     let local = dir.path().join("out/copy.csv");
-    ok(&["cp", &format!("s3://{b}/renamed.csv"), local.to_str().unwrap_or_default(), "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        &format!("s3://{b}/renamed.csv"),
+        local.to_str().unwrap_or_default(),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
     assert_eq!(std::fs::read(&local)?, b"a,b\n1,2\n");
-    ok(&["cp", &format!("s3://{b}/renamed.csv"), dir.path().join("out").to_str().unwrap_or_default(), "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        &format!("s3://{b}/renamed.csv"),
+        dir.path().join("out").to_str().unwrap_or_default(),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
     assert_eq!(std::fs::read(dir.path().join("out/renamed.csv"))?, b"a,b\n1,2\n");
     Ok(())
 }
@@ -191,10 +269,33 @@ fn bucket_to_bucket_copies_server_side_keeping_metadata() -> TestResult {
     let ep = endpoint();
     let dir = tempfile::tempdir()?;
     for i in 0..20 {
-        write(&dir.path().join(format!("d/{i:02}.json")), format!("{{\"i\":{i}}}").as_bytes())?;
+        write(
+            &dir.path().join(format!("d/{i:02}.json")),
+            format!("{{\"i\":{i}}}").as_bytes(),
+        )?;
     }
-    ok(&["cp", "-r", dir.path().join("d").to_str().unwrap_or_default(), &format!("s3://{a}/src"), "--endpoint-url", &ep, "--metadata", "origin=vendor", "-q"])?;
-    let out = ok(&["cp", "-r", &format!("s3://{a}/src"), &format!("s3://{b}/dst"), "--endpoint-url", &ep, "--storage-class", "GLACIER_IR", "--json"])?;
+    ok(&[
+        "cp",
+        "-r",
+        dir.path().join("d").to_str().unwrap_or_default(),
+        &format!("s3://{a}/src"),
+        "--endpoint-url",
+        &ep,
+        "--metadata",
+        "origin=vendor",
+        "-q",
+    ])?;
+    let out = ok(&[
+        "cp",
+        "-r",
+        &format!("s3://{a}/src"),
+        &format!("s3://{b}/dst"),
+        "--endpoint-url",
+        &ep,
+        "--storage-class",
+        "GLACIER_IR",
+        "--json",
+    ])?;
     let summary: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
     assert_eq!(summary["objects"], 20);
     assert_eq!(summary["server_side"], 20, "copied server-side: {summary}");
@@ -209,7 +310,16 @@ fn bucket_to_bucket_copies_server_side_keeping_metadata() -> TestResult {
         assert_eq!(d["storage_class"], "GLACIER_IR");
     }
     // Streamed instead (as across endpoints or accounts): same result.
-    ok(&["cp", "-r", &format!("s3://{a}/src"), &format!("s3://{b}/streamed"), "--endpoint-url", &ep, "--no-server-side", "-q"])?;
+    ok(&[
+        "cp",
+        "-r",
+        &format!("s3://{a}/src"),
+        &format!("s3://{b}/streamed"),
+        "--endpoint-url",
+        &ep,
+        "--no-server-side",
+        "-q",
+    ])?;
     let streamed = inspect(&b, "streamed/")?;
     assert_eq!(streamed.len(), 20);
     assert!(streamed.values().all(|o| o["metadata"]["origin"] == "vendor"));
@@ -225,10 +335,26 @@ fn ls_rm_and_dry_runs() -> TestResult {
         write(&dir.path().join(k), b"12345")?;
     }
     // A dry run copies nothing.
-    let out = ok(&["cp", "-r", dir.path().join("t").to_str().unwrap_or_default(), &format!("s3://{b}/t"), "--endpoint-url", &ep, "--dry-run"])?;
+    let out = ok(&[
+        "cp",
+        "-r",
+        dir.path().join("t").to_str().unwrap_or_default(),
+        &format!("s3://{b}/t"),
+        "--endpoint-url",
+        &ep,
+        "--dry-run",
+    ])?;
     assert_eq!(String::from_utf8(out.stdout)?.matches("(dry run) copy").count(), 3);
     assert!(inspect(&b, "")?.is_empty());
-    ok(&["cp", "-r", dir.path().join("t").to_str().unwrap_or_default(), &format!("s3://{b}/t"), "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        "-r",
+        dir.path().join("t").to_str().unwrap_or_default(),
+        &format!("s3://{b}/t"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
     let ls = String::from_utf8(ok(&["ls", &format!("s3://{b}/t/"), "--endpoint-url", &ep])?.stdout)?;
     assert!(ls.contains("PRE t/2026/") && ls.contains("t/top.txt"), "{ls}");
     assert!(ls.contains("Total: 1 objects, 5 B (5 bytes), 1 folders"), "{ls}");
@@ -239,7 +365,14 @@ fn ls_rm_and_dry_runs() -> TestResult {
     assert_eq!(lines[0]["etag"], md5_hex(b"12345"));
     assert_eq!(lines[3]["objects"], 3);
     assert_eq!(lines[3]["bytes"], 15);
-    let dry = ok(&["rm", "-r", &format!("s3://{b}/t/2026"), "--endpoint-url", &ep, "--dry-run"])?;
+    let dry = ok(&[
+        "rm",
+        "-r",
+        &format!("s3://{b}/t/2026"),
+        "--endpoint-url",
+        &ep,
+        "--dry-run",
+    ])?;
     assert_eq!(String::from_utf8(dry.stdout)?.matches("(dry run) delete").count(), 2);
     assert_eq!(inspect(&b, "")?.len(), 3, "a dry run deletes nothing");
     ok(&["rm", "-r", &format!("s3://{b}/t/2026"), "--endpoint-url", &ep, "-q"])?;
@@ -259,9 +392,18 @@ fn local_bucket_is_the_embedded_default() -> TestResult {
     write(&src.join("2026/11/21/x.json"), b"{}")?;
     write(&src.join("a-b"), b"1")?;
     write(&src.join("a/b"), b"2")?;
-    ok(&["cp", "-r", src.to_str().unwrap_or_default(), bkt.to_str().unwrap_or_default(), "-q"])?;
+    ok(&[
+        "cp",
+        "-r",
+        src.to_str().unwrap_or_default(),
+        bkt.to_str().unwrap_or_default(),
+        "-q",
+    ])?;
     let ls = String::from_utf8(ok(&["ls", "-r", "--json", bkt.to_str().unwrap_or_default()])?.stdout)?;
-    let keys: Vec<String> = ls.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()?["key"].as_str().map(String::from)).collect();
+    let keys: Vec<String> = ls
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["key"].as_str().map(String::from))
+        .collect();
     assert_eq!(keys, ["2026/11/21/x.json", "a-b", "a/b"], "S3 byte order");
     let cat = ok(&["cat", bkt.join("a/b").to_str().unwrap_or_default()])?;
     assert_eq!(cat.stdout, b"2");
@@ -293,23 +435,103 @@ fn clear_errors_for_bad_input() -> TestResult {
     let f = dir.path().join("f.txt");
     std::fs::write(&f, b"x")?;
     let fs = f.to_str().unwrap_or_default();
-    fatal(&["cp", fs, "s3://"], &[], "DST: invalid location \"s3://\": missing bucket name")?;
-    fatal(&["cp", "gs://x/y", "s3://bucket/k"], &[], "SRC: invalid location \"gs://x/y\": unsupported scheme")?;
+    fatal(
+        &["cp", fs, "s3://"],
+        &[],
+        "DST: invalid location \"s3://\": missing bucket name",
+    )?;
+    fatal(
+        &["cp", "gs://x/y", "s3://bucket/k"],
+        &[],
+        "SRC: invalid location \"gs://x/y\": unsupported scheme",
+    )?;
     fatal(&["ls", "s3://bad_bucket!"], &[], "invalid location")?;
-    fatal(&["cp", fs, &format!("s3://{b}/k"), "--endpoint-url", &ep, "--profile", "nosuch"], &[], "unknown profile \"nosuch\"")?;
-    fatal(&["ls", &format!("s3://{b}/"), "--endpoint-url", &ep], &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")], "no usable AWS credentials")?;
-    fatal(&["cp", fs, "s3://no-such-bucket-haul/k", "--endpoint-url", &ep], &[], "bucket \"no-such-bucket-haul\" does not exist")?;
-    fatal(&["ls", "s3://no-such-bucket-haul/", "--endpoint-url", &ep], &[], "does not exist")?;
-    fatal(&["cp", dir.path().join("missing.txt").to_str().unwrap_or_default(), &format!("s3://{b}/k"), "--endpoint-url", &ep], &[], "missing.txt: no such file or directory")?;
-    fatal(&["cp", dir.path().to_str().unwrap_or_default(), &format!("s3://{b}/k"), "--endpoint-url", &ep], &[], "is a directory (use -r")?;
-    fatal(&["cp", fs, &format!("{fs}/sub/x.txt")], &[], "cannot create the destination directory")?;
-    fatal(&["cp", "-r", dir.path().to_str().unwrap_or_default(), dir.path().join("inner").to_str().unwrap_or_default()], &[], "is inside the source")?;
-    fatal(&["cp", fs, &format!("s3://{b}/k"), "--endpoint-url", &ep, "--part-size", "1MiB"], &[], "--part-size must be at least 5MiB")?;
+    fatal(
+        &[
+            "cp",
+            fs,
+            &format!("s3://{b}/k"),
+            "--endpoint-url",
+            &ep,
+            "--profile",
+            "nosuch",
+        ],
+        &[],
+        "unknown profile \"nosuch\"",
+    )?;
+    fatal(
+        &["ls", &format!("s3://{b}/"), "--endpoint-url", &ep],
+        &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],
+        "no usable AWS credentials",
+    )?;
+    fatal(
+        &["cp", fs, "s3://no-such-bucket-haul/k", "--endpoint-url", &ep],
+        &[],
+        "bucket \"no-such-bucket-haul\" does not exist",
+    )?;
+    fatal(
+        &["ls", "s3://no-such-bucket-haul/", "--endpoint-url", &ep],
+        &[],
+        "does not exist",
+    )?;
+    fatal(
+        &[
+            "cp",
+            dir.path().join("missing.txt").to_str().unwrap_or_default(),
+            &format!("s3://{b}/k"),
+            "--endpoint-url",
+            &ep,
+        ],
+        &[],
+        "missing.txt: no such file or directory",
+    )?;
+    fatal(
+        &[
+            "cp",
+            dir.path().to_str().unwrap_or_default(),
+            &format!("s3://{b}/k"),
+            "--endpoint-url",
+            &ep,
+        ],
+        &[],
+        "is a directory (use -r",
+    )?;
+    fatal(
+        &["cp", fs, &format!("{fs}/sub/x.txt")],
+        &[],
+        "cannot create the destination directory",
+    )?;
+    fatal(
+        &[
+            "cp",
+            "-r",
+            dir.path().to_str().unwrap_or_default(),
+            dir.path().join("inner").to_str().unwrap_or_default(),
+        ],
+        &[],
+        "is inside the source",
+    )?;
+    fatal(
+        &[
+            "cp",
+            fs,
+            &format!("s3://{b}/k"),
+            "--endpoint-url",
+            &ep,
+            "--part-size",
+            "1MiB",
+        ],
+        &[],
+        "--part-size must be at least 5MiB",
+    )?;
     assert!(inspect(&b, "")?.is_empty(), "nothing was written");
     // Disk full: the write error is reported, not a panic.
     let full = std::fs::File::options().write(true).open("/dev/full")?;
     ok(&["cp", fs, &format!("s3://{b}/k"), "--endpoint-url", &ep, "-q"])?;
-    let out = haul().args(["cat", &format!("s3://{b}/k"), "--endpoint-url", &ep]).stdout(full).output()?;
+    let out = haul()
+        .args(["cat", &format!("s3://{b}/k"), "--endpoint-url", &ep])
+        .stdout(full)
+        .output()?;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("no space left on device"), "{}", stderr(&out));
     // Usage errors from the parser also exit with 2.
@@ -327,14 +549,36 @@ fn one_bad_object_does_not_stop_the_run_and_exits_1() -> TestResult {
     // A path longer than S3's 1024-byte key limit.
     let long: String = (0..5).map(|i| format!("{}{i}/", "d".repeat(240))).collect();
     write(&dir.path().join("t").join(&long).join("too-long.txt"), b"x")?;
-    let out = run(&["cp", "-r", dir.path().join("t").to_str().unwrap_or_default(), &format!("s3://{b}/t"), "--endpoint-url", &ep, "--json"])?;
+    let out = run(&[
+        "cp",
+        "-r",
+        dir.path().join("t").to_str().unwrap_or_default(),
+        &format!("s3://{b}/t"),
+        "--endpoint-url",
+        &ep,
+        "--json",
+    ])?;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let lines: Vec<Value> = String::from_utf8(out.stdout)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-    let failure = lines.iter().find(|l| l["event"] == "failure").ok_or("no failure line")?;
+    let lines: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let failure = lines
+        .iter()
+        .find(|l| l["event"] == "failure")
+        .ok_or("no failure line")?;
     assert_eq!(failure["code"], "InvalidKey");
-    assert!(failure["message"].as_str().is_some_and(|m| m.contains("longer than 1024 bytes")), "{failure}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than 1024 bytes")),
+        "{failure}"
+    );
     let summary = lines.last().ok_or("no summary")?;
-    assert_eq!((summary["objects"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (summary["objects"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(inspect(&b, "")?.keys().cloned().collect::<Vec<_>>(), ["t/good.txt"]);
     Ok(())
 }
@@ -364,13 +608,24 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
     let (ak, sk) = keys.trim().split_once(' ').ok_or("no keys")?;
     let env = [("AWS_ACCESS_KEY_ID", ak), ("AWS_SECRET_ACCESS_KEY", sk)];
     // Reading: fatal, one line, exit 2.
-    fatal(&["ls", "-r", "s3://locked/", "--endpoint-url", &server.endpoint], &env, "access denied")?;
+    fatal(
+        &["ls", "-r", "s3://locked/", "--endpoint-url", &server.endpoint],
+        &env,
+        "access denied",
+    )?;
     // Writing: each object fails with the reason, exit 1.
     let dir = tempfile::tempdir()?;
     let f = dir.path().join("f.txt");
     std::fs::write(&f, b"x")?;
     let out = haul()
-        .args(["cp", f.to_str().unwrap_or_default(), "s3://locked/f.txt", "--endpoint-url", &server.endpoint, "--json"])
+        .args([
+            "cp",
+            f.to_str().unwrap_or_default(),
+            "s3://locked/f.txt",
+            "--endpoint-url",
+            &server.endpoint,
+            "--json",
+        ])
         .envs(env)
         .output()?;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -378,7 +633,10 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
     let failure: Value = serde_json::from_str(text.lines().next().unwrap_or("{}"))?;
     assert_eq!(failure["code"], "AccessDenied", "{text}");
     assert_eq!(failure["op"], "put");
-    assert!(failure["message"].as_str().is_some_and(|m| m.contains("access denied")), "{text}");
+    assert!(
+        failure["message"].as_str().is_some_and(|m| m.contains("access denied")),
+        "{text}"
+    );
     assert_eq!(std::fs::read(&f)?, b"x", "the source is untouched");
     Ok(())
 }

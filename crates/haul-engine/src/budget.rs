@@ -55,7 +55,9 @@ mod tests {
         // Does not fit until p1 is released.
         let fut = b.acquire(6 * 1024);
         tokio::pin!(fut);
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), &mut fut).await.is_err());
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), &mut fut)
+            .await
+            .is_err());
         drop(p1);
         let _p2 = fut.await;
         // Larger than the budget: takes all of it.

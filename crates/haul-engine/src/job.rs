@@ -58,7 +58,9 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +105,9 @@ impl Executor {
                         self.report.skipped.fetch_add(1, Ordering::Relaxed);
                         self.observer.skipped(key.as_str(), &reason);
                     }
-                    PlanItem::Error(e) => self.report.fail(Failure::from_error(&e.key, &e), self.observer.as_ref()),
+                    PlanItem::Error(e) => self
+                        .report
+                        .fail(Failure::from_error(&e.key, &e), self.observer.as_ref()),
                 }
             })
             .buffer_unordered(self.opts.concurrency.max(1))
@@ -114,8 +118,13 @@ impl Executor {
 
     fn finish(&self) -> Summary {
         if self.cancel_token().is_cancelled() {
-            let e = StoreError::new(haul_store::Op::Validate, "", ErrorKind::Other, "interrupted: the run stopped before every object was handled")
-                .with_code("Interrupted");
+            let e = StoreError::new(
+                haul_store::Op::Validate,
+                "",
+                ErrorKind::Other,
+                "interrupted: the run stopped before every object was handled",
+            )
+            .with_code("Interrupted");
             self.report.fail(Failure::from_error("", &e), self.observer.as_ref());
         }
         self.report.summary(self.opts.dry_run)
@@ -133,7 +142,11 @@ impl Executor {
         }
         let mut attempt = 1;
         loop {
-            match self.transfer.copy(src, &t.src, dst, &t.dst_key, self.observer.as_ref()).await {
+            match self
+                .transfer
+                .copy(src, &t.src, dst, &t.dst_key, self.observer.as_ref())
+                .await
+            {
                 Ok(out) => {
                     if matches!(out.strategy, Strategy::ServerCopy | Strategy::ServerPartCopy { .. }) {
                         self.report.server_side.fetch_add(1, Ordering::Relaxed);
@@ -143,15 +156,18 @@ impl Executor {
                     return;
                 }
                 Err(e) => {
-                    let again = matches!(e.kind, ErrorKind::Integrity | ErrorKind::Transient | ErrorKind::Throttled)
-                        && attempt < self.opts.object_attempts
+                    let again = matches!(
+                        e.kind,
+                        ErrorKind::Integrity | ErrorKind::Transient | ErrorKind::Throttled
+                    ) && attempt < self.opts.object_attempts
                         && !self.cancel_token().is_cancelled();
                     if again {
                         tracing::info!(key = %t.src.key, attempt, error = %e, "retrying the object");
                         attempt += 1;
                         continue;
                     }
-                    self.report.fail(Failure::from_error(t.src.key.as_str(), &e), self.observer.as_ref());
+                    self.report
+                        .fail(Failure::from_error(t.src.key.as_str(), &e), self.observer.as_ref());
                     return;
                 }
             }
@@ -168,13 +184,20 @@ impl Executor {
                 for k in batch {
                     match k {
                         Ok(k) => ok.push(k),
-                        Err(e) => self.report.fail(Failure::from_error(&e.key, &e), self.observer.as_ref()),
+                        Err(e) => self
+                            .report
+                            .fail(Failure::from_error(&e.key, &e), self.observer.as_ref()),
                     }
                 }
-                let ok: Vec<Key> = ok.into_iter().filter(|k| self.guard(Action::Delete { key: k.as_str() }) || {
-                    self.report.ok(0);
-                    false
-                }).collect();
+                let ok: Vec<Key> = ok
+                    .into_iter()
+                    .filter(|k| {
+                        self.guard(Action::Delete { key: k.as_str() }) || {
+                            self.report.ok(0);
+                            false
+                        }
+                    })
+                    .collect();
                 if ok.is_empty() {
                     return;
                 }
@@ -182,7 +205,8 @@ impl Executor {
                     Ok(failed) => {
                         let n_failed = failed.len();
                         for e in failed {
-                            self.report.fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
+                            self.report
+                                .fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
                         }
                         for k in ok.iter().take(ok.len() - n_failed.min(ok.len())) {
                             self.report.ok(0);
@@ -191,7 +215,8 @@ impl Executor {
                     }
                     Err(e) => {
                         for k in &ok {
-                            self.report.fail(Failure::from_error(k.as_str(), &e), self.observer.as_ref());
+                            self.report
+                                .fail(Failure::from_error(k.as_str(), &e), self.observer.as_ref());
                         }
                     }
                 }

@@ -21,7 +21,10 @@ pub struct CopyTask {
 pub enum PlanItem {
     Copy(CopyTask),
     /// Not copied, with the reason (reported, never silent).
-    Skip { key: Key, reason: String },
+    Skip {
+        key: Key,
+        reason: String,
+    },
     /// The listing failed for part of the source.
     Error(StoreError),
 }
@@ -57,7 +60,11 @@ impl Planner {
     }
 
     fn item(&self, o: ObjectMeta) -> Option<PlanItem> {
-        let rel = o.key.strip_prefix(&self.src_prefix).unwrap_or(o.key.as_str()).to_string();
+        let rel = o
+            .key
+            .strip_prefix(&self.src_prefix)
+            .unwrap_or(o.key.as_str())
+            .to_string();
         if !self.filter.matches(&rel) {
             return None;
         }
@@ -89,8 +96,18 @@ mod tests {
     #[tokio::test]
     async fn relative_keys_filters_and_markers() -> Result<(), Box<dyn std::error::Error>> {
         let m = MemoryStore::new("src");
-        for k in ["data/2026/11/21/a.json", "data/2026/11/21/b.tmp", "data/dir/", "database/x"] {
-            m.put(&Key::object(k)?, bytes::Bytes::from_static(b"x"), &PutOptions::default()).await?;
+        for k in [
+            "data/2026/11/21/a.json",
+            "data/2026/11/21/b.tmp",
+            "data/dir/",
+            "database/x",
+        ] {
+            m.put(
+                &Key::object(k)?,
+                bytes::Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await?;
         }
         let p = Planner {
             src: Arc::new(m),

@@ -112,7 +112,11 @@ impl Report {
 
 fn rate(bytes: u64, d: Duration) -> f64 {
     let s = d.as_secs_f64();
-    if s > 0.0 { bytes as f64 / s } else { 0.0 }
+    if s > 0.0 {
+        bytes as f64 / s
+    } else {
+        0.0
+    }
 }
 
 /// The end-of-run summary (also printed as JSON with `--json`).
@@ -135,6 +139,10 @@ pub struct Summary {
 impl Summary {
     /// The documented exit code: 0 all done, 1 some objects failed.
     pub fn exit_code(&self) -> i32 {
-        if self.failed > 0 { 1 } else { 0 }
+        if self.failed > 0 {
+            1
+        } else {
+            0
+        }
     }
 }

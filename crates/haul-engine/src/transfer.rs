@@ -164,7 +164,10 @@ async fn collect(g: GetResult, key: &Key, obs: &dyn Observer) -> Result<Bytes> {
             Op::Get,
             key,
             ErrorKind::PreconditionFailed,
-            format!("read {} bytes, expected {want}: the source changed or was truncated", data.len()),
+            format!(
+                "read {} bytes, expected {want}: the source changed or was truncated",
+                data.len()
+            ),
         ));
     }
     Ok(data)
@@ -179,10 +182,8 @@ async fn hash(data: Bytes, crc64: bool) -> haul_store::Checksums {
         h.finish()
     };
     if big {
-        match tokio::task::spawn_blocking(run).await {
-            Ok(c) => c,
-            Err(_) => haul_store::Checksums::default(),
-        }
+        // A failed hashing thread leaves no MD5, which fails verification.
+        tokio::task::spawn_blocking(run).await.unwrap_or_default()
     } else {
         run()
     }
@@ -190,7 +191,10 @@ async fn hash(data: Bytes, crc64: bool) -> haul_store::Checksums {
 
 /// Guesses a content type from the key's extension.
 pub fn guess_content_type(key: &str) -> String {
-    mime_guess::from_path(key).first_or_octet_stream().essence_str().to_string()
+    mime_guess::from_path(key)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_string()
 }
 
 impl Transfer {
@@ -229,7 +233,13 @@ impl Transfer {
     }
 
     /// The options for the destination object, from the source's metadata.
-    fn dest_options(&self, src: &DynStore, dst: &DynStore, full: &ObjectMeta, tags: Vec<(String, String)>) -> PutOptions {
+    fn dest_options(
+        &self,
+        src: &DynStore,
+        dst: &DynStore,
+        full: &ObjectMeta,
+        tags: Vec<(String, String)>,
+    ) -> PutOptions {
         let o = &self.opts.put;
         let src_local = src.capabilities().local_root.is_some();
         let dst_local = dst.capabilities().local_root.is_some();
@@ -241,7 +251,11 @@ impl Transfer {
         let guessed = || guess_content_type(full.key.as_str());
         match self.opts.directive {
             MetadataDirective::Copy => {
-                put.content_type = o.content_type.clone().or_else(|| full.content_type.clone()).or_else(|| Some(guessed()));
+                put.content_type = o
+                    .content_type
+                    .clone()
+                    .or_else(|| full.content_type.clone())
+                    .or_else(|| Some(guessed()));
                 put.metadata = full.metadata.clone();
                 put.metadata.extend(o.metadata.clone());
                 put.tags = if o.tags.is_empty() { tags } else { o.tags.clone() };
@@ -283,7 +297,14 @@ impl Transfer {
     }
 
     /// Copies one object (listed as `meta`) from `src` to `dst_key` in `dst`, verified.
-    pub async fn copy(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+    pub async fn copy(
+        &self,
+        src: &DynStore,
+        meta: &ObjectMeta,
+        dst: &DynStore,
+        dst_key: &Key,
+        obs: &dyn Observer,
+    ) -> Result<Outcome> {
         if self.cancel.is_cancelled() {
             return Err(cancelled(dst_key));
         }
@@ -299,14 +320,27 @@ impl Transfer {
         Ok(out)
     }
 
-    async fn single(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+    async fn single(
+        &self,
+        src: &DynStore,
+        meta: &ObjectMeta,
+        dst: &DynStore,
+        dst_key: &Key,
+        obs: &dyn Observer,
+    ) -> Result<Outcome> {
         let _permit = self.budget.acquire(meta.size).await;
         let g = src.get(&meta.key, None).await?;
         let full = g.meta.clone();
         if g.range.end != meta.size {
-            return Err(err(Op::Get, &meta.key, ErrorKind::PreconditionFailed, format!(
-                "the source changed: {} bytes now, {} when listed", g.range.end, meta.size
-            )));
+            return Err(err(
+                Op::Get,
+                &meta.key,
+                ErrorKind::PreconditionFailed,
+                format!(
+                    "the source changed: {} bytes now, {} when listed",
+                    g.range.end, meta.size
+                ),
+            ));
         }
         let tags = self.source_tags(src, dst, &meta.key).await?;
         let data = collect(g, &meta.key, obs).await?;
@@ -316,16 +350,21 @@ impl Transfer {
         let mut verified = Verified::Etag;
         if let Some(src_md5) = source_md5(&full) {
             if src_md5 != md5 {
-                return Err(err(Op::Get, &meta.key, ErrorKind::Integrity, format!(
-                    "data read does not match the source ETag (read MD5 {md5}, ETag {src_md5})"
-                )));
+                return Err(err(
+                    Op::Get,
+                    &meta.key,
+                    ErrorKind::Integrity,
+                    format!("data read does not match the source ETag (read MD5 {md5}, ETag {src_md5})"),
+                ));
             }
             verified = Verified::SourceEtag;
         }
         let mut put = self.dest_options(src, dst, &full, tags);
         put.checksums = sums;
         let res = dst.put(dst_key, data, &put).await?;
-        let v = self.check_written(dst, dst_key, &put, res.etag.as_deref(), &md5, meta.size).await?;
+        let v = self
+            .check_written(dst, dst_key, &put, res.etag.as_deref(), &md5, meta.size)
+            .await?;
         Ok(Outcome {
             strategy: Strategy::Single,
             verified: if v == Verified::Etag { verified } else { v },
@@ -335,13 +374,24 @@ impl Transfer {
     }
 
     /// Checks the ETag the destination returned against the one computed.
-    async fn check_written(&self, dst: &DynStore, key: &Key, put: &PutOptions, got: Option<&str>, expected: &str, size: u64) -> Result<Verified> {
+    async fn check_written(
+        &self,
+        dst: &DynStore,
+        key: &Key,
+        put: &PutOptions,
+        got: Option<&str>,
+        expected: &str,
+        size: u64,
+    ) -> Result<Verified> {
         if etag_is_md5(dst, put) {
             if let Some(got) = got {
                 if got != expected {
-                    return Err(err(Op::Verify, key, ErrorKind::Integrity, format!(
-                        "the destination ETag {got} does not match the data sent ({expected})"
-                    )));
+                    return Err(err(
+                        Op::Verify,
+                        key,
+                        ErrorKind::Integrity,
+                        format!("the destination ETag {got} does not match the data sent ({expected})"),
+                    ));
                 }
                 return Ok(Verified::Etag);
             }
@@ -349,9 +399,12 @@ impl Transfer {
         // No comparable ETag: the server checked Content-MD5; check the size.
         let head = dst.head(key).await.map_err(|e| e.during(Op::Verify))?;
         if head.size != size {
-            return Err(err(Op::Verify, key, ErrorKind::Integrity, format!(
-                "the destination has {} bytes, expected {size}", head.size
-            )));
+            return Err(err(
+                Op::Verify,
+                key,
+                ErrorKind::Integrity,
+                format!("the destination has {} bytes, expected {size}", head.size),
+            ));
         }
         Ok(Verified::ServerChecked)
     }
@@ -361,7 +414,11 @@ impl Transfer {
         let d = dst.capabilities();
         if let Some(n) = meta.etag_parts() {
             if let Ok((p1, count)) = src.head_part(&meta.key, 1).await {
-                let fits = count == n && p1 > 0 && p1 >= d.min_part_size.min(meta.size) && (p1 * u64::from(n - 1) < meta.size) && meta.size <= p1 * u64::from(n);
+                let fits = count == n
+                    && p1 > 0
+                    && p1 >= d.min_part_size.min(meta.size)
+                    && (p1 * u64::from(n - 1) < meta.size)
+                    && meta.size <= p1 * u64::from(n);
                 if fits {
                     return (p1, true);
                 }
@@ -376,15 +433,30 @@ impl Transfer {
 
     fn ranges(size: u64, part: u64) -> Vec<Range<u64>> {
         if size == 0 {
-            return vec![0..0];
+            // An empty object is one empty part.
+            return std::iter::once(0..0).collect();
         }
-        (0..size.div_ceil(part)).map(|i| i * part..((i + 1) * part).min(size)).collect()
+        (0..size.div_ceil(part))
+            .map(|i| i * part..((i + 1) * part).min(size))
+            .collect()
     }
 
-    async fn multipart(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+    async fn multipart(
+        &self,
+        src: &DynStore,
+        meta: &ObjectMeta,
+        dst: &DynStore,
+        dst_key: &Key,
+        obs: &dyn Observer,
+    ) -> Result<Outcome> {
         let full = src.head(&meta.key).await?;
         if full.size != meta.size {
-            return Err(err(Op::Head, &meta.key, ErrorKind::PreconditionFailed, "the source changed since it was listed"));
+            return Err(err(
+                Op::Head,
+                &meta.key,
+                ErrorKind::PreconditionFailed,
+                "the source changed since it was listed",
+            ));
         }
         let tags = self.source_tags(src, dst, &meta.key).await?;
         let (part_size, same_layout) = self.part_layout(src, &full, dst).await;
@@ -415,23 +487,33 @@ impl Transfer {
                 return Err(e);
             }
         };
-        let v = self.check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size).await?;
+        let v = self
+            .check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size)
+            .await?;
         let mut verified = v;
         if v == Verified::Etag {
             if same_layout && full.etag.as_deref() == Some(expected.as_str()) {
                 verified = Verified::SourceEtag;
             } else if same_layout && source_md5(&full).is_none() && full.etag.is_some() {
-                return Err(err(Op::Verify, &meta.key, ErrorKind::Integrity, format!(
-                    "data read does not match the source ETag ({} vs {expected})",
-                    full.etag.as_deref().unwrap_or_default()
-                )));
+                return Err(err(
+                    Op::Verify,
+                    &meta.key,
+                    ErrorKind::Integrity,
+                    format!(
+                        "data read does not match the source ETag ({} vs {expected})",
+                        full.etag.as_deref().unwrap_or_default()
+                    ),
+                ));
             }
         }
         if let (Some(w), Some(src_md5)) = (whole_md5, source_md5(&full)) {
             if w != src_md5 {
-                return Err(err(Op::Verify, &meta.key, ErrorKind::Integrity, format!(
-                    "data read does not match the source ETag (read MD5 {w}, ETag {src_md5})"
-                )));
+                return Err(err(
+                    Op::Verify,
+                    &meta.key,
+                    ErrorKind::Integrity,
+                    format!("data read does not match the source ETag (read MD5 {w}, ETag {src_md5})"),
+                ));
             }
             verified = Verified::SourceEtag;
         }
@@ -465,15 +547,25 @@ impl Transfer {
                 let permit = self.budget.acquire(r.end - r.start).await;
                 let g = src.get(&full.key, Some(r.clone())).await?;
                 if g.meta.etag.is_some() && full.etag.is_some() && g.meta.etag != full.etag {
-                    return Err(err(Op::Get, &full.key, ErrorKind::PreconditionFailed, "the source changed while it was copied"));
+                    return Err(err(
+                        Op::Get,
+                        &full.key,
+                        ErrorKind::PreconditionFailed,
+                        "the source changed while it was copied",
+                    ));
                 }
                 let data = collect(g, &full.key, obs).await?;
                 let md5 = hash(data.clone(), false).await.md5_hex.unwrap_or_default();
-                let part = dst.upload_part(dst_key, upload, i as u32 + 1, data.clone(), &md5).await?;
+                let part = dst
+                    .upload_part(dst_key, upload, i as u32 + 1, data.clone(), &md5)
+                    .await?;
                 if check_md5 && part.etag != md5 {
-                    return Err(err(Op::UploadPart, dst_key, ErrorKind::Integrity, format!(
-                        "part {} ETag {} does not match the data sent ({md5})", i + 1, part.etag
-                    )));
+                    return Err(err(
+                        Op::UploadPart,
+                        dst_key,
+                        ErrorKind::Integrity,
+                        format!("part {} ETag {} does not match the data sent ({md5})", i + 1, part.etag),
+                    ));
                 }
                 let part = CompletedPart { etag: md5, ..part };
                 Ok::<_, StoreError>((part, keep.then_some((data, permit))))
@@ -489,7 +581,14 @@ impl Transfer {
         Ok((parts, whole.map(|h| hex::encode(h.finalize()))))
     }
 
-    async fn server_copy(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+    async fn server_copy(
+        &self,
+        src: &DynStore,
+        meta: &ObjectMeta,
+        dst: &DynStore,
+        dst_key: &Key,
+        obs: &dyn Observer,
+    ) -> Result<Outcome> {
         let source = CopySource {
             bucket: src.capabilities().bucket.clone(),
             key: meta.key.clone(),
@@ -502,7 +601,10 @@ impl Transfer {
                 ..Default::default()
             },
             MetadataDirective::Replace => {
-                let full = ObjectMeta { key: meta.key.clone(), ..Default::default() };
+                let full = ObjectMeta {
+                    key: meta.key.clone(),
+                    ..Default::default()
+                };
                 self.dest_options(src, dst, &full, Vec::new())
             }
         };
@@ -510,29 +612,52 @@ impl Transfer {
         let mut put = put;
         // Extra metadata or a content-type with the Copy directive: merge into
         // the source's metadata and replace.
-        if directive == MetadataDirective::Copy && (!self.opts.put.metadata.is_empty() || self.opts.put.content_type.is_some() || !self.opts.put.tags.is_empty()) {
+        if directive == MetadataDirective::Copy
+            && (!self.opts.put.metadata.is_empty()
+                || self.opts.put.content_type.is_some()
+                || !self.opts.put.tags.is_empty())
+        {
             let full = src.head(&meta.key).await?;
-            let tags = if self.opts.put.tags.is_empty() && src.capabilities().tags { src.get_tags(&meta.key).await? } else { Vec::new() };
+            let tags = if self.opts.put.tags.is_empty() && src.capabilities().tags {
+                src.get_tags(&meta.key).await?
+            } else {
+                Vec::new()
+            };
             put = self.dest_options(src, dst, &full, tags);
             directive = MetadataDirective::Replace;
         }
-        let res = dst.copy(&source, dst_key, &CopyOptions { directive, put: put.clone() }).await?;
+        let res = dst
+            .copy(
+                &source,
+                dst_key,
+                &CopyOptions {
+                    directive,
+                    put: put.clone(),
+                },
+            )
+            .await?;
         obs.bytes(meta.size);
         let verified = match (source_md5(meta), res.etag.as_deref()) {
             (Some(s), Some(d)) if etag_is_md5(dst, &put) => {
                 if s != d {
-                    return Err(err(Op::Verify, dst_key, ErrorKind::Integrity, format!(
-                        "the copy's ETag {d} differs from the source's {s}"
-                    )));
+                    return Err(err(
+                        Op::Verify,
+                        dst_key,
+                        ErrorKind::Integrity,
+                        format!("the copy's ETag {d} differs from the source's {s}"),
+                    ));
                 }
                 Verified::SourceEtag
             }
             _ => {
                 let head = dst.head(dst_key).await.map_err(|e| e.during(Op::Verify))?;
                 if head.size != meta.size {
-                    return Err(err(Op::Verify, dst_key, ErrorKind::Integrity, format!(
-                        "the copy has {} bytes, the source {}", head.size, meta.size
-                    )));
+                    return Err(err(
+                        Op::Verify,
+                        dst_key,
+                        ErrorKind::Integrity,
+                        format!("the copy has {} bytes, the source {}", head.size, meta.size),
+                    ));
                 }
                 Verified::ServerChecked
             }
@@ -545,7 +670,14 @@ impl Transfer {
         })
     }
 
-    async fn server_part_copy(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore, dst_key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+    async fn server_part_copy(
+        &self,
+        src: &DynStore,
+        meta: &ObjectMeta,
+        dst: &DynStore,
+        dst_key: &Key,
+        obs: &dyn Observer,
+    ) -> Result<Outcome> {
         // A multipart copy carries nothing over by itself: read the source's
         // metadata and tags and set them on the new upload.
         let full = src.head(&meta.key).await?;
@@ -597,12 +729,20 @@ impl Transfer {
                 return Err(e);
             }
         };
-        let mut verified = self.check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size).await?;
+        let mut verified = self
+            .check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size)
+            .await?;
         if verified == Verified::Etag && same_layout {
             if full.etag.as_deref() != Some(expected.as_str()) {
-                return Err(err(Op::Verify, dst_key, ErrorKind::Integrity, format!(
-                    "the copy's ETag {expected} differs from the source's {}", full.etag.as_deref().unwrap_or_default()
-                )));
+                return Err(err(
+                    Op::Verify,
+                    dst_key,
+                    ErrorKind::Integrity,
+                    format!(
+                        "the copy's ETag {expected} differs from the source's {}",
+                        full.etag.as_deref().unwrap_or_default()
+                    ),
+                ));
             }
             verified = Verified::SourceEtag;
         }
@@ -617,7 +757,13 @@ impl Transfer {
     /// Uploads a stream of unknown length (stdin) as one object: a single PUT
     /// when it ends before the threshold, multipart otherwise, with the part
     /// size doubling every 1,000 parts so any length up to 5 TiB fits.
-    pub async fn upload_stream<R: AsyncRead + Unpin + Send>(&self, mut reader: R, dst: &DynStore, key: &Key, obs: &dyn Observer) -> Result<Outcome> {
+    pub async fn upload_stream<R: AsyncRead + Unpin + Send>(
+        &self,
+        mut reader: R,
+        dst: &DynStore,
+        key: &Key,
+        obs: &dyn Observer,
+    ) -> Result<Outcome> {
         let read_err = |e: std::io::Error| StoreError::io(Op::Get, "-", e);
         let mut put = self.dest_options_for_new(key);
         let threshold = self.opts.multipart_threshold.max(1);
@@ -629,8 +775,15 @@ impl Transfer {
             put.checksums = hash(first.clone(), crc64).await;
             let md5 = put.checksums.md5_hex.clone().unwrap_or_default();
             let res = dst.put(key, first, &put).await?;
-            let verified = self.check_written(dst, key, &put, res.etag.as_deref(), &md5, size).await?;
-            return Ok(Outcome { strategy: Strategy::Single, verified, bytes: size, etag: res.etag });
+            let verified = self
+                .check_written(dst, key, &put, res.etag.as_deref(), &md5, size)
+                .await?;
+            return Ok(Outcome {
+                strategy: Strategy::Single,
+                verified,
+                bytes: size,
+                etag: res.etag,
+            });
         }
         let upload = dst.create_multipart(key, &put).await?;
         let base = self.opts.part_size.max(dst.capabilities().min_part_size);
@@ -655,7 +808,12 @@ impl Transfer {
                 }
                 n += 1;
                 if n > dst.capabilities().max_parts {
-                    return Err(err(Op::UploadPart, key, ErrorKind::InvalidRequest, "the stream is too long for one object"));
+                    return Err(err(
+                        Op::UploadPart,
+                        key,
+                        ErrorKind::InvalidRequest,
+                        "the stream is too long for one object",
+                    ));
                 }
                 total += data.len() as u64;
                 let permit = self.budget.acquire(data.len() as u64).await;
@@ -698,9 +856,13 @@ impl Transfer {
                 return Err(e);
             }
         };
-        let verified = self.check_written(dst, key, &put, done.etag.as_deref(), &expected, total).await?;
+        let verified = self
+            .check_written(dst, key, &put, done.etag.as_deref(), &expected, total)
+            .await?;
         Ok(Outcome {
-            strategy: Strategy::Multipart { parts: parts.len() as u32 },
+            strategy: Strategy::Multipart {
+                parts: parts.len() as u32,
+            },
             verified,
             bytes: total,
             etag: done.etag,
@@ -710,7 +872,10 @@ impl Transfer {
     fn dest_options_for_new(&self, key: &Key) -> PutOptions {
         let o = &self.opts.put;
         PutOptions {
-            content_type: o.content_type.clone().or_else(|| Some(guess_content_type(key.as_str()))),
+            content_type: o
+                .content_type
+                .clone()
+                .or_else(|| Some(guess_content_type(key.as_str()))),
             metadata: o.metadata.clone(),
             storage_class: o.storage_class.clone(),
             sse: o.sse.clone(),
@@ -720,7 +885,13 @@ impl Transfer {
     }
 
     /// Writes an object to `out`, checking it against its MD5 ETag when it has one.
-    pub async fn download_to<W: AsyncWrite + Unpin + Send>(&self, src: &DynStore, key: &Key, mut out: W, obs: &dyn Observer) -> Result<u64> {
+    pub async fn download_to<W: AsyncWrite + Unpin + Send>(
+        &self,
+        src: &DynStore,
+        key: &Key,
+        mut out: W,
+        obs: &dyn Observer,
+    ) -> Result<u64> {
         let g = src.get(key, None).await?;
         let expect = source_md5(&g.meta).map(str::to_string);
         let mut h = md5::Md5::new();
@@ -730,13 +901,22 @@ impl Transfer {
             h.update(&chunk);
             n += chunk.len() as u64;
             obs.bytes(chunk.len() as u64);
-            out.write_all(&chunk).await.map_err(|e| StoreError::io(Op::Get, key.as_str(), e))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| StoreError::io(Op::Get, key.as_str(), e))?;
         }
-        out.flush().await.map_err(|e| StoreError::io(Op::Get, key.as_str(), e))?;
+        out.flush()
+            .await
+            .map_err(|e| StoreError::io(Op::Get, key.as_str(), e))?;
         if let Some(e) = expect {
             let got = hex::encode(h.finalize());
             if got != e {
-                return Err(err(Op::Verify, key, ErrorKind::Integrity, format!("data read has MD5 {got}, the ETag says {e}")));
+                return Err(err(
+                    Op::Verify,
+                    key,
+                    ErrorKind::Integrity,
+                    format!("data read has MD5 {got}, the ETag says {e}"),
+                ));
             }
         }
         Ok(n)
@@ -748,7 +928,12 @@ async fn check_unchanged(src: &DynStore, meta: &ObjectMeta) -> Result<()> {
     let now = src.head(&meta.key).await?;
     let changed = now.size != meta.size || (meta.last_modified.is_some() && now.last_modified != meta.last_modified);
     if changed {
-        return Err(err(Op::Verify, &meta.key, ErrorKind::PreconditionFailed, "the source file changed while it was copied"));
+        return Err(err(
+            Op::Verify,
+            &meta.key,
+            ErrorKind::PreconditionFailed,
+            "the source file changed while it was copied",
+        ));
     }
     Ok(())
 }
@@ -772,5 +957,8 @@ async fn read_up_to<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> std::io::Resul
 
 /// Mtime helpers re-exported for the CLI.
 pub fn mtime_of(meta: &ObjectMeta) -> Option<SystemTime> {
-    meta.metadata.get("mtime").and_then(|m| haul_store::s3::parse_mtime(m)).or(meta.last_modified)
+    meta.metadata
+        .get("mtime")
+        .and_then(|m| haul_store::s3::parse_mtime(m))
+        .or(meta.last_modified)
 }

@@ -43,7 +43,11 @@ fn key(s: &str) -> Key {
 fn fast_retries(inner: DynStore) -> DynStore {
     Arc::new(RetryStore::new(
         inner,
-        RetryPolicy { max_attempts: 12, min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(20) },
+        RetryPolicy {
+            max_attempts: 12,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(20),
+        },
     ))
 }
 
@@ -54,7 +58,11 @@ async fn read_all(s: &DynStore, k: &Key) -> Result<Bytes, StoreError> {
 }
 
 fn small_parts() -> TransferOptions {
-    TransferOptions { multipart_threshold: MIB as u64, part_size: MIB as u64, ..Default::default() }
+    TransferOptions {
+        multipart_threshold: MIB as u64,
+        part_size: MIB as u64,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,18 +72,38 @@ async fn a_thousand_objects_copy_complete_and_verified_under_faults() -> TestRes
     let mut expected = BTreeMap::new();
     for i in 0..1000u64 {
         // Mostly small objects, every 50th a 3 MiB multipart one.
-        let size = if i % 50 == 0 { 3 * MIB + 17 } else { 100 + (i as usize * 37) % 20_000 };
+        let size = if i % 50 == 0 {
+            3 * MIB + 17
+        } else {
+            100 + (i as usize * 37) % 20_000
+        };
         let body = data(size, i);
         let k = key(&format!("in/2026/11/{:02}/obj-{i:04}.bin", i % 30));
         src_mem.put(&k, body.clone(), &PutOptions::default()).await?;
         expected.insert(format!("out/2026/11/{:02}/obj-{i:04}.bin", i % 30), md5_hex(&body));
     }
-    let src_faults = Arc::new(FaultStore::new(Arc::new(src_mem.clone()), FaultConfig::uniform(1, 0.05)));
+    let src_faults = Arc::new(FaultStore::new(
+        Arc::new(src_mem.clone()),
+        FaultConfig::uniform(1, 0.05),
+    ));
     let dst_faults = Arc::new(FaultStore::new(Arc::new(dst_mem.clone()), FaultConfig::uniform(2, 0.1)));
     let src = fast_retries(src_faults.clone());
     let dst = fast_retries(dst_faults.clone());
-    let planner = Planner { src: src.clone(), src_prefix: Key::prefix("in/")?, dst_prefix: Key::prefix("out/")?, filter: Filter::default(), dst_is_local: false };
-    let exec = Executor::new(Transfer::new(small_parts(), CancellationToken::new()), JobOptions { concurrency: 32, ..Default::default() }, Arc::new(NoObserver));
+    let planner = Planner {
+        src: src.clone(),
+        src_prefix: Key::prefix("in/")?,
+        dst_prefix: Key::prefix("out/")?,
+        filter: Filter::default(),
+        dst_is_local: false,
+    };
+    let exec = Executor::new(
+        Transfer::new(small_parts(), CancellationToken::new()),
+        JobOptions {
+            concurrency: 32,
+            ..Default::default()
+        },
+        Arc::new(NoObserver),
+    );
     let summary = exec.copy(&src, &dst, planner.tasks()).await;
     assert_eq!(summary.failed, 0, "{:?}", summary.first_failures);
     assert_eq!(summary.objects, 1000);
@@ -102,17 +130,41 @@ async fn corruption_in_transit_is_an_error_and_nothing_lands() -> TestResult {
     let dst_mem = MemoryStore::new("dst");
     let body = data(10_000, 3);
     src_mem.put(&key("x.bin"), body, &PutOptions::default()).await?;
-    let cfg = FaultConfig { corrupt_rate: 1.0, ..FaultConfig::none(3) };
+    let cfg = FaultConfig {
+        corrupt_rate: 1.0,
+        ..FaultConfig::none(3)
+    };
     let src: DynStore = Arc::new(FaultStore::new(Arc::new(src_mem), cfg));
     let dst: DynStore = Arc::new(dst_mem.clone());
-    let planner = Planner { src: src.clone(), src_prefix: Key::root(), dst_prefix: Key::prefix("copy/")?, filter: Filter::default(), dst_is_local: false };
-    let exec = Executor::new(Transfer::new(TransferOptions::default(), CancellationToken::new()), JobOptions::default(), Arc::new(NoObserver));
+    let planner = Planner {
+        src: src.clone(),
+        src_prefix: Key::root(),
+        dst_prefix: Key::prefix("copy/")?,
+        filter: Filter::default(),
+        dst_is_local: false,
+    };
+    let exec = Executor::new(
+        Transfer::new(TransferOptions::default(), CancellationToken::new()),
+        JobOptions::default(),
+        Arc::new(NoObserver),
+    );
     let summary = exec.copy(&src, &dst, planner.tasks()).await;
     assert_eq!(summary.failed, 1);
     let f = &summary.first_failures[0];
-    assert_eq!((f.key.as_str(), f.code.as_str()), ("x.bin", "ChecksumMismatch"), "{f:?}");
+    assert_eq!(
+        (f.key.as_str(), f.code.as_str()),
+        ("x.bin", "ChecksumMismatch"),
+        "{f:?}"
+    );
     assert!(f.message.contains("does not match the source ETag"), "{}", f.message);
-    assert!(dst_mem.head(&key("copy/x.bin")).await.err().is_some_and(|e| e.is_not_found()), "a corrupt copy must not land");
+    assert!(
+        dst_mem
+            .head(&key("copy/x.bin"))
+            .await
+            .err()
+            .is_some_and(|e| e.is_not_found()),
+        "a corrupt copy must not land"
+    );
     Ok(())
 }
 
@@ -124,16 +176,33 @@ async fn multipart_copy_reuses_the_source_layout_and_keeps_the_etag() -> TestRes
     // A source uploaded with 2 MiB parts (not the engine's 1 MiB default).
     let body = data(9 * MIB + 5, 4);
     let k = key("big.bin");
-    let id = src.create_multipart(&k, &PutOptions { content_type: Some("application/x-test".into()), ..Default::default() }).await?;
+    let id = src
+        .create_multipart(
+            &k,
+            &PutOptions {
+                content_type: Some("application/x-test".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
     let mut parts = Vec::new();
     for (i, c) in body.chunks(2 * MIB).enumerate() {
-        parts.push(src.upload_part(&k, &id, i as u32 + 1, body.slice_ref(c), &md5_hex(c)).await?);
+        parts.push(
+            src.upload_part(&k, &id, i as u32 + 1, body.slice_ref(c), &md5_hex(c))
+                .await?,
+        );
     }
     src.complete_multipart(&k, &id, &parts).await?;
     let meta = src.head(&k).await?;
     assert!(meta.etag.as_deref().is_some_and(|e| e.ends_with("-5")));
     let (s, d): (DynStore, DynStore) = (Arc::new(src), Arc::new(dst_other.clone()));
-    let t = Transfer::new(TransferOptions { server_side: false, ..small_parts() }, CancellationToken::new());
+    let t = Transfer::new(
+        TransferOptions {
+            server_side: false,
+            ..small_parts()
+        },
+        CancellationToken::new(),
+    );
     let out = t.copy(&s, &meta, &d, &k, &NoObserver).await?;
     assert_eq!(out.strategy, Strategy::Multipart { parts: 5 });
     assert_eq!(out.verified, Verified::SourceEtag);
@@ -166,7 +235,10 @@ async fn objects_beyond_the_copy_limit_use_part_copy_with_metadata_and_tags() ->
     let h = d.head(&key("copy.json")).await?;
     assert_eq!(h.content_type.as_deref(), Some("application/json"));
     assert_eq!(h.metadata.get("owner").map(String::as_str), Some("ops"));
-    assert_eq!(d.get_tags(&key("copy.json")).await?, vec![("team".to_string(), "data".to_string())]);
+    assert_eq!(
+        d.get_tags(&key("copy.json")).await?,
+        vec![("team".to_string(), "data".to_string())]
+    );
     Ok(())
 }
 
@@ -177,11 +249,20 @@ async fn cancelling_aborts_the_multipart_upload() -> TestResult {
     let dst = server.bucket("dst").with_limits(MIB as u64, 5 << 30);
     src.put(&key("big"), data(40 * MIB, 6), &PutOptions::default()).await?;
     let meta = src.head(&key("big")).await?;
-    let slow = FaultConfig { latency: Duration::from_millis(30), ..FaultConfig::none(6) };
+    let slow = FaultConfig {
+        latency: Duration::from_millis(30),
+        ..FaultConfig::none(6)
+    };
     let s: DynStore = Arc::new(src);
     let d: DynStore = Arc::new(FaultStore::new(Arc::new(dst.clone()), slow));
     let cancel = CancellationToken::new();
-    let t = Transfer::new(TransferOptions { parts_per_object: 2, ..small_parts() }, cancel.clone());
+    let t = Transfer::new(
+        TransferOptions {
+            parts_per_object: 2,
+            ..small_parts()
+        },
+        cancel.clone(),
+    );
     let job = tokio::spawn(async move { t.copy(&s, &meta, &d, &key("big"), &NoObserver).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(server.open_uploads(), 1, "the upload is under way");
@@ -200,17 +281,22 @@ async fn stdin_like_streams_upload_single_or_multipart() -> TestResult {
     let d: DynStore = Arc::new(dst);
     let t = Transfer::new(small_parts(), CancellationToken::new());
     let big = data(3 * MIB + 3, 7);
-    let out = t.upload_stream(std::io::Cursor::new(big.to_vec()), &d, &key("dump.sql"), &NoObserver).await?;
+    let out = t
+        .upload_stream(std::io::Cursor::new(big.to_vec()), &d, &key("dump.sql"), &NoObserver)
+        .await?;
     assert_eq!(out.strategy, Strategy::Multipart { parts: 4 });
     assert_eq!(out.verified, Verified::Etag);
     assert!(read_all(&d, &key("dump.sql")).await? == big);
     let small = data(1000, 8);
-    let out = t.upload_stream(std::io::Cursor::new(small.to_vec()), &d, &key("small"), &NoObserver).await?;
+    let out = t
+        .upload_stream(std::io::Cursor::new(small.to_vec()), &d, &key("small"), &NoObserver)
+        .await?;
     assert_eq!(out.strategy, Strategy::Single);
     assert!(read_all(&d, &key("small")).await? == small);
     // Exactly one threshold's worth: still one object, two reads.
     let edge = data(MIB, 9);
-    t.upload_stream(std::io::Cursor::new(edge.to_vec()), &d, &key("edge"), &NoObserver).await?;
+    t.upload_stream(std::io::Cursor::new(edge.to_vec()), &d, &key("edge"), &NoObserver)
+        .await?;
     assert!(read_all(&d, &key("edge")).await? == edge);
     Ok(())
 }
@@ -223,7 +309,9 @@ async fn local_roundtrip_in_parts_keeps_bytes_and_mtime() -> TestResult {
     let body = data(5 * MIB + 11, 10);
     std::fs::write(src_dir.join("2026/11/21/x.bin"), &body)?;
     let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let f = std::fs::File::options().write(true).open(src_dir.join("2026/11/21/x.bin"))?;
+    let f = std::fs::File::options()
+        .write(true)
+        .open(src_dir.join("2026/11/21/x.bin"))?;
     f.set_modified(mtime)?;
     drop(f);
     let local: DynStore = Arc::new(LocalStore::new(&src_dir)?);
@@ -237,11 +325,16 @@ async fn local_roundtrip_in_parts_keeps_bytes_and_mtime() -> TestResult {
     assert!(remote.metadata.contains_key("mtime"), "mtime is kept as metadata");
     // And back down, in parts written in place.
     let back: DynStore = Arc::new(LocalStore::create(&dst_dir)?);
-    let down = t.copy(&m, &remote, &back, &key("2026/11/21/x.bin"), &NoObserver).await?;
+    let down = t
+        .copy(&m, &remote, &back, &key("2026/11/21/x.bin"), &NoObserver)
+        .await?;
     assert_eq!(down.verified, Verified::SourceEtag);
     assert_eq!(std::fs::read(dst_dir.join("2026/11/21/x.bin"))?, body.to_vec());
     assert_eq!(std::fs::metadata(dst_dir.join("2026/11/21/x.bin"))?.modified()?, mtime);
-    assert!(std::fs::read_dir(dst_dir.join(".haul-tmp"))?.next().is_none(), "no temp files left");
+    assert!(
+        std::fs::read_dir(dst_dir.join(".haul-tmp"))?.next().is_none(),
+        "no temp files left"
+    );
     Ok(())
 }
 
@@ -256,7 +349,11 @@ async fn a_local_source_that_changes_during_the_copy_fails() -> TestResult {
     std::fs::write(dir.path().join("f"), b"other version")?;
     let m: DynStore = Arc::new(MemoryStore::new("m"));
     let t = Transfer::new(TransferOptions::default(), CancellationToken::new());
-    let e = t.copy(&local, &meta, &m, &key("f"), &NoObserver).await.err().ok_or("copy of a changed file succeeded")?;
+    let e = t
+        .copy(&local, &meta, &m, &key("f"), &NoObserver)
+        .await
+        .err()
+        .ok_or("copy of a changed file succeeded")?;
     assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
     assert!(e.to_string().contains("changed"), "{e}");
     Ok(())

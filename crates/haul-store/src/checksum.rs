@@ -106,7 +106,10 @@ mod tests {
         let mut h = Hasher::new(true, true);
         h.update(b"123456789");
         let c = h.finish();
-        assert_eq!(c.crc32c.as_deref(), Some(B64.encode(0xE306_9283u32.to_be_bytes()).as_str()));
+        assert_eq!(
+            c.crc32c.as_deref(),
+            Some(B64.encode(0xE306_9283u32.to_be_bytes()).as_str())
+        );
         // CRC-64/NVME check value for "123456789" is 0xAE8B14860A799888.
         assert_eq!(
             c.crc64nvme.as_deref(),

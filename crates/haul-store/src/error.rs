@@ -166,12 +166,8 @@ impl StoreError {
             K::NotFound => ErrorKind::NotFound,
             K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::PermissionDenied,
             K::StorageFull | K::QuotaExceeded => ErrorKind::NoSpace,
-            K::Interrupted | K::TimedOut | K::ConnectionReset | K::ConnectionAborted => {
-                ErrorKind::Transient
-            }
-            K::InvalidInput | K::InvalidFilename | K::NotADirectory | K::IsADirectory => {
-                ErrorKind::InvalidKey
-            }
+            K::Interrupted | K::TimedOut | K::ConnectionReset | K::ConnectionAborted => ErrorKind::Transient,
+            K::InvalidInput | K::InvalidFilename | K::NotADirectory | K::IsADirectory => ErrorKind::InvalidKey,
             _ => ErrorKind::Other,
         };
         let message = match kind {

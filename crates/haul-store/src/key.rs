@@ -139,8 +139,7 @@ impl KeyRange {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.start_after.as_ref().is_none_or(|s| key > s.as_str())
-            && self.end.as_ref().is_none_or(|e| key < e.as_str())
+        self.start_after.as_ref().is_none_or(|s| key > s.as_str()) && self.end.as_ref().is_none_or(|e| key < e.as_str())
     }
 
     /// Whether every key starting with `prefix` lies at or past the end bound.

@@ -100,12 +100,7 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     ) -> Result<CompletedPart>;
 
     /// Completes a multipart upload from its parts, in order.
-    async fn complete_multipart(
-        &self,
-        key: &Key,
-        upload: &MultipartId,
-        parts: &[CompletedPart],
-    ) -> Result<PutResult>;
+    async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult>;
 
     /// Aborts a multipart upload and frees its parts.
     async fn abort_multipart(&self, key: &Key, upload: &MultipartId) -> Result<()>;

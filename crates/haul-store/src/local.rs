@@ -211,15 +211,11 @@ fn meta_from(key: Key, path: &Path, md: &fs::Metadata, full: bool) -> ObjectMeta
 }
 
 /// Runs blocking filesystem work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    op: Op,
-    key: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(op: Op, key: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     let key = key.to_string();
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        StoreError::new(op, key, ErrorKind::Other, format!("worker thread failed: {e}"))
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::new(op, key, ErrorKind::Other, format!("worker thread failed: {e}")))?
 }
 
 impl Inner {
@@ -237,8 +233,7 @@ impl Inner {
     fn commit(&self, op: Op, key: &str, tmp: &Path, file: File, attrs: Attrs, mtime: Option<SystemTime>) -> Result<()> {
         let io = |e| StoreError::io(op, key, e);
         if let Some(m) = mtime {
-            filetime::set_file_handle_times(&file, None, Some(filetime::FileTime::from_system_time(m)))
-                .map_err(io)?;
+            filetime::set_file_handle_times(&file, None, Some(filetime::FileTime::from_system_time(m))).map_err(io)?;
         }
         if self.durable {
             file.sync_all().map_err(io)?;
@@ -346,16 +341,20 @@ impl Inner {
 
     fn load_upload(&self, op: Op, key: &str, dir: &Path) -> Result<UploadState> {
         let raw = fs::read(dir.join("upload.json")).map_err(|e| StoreError::io(op, key, e))?;
-        serde_json::from_slice(&raw).map_err(|e| {
-            StoreError::new(op, key, ErrorKind::Other, format!("corrupt upload state: {e}"))
-        })
+        serde_json::from_slice(&raw)
+            .map_err(|e| StoreError::new(op, key, ErrorKind::Other, format!("corrupt upload state: {e}")))
     }
 
     fn write_part(&self, key: &str, dir: &Path, state: &UploadState, n: u32, data: &[u8], md5: &str) -> Result<()> {
         let io = |e| StoreError::io(Op::UploadPart, key, e);
         match state.opts.part_size {
             Some(ps) => {
-                let f = OpenOptions::new().write(true).create(true).truncate(false).open(dir.join("data")).map_err(io)?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(dir.join("data"))
+                    .map_err(io)?;
                 f.write_all_at(data, (u64::from(n) - 1) * ps).map_err(io)?;
             }
             None => fs::write(dir.join(format!("p{n}.data")), data).map_err(io)?,
@@ -374,7 +373,9 @@ impl Inner {
         for (i, p) in parts.iter().enumerate() {
             let rec = fs::read_to_string(dir.join(format!("p{}.md5", p.part_number)))
                 .map_err(|_| invalid(format!("part {} was not uploaded", p.part_number)))?;
-            let (size, md5) = rec.split_once(' ').ok_or_else(|| invalid("corrupt part record".into()))?;
+            let (size, md5) = rec
+                .split_once(' ')
+                .ok_or_else(|| invalid("corrupt part record".into()))?;
             let size: u64 = size.parse().map_err(|_| invalid("corrupt part record".into()))?;
             if md5 != p.etag {
                 return Err(invalid(format!("part {} ETag does not match", p.part_number)));
@@ -404,7 +405,14 @@ impl Inner {
         let file = OpenOptions::new().write(true).open(&data).map_err(io)?;
         file.set_len(total).map_err(io)?;
         let etag = multipart_etag(md5s.iter().map(String::as_str)).unwrap_or_default();
-        self.commit(op, key, &data, file, attrs_from(&state.opts, etag.clone()), state.opts.mtime)?;
+        self.commit(
+            op,
+            key,
+            &data,
+            file,
+            attrs_from(&state.opts, etag.clone()),
+            state.opts.mtime,
+        )?;
         let _ = fs::remove_dir_all(&dir);
         Ok(etag)
     }
@@ -490,9 +498,12 @@ impl ObjectStore for LocalStore {
             let etag = md5_hex(&payload);
             if let Some(given) = &opts.checksums.md5_hex {
                 if *given != etag {
-                    return Err(StoreError::new(op, &k, ErrorKind::Integrity, format!(
-                        "Content-MD5 {given} does not match the payload ({etag})"
-                    ))
+                    return Err(StoreError::new(
+                        op,
+                        &k,
+                        ErrorKind::Integrity,
+                        format!("Content-MD5 {given} does not match the payload ({etag})"),
+                    )
                     .with_code("BadDigest"));
                 }
             }
@@ -524,8 +535,8 @@ impl ObjectStore for LocalStore {
             let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
             let dir = inner.tmp_dir().join(format!("mpu-{id}"));
             fs::create_dir_all(&dir).map_err(|e| StoreError::io(op, &k, e))?;
-            let raw = serde_json::to_vec(&state)
-                .map_err(|e| StoreError::new(op, &k, ErrorKind::Other, e.to_string()))?;
+            let raw =
+                serde_json::to_vec(&state).map_err(|e| StoreError::new(op, &k, ErrorKind::Other, e.to_string()))?;
             fs::write(dir.join("upload.json"), raw).map_err(|e| StoreError::io(op, &k, e))?;
             Ok(MultipartId(id))
         })
@@ -547,19 +558,32 @@ impl ObjectStore for LocalStore {
         blocking(Op::UploadPart, key.as_str(), move || {
             let op = Op::UploadPart;
             if part_number == 0 {
-                return Err(StoreError::new(op, &k, ErrorKind::InvalidRequest, "part numbers start at 1"));
+                return Err(StoreError::new(
+                    op,
+                    &k,
+                    ErrorKind::InvalidRequest,
+                    "part numbers start at 1",
+                ));
             }
             let got = md5_hex(&payload);
             if got != md5 {
-                return Err(StoreError::new(op, &k, ErrorKind::Integrity, format!(
-                    "Content-MD5 {md5} does not match the part ({got})"
-                ))
+                return Err(StoreError::new(
+                    op,
+                    &k,
+                    ErrorKind::Integrity,
+                    format!("Content-MD5 {md5} does not match the part ({got})"),
+                )
                 .with_code("BadDigest"));
             }
             let dir = inner.upload_dir(op, &k, &id)?;
             let state = inner.load_upload(op, &k, &dir)?;
             if state.opts.part_size.is_some_and(|ps| payload.len() as u64 > ps) {
-                return Err(StoreError::new(op, &k, ErrorKind::InvalidRequest, "part larger than the declared part size"));
+                return Err(StoreError::new(
+                    op,
+                    &k,
+                    ErrorKind::InvalidRequest,
+                    "part larger than the declared part size",
+                ));
             }
             inner.write_part(&k, &dir, &state, part_number, &payload, &got)?;
             Ok(CompletedPart {
@@ -594,17 +618,15 @@ impl ObjectStore for LocalStore {
             .map_err(|e| e.during(Op::UploadPartCopy))
     }
 
-    async fn complete_multipart(
-        &self,
-        key: &Key,
-        upload: &MultipartId,
-        parts: &[CompletedPart],
-    ) -> Result<PutResult> {
+    async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
         let inner = self.inner.clone();
         let k = key.as_str().to_string();
         let id = upload.clone();
         let parts = parts.to_vec();
-        let etag = blocking(Op::CompleteMultipart, key.as_str(), move || inner.complete(&k, &id, &parts)).await?;
+        let etag = blocking(Op::CompleteMultipart, key.as_str(), move || {
+            inner.complete(&k, &id, &parts)
+        })
+        .await?;
         Ok(PutResult {
             etag: Some(etag),
             checksums: Checksums::default(),
@@ -641,7 +663,12 @@ impl ObjectStore for LocalStore {
             let src_attrs = read_attrs(&src_path, &md).unwrap_or_default();
             if let Some(m) = &if_match {
                 if src_attrs.etag.as_deref().is_some_and(|e| e != m) {
-                    return Err(StoreError::new(op, &sk, ErrorKind::PreconditionFailed, "source changed"));
+                    return Err(StoreError::new(
+                        op,
+                        &sk,
+                        ErrorKind::PreconditionFailed,
+                        "source changed",
+                    ));
                 }
             }
             let tmp = inner.new_tmp_path(op, &k)?;
@@ -728,7 +755,11 @@ fn read_stream(mut file: File, range: Range<u64>, key: String) -> ByteStream {
             let mut buf = BytesMut::zeroed(n);
             let res = file.read_exact(&mut buf).map(|_| buf.freeze());
             let failed = res.is_err();
-            if tx.blocking_send(res.map_err(|e| StoreError::io(Op::Get, &key, e))).is_err() || failed {
+            if tx
+                .blocking_send(res.map_err(|e| StoreError::io(Op::Get, &key, e)))
+                .is_err()
+                || failed
+            {
                 return;
             }
             left -= n as u64;

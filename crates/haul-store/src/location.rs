@@ -93,8 +93,13 @@ fn check_bucket(b: &str) -> Result<(), String> {
     if b.len() < 3 || b.len() > 63 {
         return Err(format!("bucket name {b:?} must be 3 to 63 characters"));
     }
-    if !b.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
-        return Err(format!("bucket name {b:?} may only contain letters, digits, '.', '-' and '_'"));
+    if !b
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!(
+            "bucket name {b:?} may only contain letters, digits, '.', '-' and '_'"
+        ));
     }
     Ok(())
 }
@@ -124,17 +129,33 @@ mod tests {
         );
         assert!(matches!(Location::parse("s3://b12"), Ok(Location::S3 { ref key, .. }) if key.is_empty()));
         assert_eq!(Location::parse("-"), Ok(Location::Stdio));
-        assert_eq!(Location::parse("file:///tmp/a%20b"), Ok(Location::Local { path: "/tmp/a b".into() }));
+        assert_eq!(
+            Location::parse("file:///tmp/a%20b"),
+            Ok(Location::Local {
+                path: "/tmp/a b".into()
+            })
+        );
         assert_eq!(Location::parse("./dir"), Ok(Location::Local { path: "./dir".into() }));
     }
 
     #[test]
     fn rejects() {
-        for bad in ["", "s3://", "s3:///key", "s3://a", "s3://bad bucket/x", "gs://b/k", "file://relative"] {
+        for bad in [
+            "",
+            "s3://",
+            "s3:///key",
+            "s3://a",
+            "s3://bad bucket/x",
+            "gs://b/k",
+            "file://relative",
+        ] {
             let e = Location::parse(bad);
             assert!(e.is_err(), "{bad:?} accepted");
         }
-        let e = Location::parse("gs://b/k").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = Location::parse("gs://b/k")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("unsupported scheme \"gs\""), "{e}");
     }
 }

@@ -26,6 +26,8 @@ struct Stored {
     parts: Vec<u64>,
 }
 
+type Bucket = Arc<Mutex<BTreeMap<String, Stored>>>;
+
 #[derive(Debug, Default)]
 struct Upload {
     key: String,
@@ -37,7 +39,7 @@ struct Upload {
 /// [`MemoryServer`] share a copy domain and can copy between each other.
 #[derive(Debug, Default)]
 pub struct MemoryServer {
-    buckets: Mutex<HashMap<String, Arc<Mutex<BTreeMap<String, Stored>>>>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
     uploads: Mutex<HashMap<String, Upload>>,
     next_id: AtomicU64,
     id: u64,
@@ -60,10 +62,7 @@ impl MemoryServer {
 
     /// A store for `bucket`, created if missing.
     pub fn bucket(self: &Arc<Self>, bucket: &str) -> MemoryStore {
-        let map = lock(&self.buckets)
-            .entry(bucket.to_string())
-            .or_default()
-            .clone();
+        let map = lock(&self.buckets).entry(bucket.to_string()).or_default().clone();
         let mut caps = Capabilities::s3_like(bucket);
         caps.copy_domain = Some(format!("memory:{}", self.id));
         caps.upload_checksums = vec![ChecksumKind::Md5];
@@ -85,7 +84,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     server: Arc<MemoryServer>,
-    objects: Arc<Mutex<BTreeMap<String, Stored>>>,
+    objects: Bucket,
     caps: Capabilities,
 }
 
@@ -107,13 +106,11 @@ impl MemoryStore {
         StoreError::new(op, key, ErrorKind::NotFound, "no such key").with_code("NoSuchKey")
     }
 
-    fn find_bucket(&self, bucket: &str) -> Result<Arc<Mutex<BTreeMap<String, Stored>>>> {
+    fn find_bucket(&self, bucket: &str) -> Result<Bucket> {
         lock(&self.server.buckets)
             .get(bucket)
             .cloned()
-            .ok_or_else(|| {
-                StoreError::new(Op::Copy, bucket, ErrorKind::NoSuchBucket, "no such bucket")
-            })
+            .ok_or_else(|| StoreError::new(Op::Copy, bucket, ErrorKind::NoSuchBucket, "no such bucket"))
     }
 }
 
@@ -127,11 +124,7 @@ fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectM
         size: data.len() as u64,
         last_modified: Some(SystemTime::now()),
         etag: Some(etag),
-        storage_class: Some(
-            opts.storage_class
-                .clone()
-                .unwrap_or_else(|| "STANDARD".into()),
-        ),
+        storage_class: Some(opts.storage_class.clone().unwrap_or_else(|| "STANDARD".into())),
         checksums: Checksums::default(),
         parts_count: None,
         content_type: Some(
@@ -261,9 +254,11 @@ impl ObjectStore for MemoryStore {
         if s.parts.is_empty() {
             return Ok((s.meta.size, 1));
         }
-        let size = s.parts.get(part_number as usize - 1).copied().ok_or_else(|| {
-            StoreError::new(Op::Head, key.as_str(), ErrorKind::InvalidRequest, "no such part")
-        })?;
+        let size = s
+            .parts
+            .get(part_number as usize - 1)
+            .copied()
+            .ok_or_else(|| StoreError::new(Op::Head, key.as_str(), ErrorKind::InvalidRequest, "no such part"))?;
         Ok((size, s.parts.len() as u32))
     }
 
@@ -340,7 +335,9 @@ impl ObjectStore for MemoryStore {
         let etag = check_md5(Op::UploadPart, key.as_str(), &payload, Some(md5))?;
         let size = payload.len() as u64;
         let mut uploads = lock(&self.server.uploads);
-        let u = uploads.get_mut(&upload.0).ok_or_else(|| no_upload(Op::UploadPart, key))?;
+        let u = uploads
+            .get_mut(&upload.0)
+            .ok_or_else(|| no_upload(Op::UploadPart, key))?;
         u.parts.insert(part_number, (payload, etag.clone()));
         Ok(CompletedPart {
             part_number,
@@ -378,12 +375,7 @@ impl ObjectStore for MemoryStore {
         self.upload_part(key, upload, part_number, data, &md5).await
     }
 
-    async fn complete_multipart(
-        &self,
-        key: &Key,
-        upload: &MultipartId,
-        parts: &[CompletedPart],
-    ) -> Result<PutResult> {
+    async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
         let u = lock(&self.server.uploads)
             .remove(&upload.0)
             .ok_or_else(|| no_upload(Op::CompleteMultipart, key))?;
@@ -391,8 +383,13 @@ impl ObjectStore for MemoryStore {
         let mut sizes = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             let (data, etag) = u.parts.get(&p.part_number).ok_or_else(|| {
-                StoreError::new(Op::CompleteMultipart, key.as_str(), ErrorKind::InvalidRequest, "missing part")
-                    .with_code("InvalidPart")
+                StoreError::new(
+                    Op::CompleteMultipart,
+                    key.as_str(),
+                    ErrorKind::InvalidRequest,
+                    "missing part",
+                )
+                .with_code("InvalidPart")
             })?;
             if *etag != p.etag {
                 return Err(StoreError::new(

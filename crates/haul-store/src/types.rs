@@ -31,10 +31,7 @@ pub struct Checksums {
 
 impl Checksums {
     pub fn is_empty(&self) -> bool {
-        self.md5_hex.is_none()
-            && self.crc32c.is_none()
-            && self.crc64nvme.is_none()
-            && self.sha256.is_none()
+        self.md5_hex.is_none() && self.crc32c.is_none() && self.crc64nvme.is_none() && self.sha256.is_none()
     }
 }
 
@@ -73,7 +70,9 @@ impl ObjectMeta {
     }
 }
 
-/// One entry of a listing.
+/// One entry of a listing. Objects are by far the common case, so they are
+/// not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListEntry {
     Object(ObjectMeta),

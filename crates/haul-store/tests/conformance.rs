@@ -142,7 +142,13 @@ async fn list_keys(s: &DynStore, req: ListRequest) -> Result<Vec<String>, StoreE
         .await
 }
 
-async fn multipart_put(s: &DynStore, k: &Key, body: &Bytes, part: usize, opts: &PutOptions) -> Result<(PutResult, String), StoreError> {
+async fn multipart_put(
+    s: &DynStore,
+    k: &Key,
+    body: &Bytes,
+    part: usize,
+    opts: &PutOptions,
+) -> Result<(PutResult, String), StoreError> {
     let mut opts = opts.clone();
     opts.part_size = Some(part as u64);
     let id = s.create_multipart(k, &opts).await?;
@@ -163,7 +169,11 @@ async fn roundtrip_sizes(be: Backend) -> TestResult {
         let body = data(size, i as u64);
         let k = key(&format!("sizes/single-{size}"));
         let res = be.a.put(&k, body.clone(), &put_opts(&body)).await?;
-        assert_eq!(res.etag.as_deref(), Some(md5_hex(&body).as_str()), "single-part ETag is the MD5 ({size} B)");
+        assert_eq!(
+            res.etag.as_deref(),
+            Some(md5_hex(&body).as_str()),
+            "single-part ETag is the MD5 ({size} B)"
+        );
         let head = be.a.head(&k).await?;
         assert_eq!(head.size, size as u64);
         assert_eq!(head.etag.as_deref(), Some(md5_hex(&body).as_str()));
@@ -176,9 +186,16 @@ async fn roundtrip_sizes(be: Backend) -> TestResult {
         if size > 5 * MIB {
             let mk = key(&format!("sizes/multi-{size}"));
             let (res, expected) = multipart_put(&be.a, &mk, &body, 5 * MIB, &PutOptions::default()).await?;
-            assert_eq!(res.etag.as_deref(), Some(expected.as_str()), "multipart ETag = MD5 of part MD5s + -N");
+            assert_eq!(
+                res.etag.as_deref(),
+                Some(expected.as_str()),
+                "multipart ETag = MD5 of part MD5s + -N"
+            );
             assert!(expected.ends_with(&format!("-{}", size.div_ceil(5 * MIB))));
-            assert!(read_all(&be.a, &mk, None).await? == body, "multipart bytes differ ({size} B)");
+            assert!(
+                read_all(&be.a, &mk, None).await? == body,
+                "multipart bytes differ ({size} B)"
+            );
             assert_eq!(be.a.head(&mk).await?.etag.as_deref(), Some(expected.as_str()));
         }
     }
@@ -186,7 +203,16 @@ async fn roundtrip_sizes(be: Backend) -> TestResult {
 }
 
 async fn special_keys(be: Backend) -> TestResult {
-    let keys = ["with space/a b.txt", "unicode/ü日本/файл", "plus/a+b", "percent/100%", "percent/%20x", "tilde~/q?=&", "double//slash", "dir-marker/"];
+    let keys = [
+        "with space/a b.txt",
+        "unicode/ü日本/файл",
+        "plus/a+b",
+        "percent/100%",
+        "percent/%20x",
+        "tilde~/q?=&",
+        "double//slash",
+        "dir-marker/",
+    ];
     let any = be.a.capabilities().any_key;
     let mut stored = Vec::new();
     for (i, k) in keys.iter().enumerate() {
@@ -194,7 +220,9 @@ async fn special_keys(be: Backend) -> TestResult {
         let res = be.a.put(&key(k), body.clone(), &put_opts(&body)).await;
         let fs_unsafe = k.contains("//") || k.ends_with('/');
         if fs_unsafe && !any {
-            let e = res.err().ok_or(format!("{k:?} should be rejected by a local directory"))?;
+            let e = res
+                .err()
+                .ok_or(format!("{k:?} should be rejected by a local directory"))?;
             assert_eq!(e.kind, ErrorKind::InvalidKey, "{e}");
             assert!(e.to_string().contains(k), "the error names the key: {e}");
             continue;
@@ -213,7 +241,12 @@ async fn special_keys(be: Backend) -> TestResult {
 async fn listing_order_and_shard_bounds(be: Backend) -> TestResult {
     let keys = ["a-b", "a/b", "a/c/d", "a0", "b0", "b+y", "b/x", "c d", "ü"];
     for k in keys {
-        be.a.put(&key(&format!("o/{k}")), Bytes::from_static(b"x"), &PutOptions::default()).await?;
+        be.a.put(
+            &key(&format!("o/{k}")),
+            Bytes::from_static(b"x"),
+            &PutOptions::default(),
+        )
+        .await?;
     }
     let p = Key::prefix("o/")?;
     let all = list_keys(&be.a, ListRequest::prefix(p.clone())).await?;
@@ -234,22 +267,51 @@ async fn listing_order_and_shard_bounds(be: Backend) -> TestResult {
     let cuts = ["o/a/", "o/a0", "o/b+", "o/c"];
     let mut tiled = Vec::new();
     let mut start: Option<Key> = None;
-    for c in cuts.iter().map(|c| Key::prefix(*c)).chain([Ok(Key::prefix("o/\u{10FFFF}")?)]) {
+    for c in cuts
+        .iter()
+        .map(|c| Key::prefix(*c))
+        .chain([Ok(Key::prefix("o/\u{10FFFF}")?)])
+    {
         let c = c?;
         // [start, c): start_after is exclusive, so begin just before `start`.
-        let req = ListRequest { prefix: p.clone(), range: KeyRange { start_after: None, end: Some(c.clone()) }, delimiter: None };
-        let part: Vec<String> = list_keys(&be.a, req).await?.into_iter().filter(|k| start.as_ref().is_none_or(|s| k.as_str() >= s.as_str())).collect();
+        let req = ListRequest {
+            prefix: p.clone(),
+            range: KeyRange {
+                start_after: None,
+                end: Some(c.clone()),
+            },
+            delimiter: None,
+        };
+        let part: Vec<String> = list_keys(&be.a, req)
+            .await?
+            .into_iter()
+            .filter(|k| start.as_ref().is_none_or(|s| k.as_str() >= s.as_str()))
+            .collect();
         tiled.extend(part);
         start = Some(c);
     }
     assert_eq!(tiled, sorted);
     // One level with a delimiter: folders as prefixes, in order.
-    let lvl = ListRequest { prefix: p.clone(), delimiter: Some('/'), ..Default::default() };
-    assert_eq!(list_keys(&be.a, lvl).await?, ["o/a-b", "PRE o/a/", "o/a0", "o/b+y", "PRE o/b/", "o/b0", "o/c d", "o/ü"]);
-    let sub = ListRequest { prefix: Key::prefix("o/a/")?, delimiter: Some('/'), ..Default::default() };
+    let lvl = ListRequest {
+        prefix: p.clone(),
+        delimiter: Some('/'),
+        ..Default::default()
+    };
+    assert_eq!(
+        list_keys(&be.a, lvl).await?,
+        ["o/a-b", "PRE o/a/", "o/a0", "o/b+y", "PRE o/b/", "o/b0", "o/c d", "o/ü"]
+    );
+    let sub = ListRequest {
+        prefix: Key::prefix("o/a/")?,
+        delimiter: Some('/'),
+        ..Default::default()
+    };
     assert_eq!(list_keys(&be.a, sub).await?, ["o/a/b", "PRE o/a/c/"]);
     // A prefix that ends inside a name.
-    assert_eq!(list_keys(&be.a, ListRequest::prefix(Key::prefix("o/a")?)).await?, ["o/a-b", "o/a/b", "o/a/c/d", "o/a0"]);
+    assert_eq!(
+        list_keys(&be.a, ListRequest::prefix(Key::prefix("o/a")?)).await?,
+        ["o/a-b", "o/a/b", "o/a/c/d", "o/a0"]
+    );
     Ok(())
 }
 
@@ -269,7 +331,10 @@ async fn pagination_and_batch_delete(be: Backend) -> TestResult {
     assert!(listed.windows(2).all(|w| w[0] < w[1]));
     let after = ListRequest {
         prefix: Key::prefix("many/")?,
-        range: KeyRange { start_after: Some(key("many/00499")), end: None },
+        range: KeyRange {
+            start_after: Some(key("many/00499")),
+            end: None,
+        },
         delimiter: None,
     };
     assert_eq!(list_keys(&be.a, after).await?.len(), n - 500);
@@ -279,7 +344,9 @@ async fn pagination_and_batch_delete(be: Backend) -> TestResult {
     }
     // Deleting keys that are gone is not an error.
     assert!(be.a.delete_many(&keys[..3]).await?.is_empty());
-    assert!(list_keys(&be.a, ListRequest::prefix(Key::prefix("many/")?)).await?.is_empty());
+    assert!(list_keys(&be.a, ListRequest::prefix(Key::prefix("many/")?))
+        .await?
+        .is_empty());
     Ok(())
 }
 
@@ -310,7 +377,10 @@ async fn metadata_storage_class_tags(be: Backend) -> TestResult {
     assert_eq!(h.storage_class.as_deref(), Some("STANDARD_IA"));
     assert_eq!(sorted_tags(be.a.get_tags(&k).await?), sorted_tags(rich_options().tags));
     // Listings carry the storage class too.
-    let listed: Vec<ListEntry> = be.a.list(ListRequest::prefix(Key::prefix("meta/")?)).try_collect().await?;
+    let listed: Vec<ListEntry> =
+        be.a.list(ListRequest::prefix(Key::prefix("meta/")?))
+            .try_collect()
+            .await?;
     match listed.first() {
         Some(ListEntry::Object(o)) => assert_eq!(o.storage_class.as_deref(), Some("STANDARD_IA")),
         other => panic!("unexpected listing {other:?}"),
@@ -333,15 +403,24 @@ async fn server_side_copy(be: Backend) -> TestResult {
     let mut opts = rich_options();
     opts.checksums = put_opts(&body).checksums;
     be.a.put(&k, body.clone(), &opts).await?;
-    let src = CopySource { bucket: be.a.capabilities().bucket.clone(), key: k.clone(), if_match: Some(md5_hex(&body)) };
+    let src = CopySource {
+        bucket: be.a.capabilities().bucket.clone(),
+        key: k.clone(),
+        if_match: Some(md5_hex(&body)),
+    };
     // COPY: bytes, content-type, metadata and tags come along.
-    let res = be.b.copy(&src, &key("copied/keep.json"), &CopyOptions::default()).await?;
+    let res =
+        be.b.copy(&src, &key("copied/keep.json"), &CopyOptions::default())
+            .await?;
     assert_eq!(res.etag.as_deref(), Some(md5_hex(&body).as_str()));
     let h = be.b.head(&key("copied/keep.json")).await?;
     assert!(read_all(&be.b, &key("copied/keep.json"), None).await? == body);
     assert_eq!(h.content_type.as_deref(), Some("application/json"));
     assert_eq!(h.metadata.get("owner").map(String::as_str), Some("data-team"));
-    assert_eq!(sorted_tags(be.b.get_tags(&key("copied/keep.json")).await?), sorted_tags(rich_options().tags));
+    assert_eq!(
+        sorted_tags(be.b.get_tags(&key("copied/keep.json")).await?),
+        sorted_tags(rich_options().tags)
+    );
     // REPLACE: new metadata, storage class and tags.
     let replace = CopyOptions {
         directive: MetadataDirective::Replace,
@@ -359,14 +438,24 @@ async fn server_side_copy(be: Backend) -> TestResult {
     assert_eq!(h.metadata.get("stage").map(String::as_str), Some("2"));
     assert!(!h.metadata.contains_key("owner"));
     assert_eq!(h.storage_class.as_deref(), Some("GLACIER_IR"));
-    assert_eq!(be.b.get_tags(&key("copied/replace.json")).await?, vec![("k".to_string(), "v".to_string())]);
+    assert_eq!(
+        be.b.get_tags(&key("copied/replace.json")).await?,
+        vec![("k".to_string(), "v".to_string())]
+    );
     assert!(read_all(&be.b, &key("copied/replace.json"), None).await? == body);
     // A stale if-match is refused (moto does not implement the condition).
     if !be.enforces {
         return Ok(());
     }
-    let stale = CopySource { if_match: Some("0".repeat(32)), ..src.clone() };
-    let e = be.b.copy(&stale, &key("copied/stale"), &CopyOptions::default()).await.err().ok_or("stale copy accepted")?;
+    let stale = CopySource {
+        if_match: Some("0".repeat(32)),
+        ..src.clone()
+    };
+    let e =
+        be.b.copy(&stale, &key("copied/stale"), &CopyOptions::default())
+            .await
+            .err()
+            .ok_or("stale copy accepted")?;
     assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
     Ok(())
 }
@@ -376,14 +465,28 @@ async fn part_copy(be: Backend) -> TestResult {
     let body = data(11 * MIB as usize, 10);
     let k = key("pc/src.bin");
     be.a.put(&k, body.clone(), &put_opts(&body)).await?;
-    let src = CopySource { bucket: be.a.capabilities().bucket.clone(), key: k.clone(), if_match: None };
+    let src = CopySource {
+        bucket: be.a.capabilities().bucket.clone(),
+        key: k.clone(),
+        if_match: None,
+    };
     let dk = key("pc/dst.bin");
-    let opts = PutOptions { part_size: Some(5 * MIB), ..rich_options() };
+    let opts = PutOptions {
+        part_size: Some(5 * MIB),
+        ..rich_options()
+    };
     let id = be.b.create_multipart(&dk, &opts).await?;
     let mut parts = Vec::new();
-    for (i, r) in [0..5 * MIB, 5 * MIB..10 * MIB, 10 * MIB..11 * MIB].into_iter().enumerate() {
+    for (i, r) in [0..5 * MIB, 5 * MIB..10 * MIB, 10 * MIB..11 * MIB]
+        .into_iter()
+        .enumerate()
+    {
         let p = be.b.upload_part_copy(&dk, &id, i as u32 + 1, &src, r.clone()).await?;
-        assert_eq!(p.etag, md5_hex(&body[r.start as usize..r.end as usize]), "a copied part's ETag is its MD5");
+        assert_eq!(
+            p.etag,
+            md5_hex(&body[r.start as usize..r.end as usize]),
+            "a copied part's ETag is its MD5"
+        );
         parts.push(p);
     }
     let res = be.b.complete_multipart(&dk, &id, &parts).await?;
@@ -391,17 +494,29 @@ async fn part_copy(be: Backend) -> TestResult {
     assert_eq!(res.etag, expected);
     assert!(read_all(&be.b, &dk, None).await? == body, "part copy keeps the bytes");
     let h = be.b.head(&dk).await?;
-    assert_eq!(h.metadata.get("owner").map(String::as_str), Some("data-team"), "metadata set on the upload is kept");
+    assert_eq!(
+        h.metadata.get("owner").map(String::as_str),
+        Some("data-team"),
+        "metadata set on the upload is kept"
+    );
     assert_eq!(h.content_type.as_deref(), Some("application/json"));
     Ok(())
 }
 
 async fn errors(be: Backend) -> TestResult {
     let missing = key("nope/missing");
-    let e = be.a.head(&missing).await.err().ok_or("head of a missing key succeeded")?;
+    let e =
+        be.a.head(&missing)
+            .await
+            .err()
+            .ok_or("head of a missing key succeeded")?;
     assert!(e.is_not_found(), "{e}");
     assert!(!e.is_retryable());
-    let e = be.a.get(&missing, None).await.err().ok_or("get of a missing key succeeded")?;
+    let e =
+        be.a.get(&missing, None)
+            .await
+            .err()
+            .ok_or("get of a missing key succeeded")?;
     assert!(e.is_not_found(), "{e}");
     assert!(e.to_string().contains("nope/missing"), "the error names the key: {e}");
     // A wrong Content-MD5: the server refuses it and nothing is written, or
@@ -412,12 +527,24 @@ async fn errors(be: Backend) -> TestResult {
     let claimed = bad.checksums.md5_hex.clone().unwrap_or_default();
     match be.a.put(&key("nope/bad-md5"), body.clone(), &bad).await {
         Err(e) => {
-            assert!(matches!(e.kind, ErrorKind::Integrity | ErrorKind::InvalidRequest), "{e}");
-            assert!(be.a.head(&key("nope/bad-md5")).await.err().is_some_and(|e| e.is_not_found()));
+            assert!(
+                matches!(e.kind, ErrorKind::Integrity | ErrorKind::InvalidRequest),
+                "{e}"
+            );
+            assert!(be
+                .a
+                .head(&key("nope/bad-md5"))
+                .await
+                .err()
+                .is_some_and(|e| e.is_not_found()));
         }
         Ok(res) => {
             assert!(!be.enforces, "a store that enforces Content-MD5 accepted a wrong one");
-            assert_ne!(res.etag.as_deref(), Some(claimed.as_str()), "the ETag must not echo a wrong MD5");
+            assert_ne!(
+                res.etag.as_deref(),
+                Some(claimed.as_str()),
+                "the ETag must not echo a wrong MD5"
+            );
             assert_eq!(res.etag.as_deref(), Some(md5_hex(&body).as_str()));
         }
     }

@@ -44,16 +44,36 @@ fn free_port() -> u16 {
 }
 
 fn start(extra_env: &[(&str, &str)]) -> Result<S3Server, String> {
-    let moto = which("moto_server").ok_or(
-        "moto_server not found on PATH: install it with `pip install 'moto[server]'` (or set HAUL_TEST_S3=off)",
-    )?;
+    let has_moto = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !has_moto {
+        return Err(
+            "moto is not installed for python3: install it with `pip install 'moto[server]'` (or set HAUL_TEST_S3=off)"
+                .into(),
+        );
+    }
     for _ in 0..5 {
         let port = free_port();
         let mut cmd = Command::new("python3");
-        cmd.args(["-c", WATCHDOG, &moto, "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-c",
+            WATCHDOG,
+            "python3",
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -85,19 +105,13 @@ fn ready(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 12];
     s.read(&mut buf).map(|n| n > 0).unwrap_or(false)
-}
-
-fn which(name: &str) -> Option<String> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .map(|p| p.display().to_string())
 }
 
 /// The shared moto server of this test process (started on first use).
@@ -131,7 +145,10 @@ pub fn aws_env() -> Vec<(&'static str, String)> {
         ("AWS_DEFAULT_REGION", "us-east-1".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("AWS_CONFIG_FILE", "/nonexistent/haul-test-config".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/haul-test-credentials".into()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/haul-test-credentials".into(),
+        ),
     ]
 }
 
@@ -151,7 +168,12 @@ pub fn unique_bucket(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect::<String>().to_lowercase();
+    let tag: String = tag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(20)
+        .collect::<String>()
+        .to_lowercase();
     format!("t{}-{}-{}", std::process::id(), tag, n)
 }
 
@@ -160,7 +182,10 @@ pub fn unique_bucket(tag: &str) -> String {
 pub fn create_bucket(server: &S3Server, bucket: &str) -> Result<(), String> {
     use std::io::Write;
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).map_err(|e| e.to_string())?;
-    let req = format!("PUT /{bucket} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\r\n", server.port);
+    let req = format!(
+        "PUT /{bucket} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\r\n",
+        server.port
+    );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).map_err(|e| e.to_string())?;

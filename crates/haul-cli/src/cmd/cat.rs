@@ -13,10 +13,16 @@ pub async fn run(_g: &Global, a: CatArgs) -> Result<u8> {
     let mut c = Connector::new(a.conn.clone());
     let opened = c.open_existing(&loc, Side::Only).await?;
     if opened.key.is_empty() || opened.key.is_dir_marker() {
-        bail!("{}: not an object (give a key, not a prefix or directory)", opened.shown);
+        bail!(
+            "{}: not an object (give a key, not a prefix or directory)",
+            opened.shown
+        );
     }
     let t = Transfer::new(TransferOptions::default(), super::ctrl_c());
-    match t.download_to(&opened.store, &opened.key, tokio::io::stdout(), &NoObserver).await {
+    match t
+        .download_to(&opened.store, &opened.key, tokio::io::stdout(), &NoObserver)
+        .await
+    {
         Ok(_) => Ok(0),
         Err(e) if e.is_not_found() => bail!("{}: no such object", opened.shown),
         Err(e) => {

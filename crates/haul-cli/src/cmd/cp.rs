@@ -28,7 +28,9 @@ fn transfer_options(a: &CpArgs) -> Result<TransferOptions> {
         None => None,
         Some("AES256") if a.sse_kms_key_id.is_some() => bail!("--sse-kms-key-id needs --sse aws:kms"),
         Some("AES256") => Some(Sse::S3),
-        Some(_) => Some(Sse::Kms { key_id: a.sse_kms_key_id.clone() }),
+        Some(_) => Some(Sse::Kms {
+            key_id: a.sse_kms_key_id.clone(),
+        }),
     };
     Ok(TransferOptions {
         multipart_threshold: t.multipart_threshold,
@@ -84,7 +86,14 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
         if is_tree {
             bail!("cannot copy a tree to stdout");
         }
-        return super::cat::run(g, crate::args::CatArgs { location: a.src.clone(), conn: a.conn.clone() }).await;
+        return super::cat::run(
+            g,
+            crate::args::CatArgs {
+                location: a.src.clone(),
+                conn: a.conn.clone(),
+            },
+        )
+        .await;
     }
 
     if a.recursive && !source.key.is_empty() && matches!(src, Location::S3 { .. }) || is_tree {
@@ -101,7 +110,11 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
             dst_is_local: dest.store.capabilities().local_root.is_some(),
         };
         let mut exec = super::executor(topts, jopts, out.clone());
-        exec.plan_sink = Some(Arc::new(DryRun { out: out.clone(), src_url: source.store.url(), dst_url: dest.store.url() }));
+        exec.plan_sink = Some(Arc::new(DryRun {
+            out: out.clone(),
+            src_url: source.store.url(),
+            dst_url: dest.store.url(),
+        }));
         let summary = exec.copy(&source.store, &dest.store, planner.tasks()).await;
         out.summary(if a.dry_run { "Would copy" } else { "Copied" }, &summary);
         return Ok(summary.exit_code() as u8);
@@ -109,7 +122,10 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
 
     // One object.
     if source.key.is_empty() || source.key.is_dir_marker() {
-        bail!("{}: not an object (use -r to copy everything under a prefix)", source.shown);
+        bail!(
+            "{}: not an object (use -r to copy everything under a prefix)",
+            source.shown
+        );
     }
     let meta = match source.store.head(&source.key).await {
         Ok(m) => m,
@@ -123,8 +139,14 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
     let dest = open_dest_file(&dst, source.key.file_name(), &mut c).await?;
     probe(&dest.store, &dest.key, "cannot write to the destination", false).await?;
     let mut exec = super::executor(topts, jopts, out.clone());
-    exec.plan_sink = Some(Arc::new(DryRun { out: out.clone(), src_url: source.store.url(), dst_url: dest.store.url() }));
-    let summary = exec.copy(&source.store, &dest.store, Planner::single(meta, dest.key)).await;
+    exec.plan_sink = Some(Arc::new(DryRun {
+        out: out.clone(),
+        src_url: source.store.url(),
+        dst_url: dest.store.url(),
+    }));
+    let summary = exec
+        .copy(&source.store, &dest.store, Planner::single(meta, dest.key))
+        .await;
     out.summary(if a.dry_run { "Would copy" } else { "Copied" }, &summary);
     Ok(summary.exit_code() as u8)
 }
@@ -132,12 +154,23 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
 /// The destination of a tree: a bucket prefix, or a local directory (created).
 async fn open_dest_tree(dst: &Location, c: &mut Connector) -> Result<Dest> {
     match dst {
-        Location::S3 { bucket, key } => Ok(Dest { store: c.s3(bucket, Side::Dst).await?, key: key.clone() }),
+        Location::S3 { bucket, key } => Ok(Dest {
+            store: c.s3(bucket, Side::Dst).await?,
+            key: key.clone(),
+        }),
         Location::Local { path } => {
             if path.is_file() {
-                bail!("{}: is a file; the destination of -r must be a directory", path.display());
+                bail!(
+                    "{}: is a file; the destination of -r must be a directory",
+                    path.display()
+                );
             }
-            Ok(Dest { store: c.local_dir(path, true).context("cannot create the destination directory")?, key: Key::root() })
+            Ok(Dest {
+                store: c
+                    .local_dir(path, true)
+                    .context("cannot create the destination directory")?,
+                key: Key::root(),
+            })
         }
         Location::Stdio => Err(anyhow!("cannot copy a tree to stdout")),
     }
@@ -148,17 +181,34 @@ async fn open_dest_tree(dst: &Location, c: &mut Connector) -> Result<Dest> {
 async fn open_dest_file(dst: &Location, name: &str, c: &mut Connector) -> Result<Dest> {
     match dst {
         Location::S3 { bucket, key } => {
-            let key = if key.is_empty() || key.is_dir_marker() { key.join(name).map_err(fatal)? } else { key.clone() };
-            Ok(Dest { store: c.s3(bucket, Side::Dst).await?, key })
+            let key = if key.is_empty() || key.is_dir_marker() {
+                key.join(name).map_err(fatal)?
+            } else {
+                key.clone()
+            };
+            Ok(Dest {
+                store: c.s3(bucket, Side::Dst).await?,
+                key,
+            })
         }
         Location::Local { path } => {
             if path.is_dir() || dst.is_dir_like() {
-                let store = c.local_dir(path, true).context("cannot create the destination directory")?;
-                return Ok(Dest { store, key: Key::object(name).map_err(fatal)? });
+                let store = c
+                    .local_dir(path, true)
+                    .context("cannot create the destination directory")?;
+                return Ok(Dest {
+                    store,
+                    key: Key::object(name).map_err(fatal)?,
+                });
             }
             let (dir, file) = split_file(path)?;
-            let store = c.local_dir(&dir, true).context("cannot create the destination directory")?;
-            Ok(Dest { store, key: Key::object(file).map_err(fatal)? })
+            let store = c
+                .local_dir(&dir, true)
+                .context("cannot create the destination directory")?;
+            Ok(Dest {
+                store,
+                key: Key::object(file).map_err(fatal)?,
+            })
         }
         Location::Stdio => Err(anyhow!("'-' is handled before")),
     }
@@ -168,7 +218,10 @@ async fn open_dest_file(dst: &Location, name: &str, c: &mut Connector) -> Result
 fn check_not_inside(src: &Location, source: &Opened, dst: &Location, dest: &Dest) -> Result<()> {
     match (src, dst) {
         (Location::Local { .. }, Location::Local { .. }) => {
-            let (Some(s), Some(d)) = (source.store.capabilities().local_root.as_ref(), dest.store.capabilities().local_root.as_ref()) else {
+            let (Some(s), Some(d)) = (
+                source.store.capabilities().local_root.as_ref(),
+                dest.store.capabilities().local_root.as_ref(),
+            ) else {
                 return Ok(());
             };
             if d.starts_with(s) && Path::new(d) != Path::new(s) {
@@ -178,7 +231,9 @@ fn check_not_inside(src: &Location, source: &Opened, dst: &Location, dest: &Dest
         (Location::S3 { bucket: sb, .. }, Location::S3 { bucket: db, .. }) if sb == db => {
             let sp = source.key.as_dir();
             let dp = dest.key.as_dir();
-            if dp.as_str().starts_with(sp.as_str()) && source.store.capabilities().copy_domain == dest.store.capabilities().copy_domain {
+            if dp.as_str().starts_with(sp.as_str())
+                && source.store.capabilities().copy_domain == dest.store.capabilities().copy_domain
+            {
                 bail!("the destination s3://{db}/{dp} is inside the source s3://{sb}/{sp}");
             }
         }
@@ -187,7 +242,14 @@ fn check_not_inside(src: &Location, source: &Opened, dst: &Location, dest: &Dest
     Ok(())
 }
 
-async fn from_stdin(g: &Global, a: &CpArgs, dst: &Location, c: &mut Connector, topts: TransferOptions, out: Arc<Output>) -> Result<u8> {
+async fn from_stdin(
+    g: &Global,
+    a: &CpArgs,
+    dst: &Location,
+    c: &mut Connector,
+    topts: TransferOptions,
+    out: Arc<Output>,
+) -> Result<u8> {
     if a.recursive {
         bail!("-r cannot be used with '-' (stdin is one object)");
     }
@@ -201,7 +263,10 @@ async fn from_stdin(g: &Global, a: &CpArgs, dst: &Location, c: &mut Connector, t
     }
     let t = haul_engine::Transfer::new(topts, super::ctrl_c());
     let report = haul_engine::Report::default();
-    match t.upload_stream(tokio::io::stdin(), &dest.store, &dest.key, out.as_ref()).await {
+    match t
+        .upload_stream(tokio::io::stdin(), &dest.store, &dest.key, out.as_ref())
+        .await
+    {
         Ok(o) => report.ok(o.bytes),
         Err(e) => report.fail(haul_engine::Failure::from_error(dest.key.as_str(), &e), out.as_ref()),
     }

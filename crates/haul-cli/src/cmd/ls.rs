@@ -52,7 +52,12 @@ pub async fn run(g: &Global, a: LsArgs) -> Result<u8> {
                 } else {
                     let when = o
                         .last_modified
-                        .map(|t| humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").replace('Z', ""))
+                        .map(|t| {
+                            humantime::format_rfc3339_seconds(t)
+                                .to_string()
+                                .replace('T', " ")
+                                .replace('Z', "")
+                        })
                         .unwrap_or_else(|| "-".into());
                     out.line(&format!(
                         "{when:19} {:>12} {:<12} {:<36} {}",
@@ -71,7 +76,11 @@ pub async fn run(g: &Global, a: LsArgs) -> Result<u8> {
         out.line(&format!(
             "Total: {objects} objects, {} ({bytes} bytes){}",
             bytesize::ByteSize(bytes).display().iec(),
-            if prefixes > 0 { format!(", {prefixes} folders") } else { String::new() }
+            if prefixes > 0 {
+                format!(", {prefixes} folders")
+            } else {
+                String::new()
+            }
         ));
     }
     Ok(0)

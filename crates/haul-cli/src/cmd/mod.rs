@@ -28,11 +28,7 @@ pub fn ctrl_c() -> CancellationToken {
 }
 
 /// An executor over a transfer with these options.
-pub fn executor(
-    topts: TransferOptions,
-    jopts: JobOptions,
-    out: Arc<crate::output::Output>,
-) -> haul_engine::Executor {
+pub fn executor(topts: TransferOptions, jopts: JobOptions, out: Arc<crate::output::Output>) -> haul_engine::Executor {
     let transfer = Transfer::new(topts, ctrl_c());
     haul_engine::Executor::new(transfer, jopts, out)
 }

@@ -21,10 +21,17 @@ pub async fn run(g: &Global, a: RmArgs) -> Result<u8> {
     let out = Arc::new(Output::new(g, false));
     let mut exec = super::executor(
         Default::default(),
-        JobOptions { dry_run: a.dry_run, ..Default::default() },
+        JobOptions {
+            dry_run: a.dry_run,
+            ..Default::default()
+        },
         out.clone(),
     );
-    exec.plan_sink = Some(Arc::new(DryRun { out: out.clone(), src_url: store.url(), dst_url: String::new() }));
+    exec.plan_sink = Some(Arc::new(DryRun {
+        out: out.clone(),
+        src_url: store.url(),
+        dst_url: String::new(),
+    }));
     let keys = if a.recursive {
         let prefix = opened.key.as_dir();
         probe(&store, &prefix, "cannot list", true).await?;
@@ -40,7 +47,10 @@ pub async fn run(g: &Global, a: RmArgs) -> Result<u8> {
             .boxed()
     } else {
         if opened.key.is_empty() {
-            bail!("{}: give an object key, or -r to delete everything under a prefix", opened.shown);
+            bail!(
+                "{}: give an object key, or -r to delete everything under a prefix",
+                opened.shown
+            );
         }
         match store.head(&opened.key).await {
             Ok(_) => {}

@@ -15,7 +15,11 @@ pub(crate) fn kind_for(code: &str, status: u16) -> ErrorKind {
         "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => {
             ErrorKind::Credentials
         }
-        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequests"
+        "SlowDown"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequests"
         | "RequestThrottled" => ErrorKind::Throttled,
         "InternalError" | "ServiceUnavailable" | "RequestTimeout" | "RequestTimeTooSkewed" | "OperationAborted" => {
             ErrorKind::Transient
@@ -50,7 +54,9 @@ where
             let message = match (kind, se.err().message()) {
                 (ErrorKind::NoSuchBucket, _) => format!("bucket {bucket:?} does not exist"),
                 (ErrorKind::NotFound, _) if op == Op::Head || op == Op::Get => "no such key".to_string(),
-                (ErrorKind::PermissionDenied, m) => format!("access denied{}", m.map(|m| format!(": {m}")).unwrap_or_default()),
+                (ErrorKind::PermissionDenied, m) => {
+                    format!("access denied{}", m.map(|m| format!(": {m}")).unwrap_or_default())
+                }
                 (ErrorKind::Credentials, m) => format!(
                     "the server rejected the credentials ({})",
                     m.or(code.as_deref()).unwrap_or("invalid credentials")
@@ -65,7 +71,9 @@ where
             }
             e.with_source(err)
         }
-        SdkError::TimeoutError(_) => StoreError::new(op, key, ErrorKind::Transient, "request timed out").with_source(err),
+        SdkError::TimeoutError(_) => {
+            StoreError::new(op, key, ErrorKind::Transient, "request timed out").with_source(err)
+        }
         SdkError::ResponseError(_) => {
             StoreError::new(op, key, ErrorKind::Transient, format!("bad response: {full}")).with_source(err)
         }

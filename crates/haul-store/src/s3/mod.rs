@@ -171,7 +171,12 @@ async fn check_profile(name: &str) -> Result<()> {
     let set = aws_config::profile::load(&Fs::real(), &Env::real(), &files, None)
         .await
         .map_err(|e| {
-            StoreError::new(Op::Connect, "", ErrorKind::Credentials, format!("cannot read the AWS config files: {e}"))
+            StoreError::new(
+                Op::Connect,
+                "",
+                ErrorKind::Credentials,
+                format!("cannot read the AWS config files: {e}"),
+            )
         })?;
     if set.get_profile(name).is_none() {
         let known: Vec<&str> = set.profiles().collect();
@@ -181,7 +186,11 @@ async fn check_profile(name: &str) -> Result<()> {
             ErrorKind::Credentials,
             format!(
                 "unknown profile {name:?} (profiles in the AWS config files: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ),
         ));
     }
@@ -228,7 +237,13 @@ fn tagging(tags: &[(String, String)]) -> Option<String> {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
     Some(
         tags.iter()
-            .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, NON_ALPHANUMERIC), utf8_percent_encode(v, NON_ALPHANUMERIC)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    utf8_percent_encode(k, NON_ALPHANUMERIC),
+                    utf8_percent_encode(v, NON_ALPHANUMERIC)
+                )
+            })
             .collect::<Vec<_>>()
             .join("&"),
     )
@@ -237,7 +252,12 @@ fn tagging(tags: &[(String, String)]) -> Option<String> {
 /// `bucket/key` for `x-amz-copy-source`, the key percent-encoded.
 fn copy_source(src: &CopySource) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     format!("{}/{}", src.bucket, utf8_percent_encode(src.key.as_str(), KEEP))
 }
 
@@ -284,7 +304,12 @@ macro_rules! apply_put_options {
 }
 
 impl S3Store {
-    fn err<E>(&self, op: Op, key: &str, e: aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> StoreError
+    fn err<E>(
+        &self,
+        op: Op,
+        key: &str,
+        e: aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    ) -> StoreError
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -325,11 +350,7 @@ impl ObjectStore for S3Store {
                 if st.done || (!st.first && st.token.is_none()) {
                     return Ok(None);
                 }
-                let mut call = this
-                    .conn
-                    .client
-                    .list_objects_v2()
-                    .bucket(&this.bucket);
+                let mut call = this.conn.client.list_objects_v2().bucket(&this.bucket);
                 if !req.prefix.is_empty() {
                     call = call.prefix(req.prefix.as_str());
                 }
@@ -344,9 +365,15 @@ impl ObjectStore for S3Store {
                         }
                     }
                 }
-                let out = call.send().await.map_err(|e| this.err(Op::List, req.prefix.as_str(), e))?;
+                let out = call
+                    .send()
+                    .await
+                    .map_err(|e| this.err(Op::List, req.prefix.as_str(), e))?;
                 st.first = false;
-                st.token = out.next_continuation_token().map(str::to_string).filter(|_| out.is_truncated() == Some(true));
+                st.token = out
+                    .next_continuation_token()
+                    .map(str::to_string)
+                    .filter(|_| out.is_truncated() == Some(true));
                 let mut page: Vec<Result<ListEntry>> = Vec::new();
                 for o in out.contents() {
                     let Some(k) = o.key() else { continue };
@@ -378,12 +405,24 @@ impl ObjectStore for S3Store {
                 let before = page.len();
                 page.retain(|e| match e {
                     Ok(ListEntry::Object(o)) => range.contains(o.key.as_str()),
-                    Ok(ListEntry::Prefix(p)) => !range.prefix_past_end(p.as_str()) && !range.prefix_before_start(p.as_str()),
+                    Ok(ListEntry::Prefix(p)) => {
+                        !range.prefix_past_end(p.as_str()) && !range.prefix_before_start(p.as_str())
+                    }
                     Err(_) => true,
                 });
                 if let Some(end) = &range.end {
-                    let past = out.contents().last().and_then(|o| o.key()).is_some_and(|k| k >= end.as_str());
-                    if past || page.len() < before && out.contents().iter().any(|o| o.key().is_some_and(|k| k >= end.as_str())) {
+                    let past = out
+                        .contents()
+                        .last()
+                        .and_then(|o| o.key())
+                        .is_some_and(|k| k >= end.as_str());
+                    if past
+                        || page.len() < before
+                            && out
+                                .contents()
+                                .iter()
+                                .any(|o| o.key().is_some_and(|k| k >= end.as_str()))
+                    {
                         st.done = true;
                     }
                 }
@@ -414,7 +453,11 @@ impl ObjectStore for S3Store {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             last_modified: to_system_time(out.last_modified()),
             etag: out.e_tag().map(clean_etag),
-            storage_class: Some(out.storage_class().map(|s| s.as_str().to_string()).unwrap_or_else(|| "STANDARD".into())),
+            storage_class: Some(
+                out.storage_class()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|| "STANDARD".into()),
+            ),
             checksums: Checksums {
                 md5_hex: None,
                 crc32c: out.checksum_crc32_c().map(str::to_string),
@@ -423,7 +466,12 @@ impl ObjectStore for S3Store {
             },
             parts_count: out.parts_count().map(|n| n as u32),
             content_type: out.content_type().map(str::to_string),
-            metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+            metadata: out
+                .metadata()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
     }
@@ -440,7 +488,11 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.err(Op::Head, key.as_str(), e))?;
         let size = out.content_length().unwrap_or(0).max(0) as u64;
-        let parts = out.parts_count().map(|n| n as u32).or_else(|| out.e_tag().and_then(crate::checksum::etag_parts)).unwrap_or(1);
+        let parts = out
+            .parts_count()
+            .map(|n| n as u32)
+            .or_else(|| out.e_tag().and_then(crate::checksum::etag_parts))
+            .unwrap_or(1);
         Ok((size, parts))
     }
 
@@ -460,7 +512,11 @@ impl ObjectStore for S3Store {
         }
         let out = call.send().await.map_err(|e| self.err(Op::Get, key.as_str(), e))?;
         let len = out.content_length().unwrap_or(0).max(0) as u64;
-        let total = match out.content_range().and_then(|cr| cr.rsplit_once('/')).and_then(|(_, t)| t.parse::<u64>().ok()) {
+        let total = match out
+            .content_range()
+            .and_then(|cr| cr.rsplit_once('/'))
+            .and_then(|(_, t)| t.parse::<u64>().ok())
+        {
             Some(t) => t,
             None => len,
         };
@@ -484,7 +540,13 @@ impl ObjectStore for S3Store {
                 match b.try_next().await {
                     Ok(Some(chunk)) => Ok(Some((chunk, b))),
                     Ok(None) => Ok(None),
-                    Err(e) => Err(StoreError::new(Op::Get, k, ErrorKind::Transient, format!("reading the body failed: {e}")).with_source(e)),
+                    Err(e) => Err(StoreError::new(
+                        Op::Get,
+                        k,
+                        ErrorKind::Transient,
+                        format!("reading the body failed: {e}"),
+                    )
+                    .with_source(e)),
                 }
             }
         })
@@ -506,7 +568,11 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.err(Op::GetTags, key.as_str(), e))?;
-        Ok(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
@@ -539,16 +605,36 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
-        let req = self.conn.client.create_multipart_upload().bucket(&self.bucket).key(key.as_str());
+        let req = self
+            .conn
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str());
         let req = apply_put_options!(req, opts, true);
-        let out = req.send().await.map_err(|e| self.err(Op::CreateMultipart, key.as_str(), e))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.err(Op::CreateMultipart, key.as_str(), e))?;
         let id = out.upload_id().ok_or_else(|| {
-            StoreError::new(Op::CreateMultipart, key.as_str(), ErrorKind::Other, "the server returned no upload id")
+            StoreError::new(
+                Op::CreateMultipart,
+                key.as_str(),
+                ErrorKind::Other,
+                "the server returned no upload id",
+            )
         })?;
         Ok(MultipartId(id.to_string()))
     }
 
-    async fn upload_part(&self, key: &Key, upload: &MultipartId, part_number: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
+    async fn upload_part(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        payload: Bytes,
+        md5: &str,
+    ) -> Result<CompletedPart> {
         let size = payload.len() as u64;
         let mut req = self
             .conn
@@ -563,7 +649,10 @@ impl ObjectStore for S3Store {
         if let Some(b64) = md5_hex_to_base64(md5) {
             req = req.content_md5(b64);
         }
-        let out = req.send().await.map_err(|e| self.err(Op::UploadPart, key.as_str(), e))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.err(Op::UploadPart, key.as_str(), e))?;
         let etag = out.e_tag().map(clean_etag).unwrap_or_default();
         Ok(CompletedPart {
             part_number,
@@ -573,7 +662,14 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn upload_part_copy(&self, key: &Key, upload: &MultipartId, part_number: u32, src: &CopySource, range: Range<u64>) -> Result<CompletedPart> {
+    async fn upload_part_copy(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        src: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart> {
         let mut req = self
             .conn
             .client
@@ -593,7 +689,11 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.err(Op::UploadPartCopy, key.as_str(), e))?;
-        let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(clean_etag).unwrap_or_default();
+        let etag = out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(clean_etag)
+            .unwrap_or_default();
         Ok(CompletedPart {
             part_number,
             etag,
@@ -605,7 +705,12 @@ impl ObjectStore for S3Store {
     async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
         let parts = parts
             .iter()
-            .map(|p| SdkPart::builder().part_number(p.part_number as i32).e_tag(format!("\"{}\"", p.etag)).build())
+            .map(|p| {
+                SdkPart::builder()
+                    .part_number(p.part_number as i32)
+                    .e_tag(format!("\"{}\"", p.etag))
+                    .build()
+            })
             .collect::<Vec<_>>();
         let res = self
             .conn
@@ -629,7 +734,8 @@ impl ObjectStore for S3Store {
             // The upload may have completed: HEAD tells, and the caller's
             // ETag check (MD5 of the part MD5s) decides whether it is ours.
             Err(aws_sdk_s3::error::SdkError::ServiceError(se))
-                if se.raw().status().as_u16() == 200 && aws_sdk_s3::error::ProvideErrorMetadata::code(se.err()).is_none() =>
+                if se.raw().status().as_u16() == 200
+                    && aws_sdk_s3::error::ProvideErrorMetadata::code(se.err()).is_none() =>
             {
                 tracing::warn!(key = %key, "unreadable CompleteMultipartUpload answer; confirming with HEAD");
                 let head = self.head(key).await.map_err(|e| e.during(Op::CompleteMultipart))?;
@@ -656,7 +762,11 @@ impl ObjectStore for S3Store {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = self.err(Op::AbortMultipart, key.as_str(), e);
-                if e.is_not_found() { Ok(()) } else { Err(e) }
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -680,7 +790,12 @@ impl ObjectStore for S3Store {
                     sse: opts.put.sse.clone(),
                     ..Default::default()
                 };
-                apply_put_options!(req.metadata_directive(SdkDirective::Copy).tagging_directive(TaggingDirective::Copy), &only, false)
+                apply_put_options!(
+                    req.metadata_directive(SdkDirective::Copy)
+                        .tagging_directive(TaggingDirective::Copy),
+                    &only,
+                    false
+                )
             }
             MetadataDirective::Replace => {
                 let r = apply_put_options!(req.metadata_directive(SdkDirective::Replace), &opts.put, false);

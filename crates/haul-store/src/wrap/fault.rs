@@ -93,7 +93,8 @@ impl FaultStore {
     fn fault(op: Op, key: &str, which: u32) -> StoreError {
         match which {
             0 => StoreError::new(op, key, ErrorKind::Throttled, "SlowDown (503): injected").with_code("SlowDown"),
-            1 => StoreError::new(op, key, ErrorKind::Transient, "InternalError (500): injected").with_code("InternalError"),
+            1 => StoreError::new(op, key, ErrorKind::Transient, "InternalError (500): injected")
+                .with_code("InternalError"),
             _ => StoreError::new(op, key, ErrorKind::Transient, "connection reset by peer (injected)"),
         }
     }
@@ -135,7 +136,9 @@ impl ObjectStore for FaultStore {
     fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
         let prefix = req.prefix.to_string();
         // Decide up front whether (and after how many entries) this listing breaks.
-        let cut = self.roll(self.cfg.list_rate).map(|w| (w, self.rng.lock().map(|mut r| r.random_range(0..50usize)).unwrap_or(0)));
+        let cut = self
+            .roll(self.cfg.list_rate)
+            .map(|w| (w, self.rng.lock().map(|mut r| r.random_range(0..50usize)).unwrap_or(0)));
         let inner = self.inner.list(req);
         match cut {
             None => inner,
@@ -197,11 +200,35 @@ impl ObjectStore for FaultStore {
         self.before(Op::CreateMultipart, key.as_str()).await?;
         self.inner.create_multipart(key, opts).await
     }
-    async fn upload_part(&self, key: &Key, u: &MultipartId, n: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
-        faulty!(self, Op::UploadPart, key.as_str(), self.inner.upload_part(key, u, n, payload, md5))
+    async fn upload_part(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        payload: Bytes,
+        md5: &str,
+    ) -> Result<CompletedPart> {
+        faulty!(
+            self,
+            Op::UploadPart,
+            key.as_str(),
+            self.inner.upload_part(key, u, n, payload, md5)
+        )
     }
-    async fn upload_part_copy(&self, key: &Key, u: &MultipartId, n: u32, src: &CopySource, range: Range<u64>) -> Result<CompletedPart> {
-        faulty!(self, Op::UploadPartCopy, key.as_str(), self.inner.upload_part_copy(key, u, n, src, range))
+    async fn upload_part_copy(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        src: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart> {
+        faulty!(
+            self,
+            Op::UploadPartCopy,
+            key.as_str(),
+            self.inner.upload_part_copy(key, u, n, src, range)
+        )
     }
     async fn complete_multipart(&self, key: &Key, u: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
         // Losing a complete's answer makes the retry fail with NoSuchUpload;

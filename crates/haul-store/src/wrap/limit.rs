@@ -57,7 +57,12 @@ impl AdaptiveLimit {
     fn on_throttled(&self) {
         let cur = self.limit.load(Ordering::Relaxed);
         let new = (cur / 2).max(1);
-        if new < cur && self.limit.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if new < cur
+            && self
+                .limit
+                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
             self.to_forget.fetch_add(cur - new, Ordering::AcqRel);
             self.successes.store(0, Ordering::Relaxed);
             tracing::info!(limit = new, "server is throttling: lowering concurrency");
@@ -72,10 +77,19 @@ impl AdaptiveLimit {
         // One more permit after `cur` successes in a row (additive increase).
         if self.successes.fetch_add(1, Ordering::AcqRel) + 1 >= cur {
             self.successes.store(0, Ordering::Relaxed);
-            if self.limit.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if self
+                .limit
+                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
                 // Cancel a pending forget, or release a held-back permit.
                 let pending = self.to_forget.load(Ordering::Acquire);
-                if pending > 0 && self.to_forget.compare_exchange(pending, pending - 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                if pending > 0
+                    && self
+                        .to_forget
+                        .compare_exchange(pending, pending - 1, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
                     return;
                 }
                 self.sem.add_permits(1);
@@ -101,7 +115,10 @@ impl Drop for Permit {
                 drop(p);
                 return;
             }
-            if l.to_forget.compare_exchange(pending, pending - 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if l.to_forget
+                .compare_exchange(pending, pending - 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
                 p.forget();
                 return;
             }
@@ -172,10 +189,13 @@ impl ObjectStore for LimitStore {
         r.map(|mut g| {
             let body = std::mem::replace(&mut g.body, futures::stream::empty().boxed());
             g.body = body
-                .chain(futures::stream::once(async move {
-                    drop(permit);
-                    None
-                }).filter_map(|x: Option<Result<Bytes>>| async move { x }))
+                .chain(
+                    futures::stream::once(async move {
+                        drop(permit);
+                        None
+                    })
+                    .filter_map(|x: Option<Result<Bytes>>| async move { x }),
+                )
                 .boxed();
             g
         })
@@ -189,10 +209,24 @@ impl ObjectStore for LimitStore {
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
         limited!(self, self.inner.create_multipart(key, opts))
     }
-    async fn upload_part(&self, key: &Key, u: &MultipartId, n: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
+    async fn upload_part(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        payload: Bytes,
+        md5: &str,
+    ) -> Result<CompletedPart> {
         limited!(self, self.inner.upload_part(key, u, n, payload, md5))
     }
-    async fn upload_part_copy(&self, key: &Key, u: &MultipartId, n: u32, src: &CopySource, range: Range<u64>) -> Result<CompletedPart> {
+    async fn upload_part_copy(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        src: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart> {
         limited!(self, self.inner.upload_part_copy(key, u, n, src, range))
     }
     async fn complete_multipart(&self, key: &Key, u: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {

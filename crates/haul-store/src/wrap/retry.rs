@@ -186,12 +186,34 @@ impl ObjectStore for RetryStore {
                     None if st.pos >= st.end => return None,
                     None => {
                         let e = StoreError::new(Op::Get, st.key.as_str(), ErrorKind::Transient, "body ended early");
-                        if let Err(e) = resume(&mut st.inner, &mut st.body, &st.key, &st.etag, st.pos, st.end, &mut st.backoff, e).await {
+                        if let Err(e) = resume(
+                            &mut st.inner,
+                            &mut st.body,
+                            &st.key,
+                            &st.etag,
+                            st.pos,
+                            st.end,
+                            &mut st.backoff,
+                            e,
+                        )
+                        .await
+                        {
                             return Some((Err(e), None));
                         }
                     }
                     Some(Err(e)) if e.is_retryable() => {
-                        if let Err(e) = resume(&mut st.inner, &mut st.body, &st.key, &st.etag, st.pos, st.end, &mut st.backoff, e).await {
+                        if let Err(e) = resume(
+                            &mut st.inner,
+                            &mut st.body,
+                            &st.key,
+                            &st.etag,
+                            st.pos,
+                            st.end,
+                            &mut st.backoff,
+                            e,
+                        )
+                        .await
+                        {
                             return Some((Err(e), None));
                         }
                     }
@@ -215,11 +237,25 @@ impl ObjectStore for RetryStore {
         retried!(self, self.inner.create_multipart(key, opts))
     }
 
-    async fn upload_part(&self, key: &Key, u: &MultipartId, n: u32, payload: Bytes, md5: &str) -> Result<CompletedPart> {
+    async fn upload_part(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        payload: Bytes,
+        md5: &str,
+    ) -> Result<CompletedPart> {
         retried!(self, self.inner.upload_part(key, u, n, payload.clone(), md5))
     }
 
-    async fn upload_part_copy(&self, key: &Key, u: &MultipartId, n: u32, src: &CopySource, range: Range<u64>) -> Result<CompletedPart> {
+    async fn upload_part_copy(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        src: &CopySource,
+        range: Range<u64>,
+    ) -> Result<CompletedPart> {
         retried!(self, self.inner.upload_part_copy(key, u, n, src, range.clone()))
     }
 
