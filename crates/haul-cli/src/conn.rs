@@ -75,6 +75,11 @@ impl Connector {
         }
     }
 
+    /// The endpoint a side uses (`None`: AWS, or the environment's).
+    pub fn endpoint(&self, side: Side) -> Option<String> {
+        self.s3_config(side).endpoint_url
+    }
+
     /// The store of an S3 bucket, with retries and the per-endpoint limit.
     pub async fn s3(&mut self, bucket: &str, side: Side) -> Result<DynStore> {
         let cfg = self.s3_config(side);

@@ -509,8 +509,9 @@ fn clear_errors_for_bad_input() -> TestResult {
             dir.path().join("inner").to_str().unwrap_or_default(),
         ],
         &[],
-        "is inside the source",
+        "overlap",
     )?;
+    assert!(!dir.path().join("inner").exists(), "refused before creating anything");
     fatal(
         &[
             "cp",
@@ -638,5 +639,167 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
         "{text}"
     );
     assert_eq!(std::fs::read(&f)?, b"x", "the source is untouched");
+    Ok(())
+}
+
+#[test]
+fn overlapping_source_and_destination_are_refused_before_anything_is_written() -> TestResult {
+    // Copying a folder into its parent would overwrite source files before
+    // they are read: a/x/y (ORIGINAL) would receive a/x/x/y (NESTED).
+    let dir = tempfile::tempdir()?;
+    let a = dir.path().join("a");
+    write(&a.join("x/y"), b"ORIGINAL")?;
+    write(&a.join("x/x/y"), b"NESTED")?;
+    fatal(
+        &[
+            "cp",
+            "-r",
+            a.join("x").to_str().unwrap_or_default(),
+            a.to_str().unwrap_or_default(),
+        ],
+        &[],
+        "overlap",
+    )?;
+    fatal(
+        &[
+            "cp",
+            "-r",
+            a.to_str().unwrap_or_default(),
+            a.to_str().unwrap_or_default(),
+        ],
+        &[],
+        "overlap",
+    )?;
+    assert_eq!(std::fs::read(a.join("x/y"))?, b"ORIGINAL");
+    assert_eq!(std::fs::read(a.join("x/x/y"))?, b"NESTED");
+    // The same within one bucket, in both directions and across profiles.
+    let b = bucket("overlap")?;
+    let ep = endpoint();
+    ok(&[
+        "cp",
+        "-r",
+        a.to_str().unwrap_or_default(),
+        &format!("s3://{b}/p/2024"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    fatal(
+        &[
+            "cp",
+            "-r",
+            &format!("s3://{b}/p/2024"),
+            &format!("s3://{b}/p"),
+            "--endpoint-url",
+            &ep,
+        ],
+        &[],
+        "overlap",
+    )?;
+    fatal(
+        &[
+            "cp",
+            "-r",
+            &format!("s3://{b}/p"),
+            &format!("s3://{b}/p/2024/copy"),
+            "--endpoint-url",
+            &ep,
+        ],
+        &[],
+        "overlap",
+    )?;
+    let before = inspect(&b, "")?;
+    assert_eq!(before.len(), 2);
+    // Siblings are fine.
+    ok(&[
+        "cp",
+        "-r",
+        &format!("s3://{b}/p/2024"),
+        &format!("s3://{b}/p/2025"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    assert_eq!(inspect(&b, "p/2025/")?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn recursive_copy_of_a_single_object_copies_it() -> TestResult {
+    let b = bucket("rsingle")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("one.txt");
+    std::fs::write(&f, b"just one")?;
+    ok(&[
+        "cp",
+        "-r",
+        f.to_str().unwrap_or_default(),
+        &format!("s3://{b}/one.txt"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    assert_eq!(inspect(&b, "")?["one.txt"]["md5"], md5_hex(b"just one"));
+    let back = dir.path().join("back.txt");
+    ok(&[
+        "cp",
+        "-r",
+        &format!("s3://{b}/one.txt"),
+        back.to_str().unwrap_or_default(),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    assert_eq!(std::fs::read(&back)?, b"just one");
+    Ok(())
+}
+
+#[test]
+fn files_that_cannot_be_objects_are_reported_not_skipped() -> TestResult {
+    let b = bucket("links")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let t = dir.path().join("t");
+    write(&t.join("real/file.txt"), b"data")?;
+    std::os::unix::fs::symlink(t.join("real"), t.join("dirlink"))?;
+    std::os::unix::fs::symlink(t.join("missing"), t.join("dangling"))?;
+    std::os::unix::fs::symlink(t.join("real/file.txt"), t.join("filelink"))?;
+    let out = run(&[
+        "cp",
+        "-r",
+        t.to_str().unwrap_or_default(),
+        &format!("s3://{b}/t"),
+        "--endpoint-url",
+        &ep,
+        "--json",
+    ])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let failed: BTreeMap<String, String> = lines
+        .iter()
+        .filter(|l| l["event"] == "failure")
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap_or_default().to_string(),
+                l["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failed.keys().cloned().collect::<Vec<_>>(),
+        ["dangling", "dirlink"],
+        "{failed:?}"
+    );
+    assert!(failed["dirlink"].contains("symbolic link to a folder"), "{failed:?}");
+    assert!(failed["dangling"].contains("dangling"), "{failed:?}");
+    // Links to files are followed; real files are copied.
+    assert_eq!(
+        inspect(&b, "")?.keys().cloned().collect::<Vec<_>>(),
+        ["t/filelink", "t/real/file.txt"]
+    );
     Ok(())
 }

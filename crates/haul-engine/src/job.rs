@@ -203,12 +203,13 @@ impl Executor {
                 }
                 match store.delete_many(&ok).await {
                     Ok(failed) => {
-                        let n_failed = failed.len();
+                        let failed_keys: std::collections::HashSet<String> =
+                            failed.iter().map(|e| e.key.clone()).collect();
                         for e in failed {
                             self.report
                                 .fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
                         }
-                        for k in ok.iter().take(ok.len() - n_failed.min(ok.len())) {
+                        for k in ok.iter().filter(|k| !failed_keys.contains(k.as_str())) {
                             self.report.ok(0);
                             self.observer.done(k.as_str(), 0);
                         }

@@ -125,14 +125,35 @@ fn cancelled(key: &Key) -> StoreError {
     err(Op::Put, key, ErrorKind::Other, "cancelled").with_code("Cancelled")
 }
 
-/// Whether ETags written to `dst` with these options are MD5s.
-fn etag_is_md5(dst: &DynStore, put: &PutOptions) -> bool {
-    dst.capabilities().etag_is_md5 && !matches!(put.sse, Some(haul_store::Sse::Kms { .. }))
+const KMS: &str = "aws:kms";
+
+/// Whether ETags written to `dst` with these options are MD5s. `applied` is
+/// the encryption the server reports having used: a bucket can default to
+/// SSE-KMS without being asked, and then ETags are not MD5s.
+fn etag_is_md5(dst: &DynStore, put: &PutOptions, applied: Option<&str>) -> bool {
+    dst.capabilities().etag_is_md5 && !matches!(put.sse, Some(haul_store::Sse::Kms { .. })) && applied != Some(KMS)
 }
 
+/// The source's ETag as the MD5 of its content, when it is one.
 fn source_md5(meta: &ObjectMeta) -> Option<&str> {
-    let kms = meta.sse.as_deref() == Some("aws:kms");
+    let kms = meta.sse.as_deref() == Some(KMS);
     meta.etag.as_deref().filter(|e| !kms && etag_is_plain_md5(e))
+}
+
+/// Checks a part's ETag against the MD5 of the data sent, when the ETag is an MD5.
+fn check_part(dst: &DynStore, put: &PutOptions, key: &Key, part: &CompletedPart, md5: &str) -> Result<()> {
+    if etag_is_md5(dst, put, part.sse.as_deref()) && part.etag != md5 {
+        return Err(err(
+            Op::UploadPart,
+            key,
+            ErrorKind::Integrity,
+            format!(
+                "part {} ETag {} does not match the data sent ({md5})",
+                part.part_number, part.etag
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a whole body into one buffer, checking its length.
@@ -189,12 +210,24 @@ async fn hash(data: Bytes, crc64: bool) -> haul_store::Checksums {
     }
 }
 
+async fn md5_of(data: Bytes) -> String {
+    hash(data, false).await.md5_hex.unwrap_or_default()
+}
+
 /// Guesses a content type from the key's extension.
 pub fn guess_content_type(key: &str) -> String {
     mime_guess::from_path(key)
         .first_or_octet_stream()
         .essence_str()
         .to_string()
+}
+
+/// Aborts the upload when a step after its creation fails.
+async fn or_abort<T>(dst: &DynStore, key: &Key, upload: &MultipartId, r: Result<T>) -> Result<T> {
+    if r.is_err() {
+        abort(dst, key, upload).await;
+    }
+    r
 }
 
 impl Transfer {
@@ -268,11 +301,7 @@ impl Transfer {
         }
         // Keep modification times across the filesystem boundary.
         if src_local || dst_local {
-            put.mtime = full
-                .metadata
-                .get("mtime")
-                .and_then(|m| haul_store::s3::parse_mtime(m))
-                .or(full.last_modified);
+            put.mtime = mtime_of(full);
         }
         if dst_local {
             put.metadata.remove("mtime");
@@ -362,9 +391,7 @@ impl Transfer {
         let mut put = self.dest_options(src, dst, &full, tags);
         put.checksums = sums;
         let res = dst.put(dst_key, data, &put).await?;
-        let v = self
-            .check_written(dst, dst_key, &put, res.etag.as_deref(), &md5, meta.size)
-            .await?;
+        let v = self.check_written(dst, dst_key, &put, &res, &md5, meta.size).await?;
         Ok(Outcome {
             strategy: Strategy::Single,
             verified: if v == Verified::Etag { verified } else { v },
@@ -373,18 +400,20 @@ impl Transfer {
         })
     }
 
-    /// Checks the ETag the destination returned against the one computed.
+    /// Checks what the destination answered against what was sent: the
+    /// ETag when it is an MD5, the size (with the server's Content-MD5
+    /// checks) when it is not.
     async fn check_written(
         &self,
         dst: &DynStore,
         key: &Key,
         put: &PutOptions,
-        got: Option<&str>,
+        res: &haul_store::PutResult,
         expected: &str,
         size: u64,
     ) -> Result<Verified> {
-        if etag_is_md5(dst, put) {
-            if let Some(got) = got {
+        if etag_is_md5(dst, put, res.sse.as_deref()) {
+            if let Some(got) = res.etag.as_deref() {
                 if got != expected {
                     return Err(err(
                         Op::Verify,
@@ -396,7 +425,6 @@ impl Transfer {
                 return Ok(Verified::Etag);
             }
         }
-        // No comparable ETag: the server checked Content-MD5; check the size.
         let head = dst.head(key).await.map_err(|e| e.during(Op::Verify))?;
         if head.size != size {
             return Err(err(
@@ -409,17 +437,22 @@ impl Transfer {
         Ok(Verified::ServerChecked)
     }
 
-    /// The part size to use, and whether it reproduces the source's layout.
+    /// The part size to use, and whether it reproduces the source's layout
+    /// (uniform parts of the first part's size, the last holding the rest).
     async fn part_layout(&self, src: &DynStore, meta: &ObjectMeta, dst: &DynStore) -> (u64, bool) {
         let d = dst.capabilities();
-        if let Some(n) = meta.etag_parts() {
+        if let Some(n) = meta.etag_parts().filter(|n| (1..=d.max_parts).contains(n)) {
             if let Ok((p1, count)) = src.head_part(&meta.key, 1).await {
                 let fits = count == n
                     && p1 > 0
                     && p1 >= d.min_part_size.min(meta.size)
-                    && (p1 * u64::from(n - 1) < meta.size)
-                    && meta.size <= p1 * u64::from(n);
-                if fits {
+                    && p1.saturating_mul(u64::from(n - 1)) < meta.size
+                    && meta.size <= p1.saturating_mul(u64::from(n));
+                let last_fits = fits
+                    && (n == 1
+                        || matches!(src.head_part(&meta.key, n).await,
+                            Ok((last, _)) if last == meta.size - p1 * u64::from(n - 1)));
+                if last_fits {
                     return (p1, true);
                 }
             }
@@ -472,29 +505,18 @@ impl Transfer {
             r = run => r,
             _ = self.cancel.cancelled() => Err(cancelled(dst_key)),
         };
-        let (parts, whole_md5) = match res {
-            Ok(r) => r,
-            Err(e) => {
-                abort(dst, dst_key, &upload).await;
-                return Err(e);
-            }
-        };
-        let expected = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
-        let done = match dst.complete_multipart(dst_key, &upload, &parts).await {
-            Ok(r) => r,
-            Err(e) => {
-                abort(dst, dst_key, &upload).await;
-                return Err(e);
-            }
-        };
-        let v = self
-            .check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size)
+        let (parts, md5s, whole_md5) = or_abort(dst, dst_key, &upload, res).await?;
+        let expected = multipart_etag(md5s.iter().map(String::as_str)).unwrap_or_default();
+        let done = dst.complete_multipart(dst_key, &upload, &parts).await;
+        let done = or_abort(dst, dst_key, &upload, done).await?;
+        let mut verified = self
+            .check_written(dst, dst_key, &put, &done, &expected, meta.size)
             .await?;
-        let mut verified = v;
-        if v == Verified::Etag {
-            if same_layout && full.etag.as_deref() == Some(expected.as_str()) {
+        let src_kms = full.sse.as_deref() == Some(KMS);
+        if verified == Verified::Etag && same_layout && !src_kms && full.etag.is_some() {
+            if full.etag.as_deref() == Some(expected.as_str()) {
                 verified = Verified::SourceEtag;
-            } else if same_layout && source_md5(&full).is_none() && full.etag.is_some() {
+            } else if source_md5(&full).is_none() {
                 return Err(err(
                     Op::Verify,
                     &meta.key,
@@ -515,7 +537,9 @@ impl Transfer {
                     format!("data read does not match the source ETag (read MD5 {w}, ETag {src_md5})"),
                 ));
             }
-            verified = Verified::SourceEtag;
+            if verified == Verified::Etag {
+                verified = Verified::SourceEtag;
+            }
         }
         Ok(Outcome {
             strategy: Strategy::Multipart { parts: nparts },
@@ -526,7 +550,8 @@ impl Transfer {
     }
 
     /// Reads ranges of the source and uploads them as parts, in parallel,
-    /// hashing the whole object in order when asked.
+    /// hashing the whole object in order when asked. Returns the parts as
+    /// the server acknowledged them and the MD5 of each.
     #[allow(clippy::too_many_arguments)]
     async fn upload_parts(
         &self,
@@ -538,9 +563,8 @@ impl Transfer {
         ranges: Vec<Range<u64>>,
         mut whole: Option<md5::Md5>,
         obs: &dyn Observer,
-    ) -> Result<(Vec<CompletedPart>, Option<String>)> {
+    ) -> Result<(Vec<CompletedPart>, Vec<String>, Option<String>)> {
         let keep = whole.is_some();
-        let check_md5 = etag_is_md5(dst, &self.opts.put);
         let mut s = stream::iter(ranges.into_iter().enumerate())
             .map(|(i, r)| async move {
                 let _slot = self.parts.acquire().await;
@@ -555,30 +579,23 @@ impl Transfer {
                     ));
                 }
                 let data = collect(g, &full.key, obs).await?;
-                let md5 = hash(data.clone(), false).await.md5_hex.unwrap_or_default();
+                let md5 = md5_of(data.clone()).await;
                 let part = dst
                     .upload_part(dst_key, upload, i as u32 + 1, data.clone(), &md5)
                     .await?;
-                if check_md5 && part.etag != md5 {
-                    return Err(err(
-                        Op::UploadPart,
-                        dst_key,
-                        ErrorKind::Integrity,
-                        format!("part {} ETag {} does not match the data sent ({md5})", i + 1, part.etag),
-                    ));
-                }
-                let part = CompletedPart { etag: md5, ..part };
-                Ok::<_, StoreError>((part, keep.then_some((data, permit))))
+                check_part(dst, &self.opts.put, dst_key, &part, &md5)?;
+                Ok::<_, StoreError>((part, md5, keep.then_some((data, permit))))
             })
             .buffered(self.opts.parts_per_object.max(1));
-        let mut parts = Vec::new();
-        while let Some((part, data)) = s.try_next().await? {
+        let (mut parts, mut md5s) = (Vec::new(), Vec::new());
+        while let Some((part, md5, data)) = s.try_next().await? {
             if let (Some(h), Some((d, _permit))) = (whole.as_mut(), data) {
                 h.update(&d);
             }
             parts.push(part);
+            md5s.push(md5);
         }
-        Ok((parts, whole.map(|h| hex::encode(h.finalize()))))
+        Ok((parts, md5s, whole.map(|h| hex::encode(h.finalize()))))
     }
 
     async fn server_copy(
@@ -594,38 +611,38 @@ impl Transfer {
             key: meta.key.clone(),
             if_match: meta.etag.clone(),
         };
-        let put = match self.opts.directive {
-            MetadataDirective::Copy => PutOptions {
-                storage_class: self.opts.put.storage_class.clone(),
-                sse: self.opts.put.sse.clone(),
-                ..Default::default()
-            },
+        let o = &self.opts.put;
+        let (directive, put) = match self.opts.directive {
+            // Extra metadata, a content-type or tags with the Copy directive:
+            // merge into the source's and replace.
+            MetadataDirective::Copy if !o.metadata.is_empty() || o.content_type.is_some() || !o.tags.is_empty() => {
+                let full = src.head(&meta.key).await?;
+                let tags = if o.tags.is_empty() && src.capabilities().tags {
+                    src.get_tags(&meta.key).await?
+                } else {
+                    Vec::new()
+                };
+                (MetadataDirective::Replace, self.dest_options(src, dst, &full, tags))
+            }
+            MetadataDirective::Copy => (
+                MetadataDirective::Copy,
+                PutOptions {
+                    storage_class: o.storage_class.clone(),
+                    sse: o.sse.clone(),
+                    ..Default::default()
+                },
+            ),
             MetadataDirective::Replace => {
                 let full = ObjectMeta {
                     key: meta.key.clone(),
                     ..Default::default()
                 };
-                self.dest_options(src, dst, &full, Vec::new())
+                (
+                    MetadataDirective::Replace,
+                    self.dest_options(src, dst, &full, Vec::new()),
+                )
             }
         };
-        let mut directive = self.opts.directive;
-        let mut put = put;
-        // Extra metadata or a content-type with the Copy directive: merge into
-        // the source's metadata and replace.
-        if directive == MetadataDirective::Copy
-            && (!self.opts.put.metadata.is_empty()
-                || self.opts.put.content_type.is_some()
-                || !self.opts.put.tags.is_empty())
-        {
-            let full = src.head(&meta.key).await?;
-            let tags = if self.opts.put.tags.is_empty() && src.capabilities().tags {
-                src.get_tags(&meta.key).await?
-            } else {
-                Vec::new()
-            };
-            put = self.dest_options(src, dst, &full, tags);
-            directive = MetadataDirective::Replace;
-        }
         let res = dst
             .copy(
                 &source,
@@ -637,8 +654,17 @@ impl Transfer {
             )
             .await?;
         obs.bytes(meta.size);
-        let verified = match (source_md5(meta), res.etag.as_deref()) {
-            (Some(s), Some(d)) if etag_is_md5(dst, &put) => {
+        // Listings do not say whether an object is SSE-KMS (its ETag is not
+        // an MD5): on a mismatch, ask the source before calling it corruption.
+        let src_plain = match (source_md5(meta), res.etag.as_deref()) {
+            (Some(s), Some(d)) if s != d => match src.head(&meta.key).await {
+                Ok(h) if h.sse.as_deref() == Some(KMS) => None,
+                _ => Some(s),
+            },
+            (s, _) => s,
+        };
+        let verified = match (src_plain, res.etag.as_deref()) {
+            (Some(s), Some(d)) if etag_is_md5(dst, &put, res.sse.as_deref()) => {
                 if s != d {
                     return Err(err(
                         Op::Verify,
@@ -714,25 +740,15 @@ impl Transfer {
             r = run => r,
             _ = self.cancel.cancelled() => Err(cancelled(dst_key)),
         };
-        let parts = match res {
-            Ok(p) => p,
-            Err(e) => {
-                abort(dst, dst_key, &upload).await;
-                return Err(e);
-            }
-        };
+        let parts = or_abort(dst, dst_key, &upload, res).await?;
+        // Copied parts' ETags are the MD5s of the ranges when not SSE-KMS.
         let expected = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
-        let done = match dst.complete_multipart(dst_key, &upload, &parts).await {
-            Ok(d) => d,
-            Err(e) => {
-                abort(dst, dst_key, &upload).await;
-                return Err(e);
-            }
-        };
+        let done = dst.complete_multipart(dst_key, &upload, &parts).await;
+        let done = or_abort(dst, dst_key, &upload, done).await?;
         let mut verified = self
-            .check_written(dst, dst_key, &put, done.etag.as_deref(), &expected, meta.size)
+            .check_written(dst, dst_key, &put, &done, &expected, meta.size)
             .await?;
-        if verified == Verified::Etag && same_layout {
+        if verified == Verified::Etag && same_layout && full.sse.as_deref() != Some(KMS) {
             if full.etag.as_deref() != Some(expected.as_str()) {
                 return Err(err(
                     Op::Verify,
@@ -755,8 +771,9 @@ impl Transfer {
     }
 
     /// Uploads a stream of unknown length (stdin) as one object: a single PUT
-    /// when it ends before the threshold, multipart otherwise, with the part
-    /// size doubling every 1,000 parts so any length up to 5 TiB fits.
+    /// when it ends before the threshold, multipart otherwise. Parts upload
+    /// in background tasks while the next part is read; the part size
+    /// doubles every 1,000 parts so any length up to 5 TiB fits.
     pub async fn upload_stream<R: AsyncRead + Unpin + Send>(
         &self,
         mut reader: R,
@@ -766,18 +783,17 @@ impl Transfer {
     ) -> Result<Outcome> {
         let read_err = |e: std::io::Error| StoreError::io(Op::Get, "-", e);
         let mut put = self.dest_options_for_new(key);
-        let threshold = self.opts.multipart_threshold.max(1);
-        let first = read_up_to(&mut reader, threshold as usize).await.map_err(read_err)?;
+        let caps = dst.capabilities();
+        let threshold = self.opts.multipart_threshold.clamp(1, caps.max_put_size);
+        let mut first = read_up_to(&mut reader, threshold as usize).await.map_err(read_err)?;
         obs.bytes(first.len() as u64);
         if (first.len() as u64) < threshold {
             let size = first.len() as u64;
-            let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
+            let crc64 = caps.upload_checksums.contains(&ChecksumKind::Crc64Nvme);
             put.checksums = hash(first.clone(), crc64).await;
             let md5 = put.checksums.md5_hex.clone().unwrap_or_default();
             let res = dst.put(key, first, &put).await?;
-            let verified = self
-                .check_written(dst, key, &put, res.etag.as_deref(), &md5, size)
-                .await?;
+            let verified = self.check_written(dst, key, &put, &res, &md5, size).await?;
             return Ok(Outcome {
                 strategy: Strategy::Single,
                 verified,
@@ -785,29 +801,39 @@ impl Transfer {
                 etag: res.etag,
             });
         }
+        let base = self.opts.part_size.max(caps.min_part_size);
+        let part_size = |n: u32| base << (n / 1000).min(10);
+        // The first part must be a whole part (S3 refuses small non-last parts).
+        if (first.len() as u64) < base {
+            let more = read_up_to(&mut reader, (base - first.len() as u64) as usize)
+                .await
+                .map_err(read_err)?;
+            obs.bytes(more.len() as u64);
+            let mut b = BytesMut::from(&first[..]);
+            b.extend_from_slice(&more);
+            first = b.freeze();
+        }
         let upload = dst.create_multipart(key, &put).await?;
-        let base = self.opts.part_size.max(dst.capabilities().min_part_size);
         let run = async {
-            let mut parts: Vec<CompletedPart> = Vec::new();
-            let mut total = 0u64;
             let mut pending = futures::stream::FuturesOrdered::new();
-            let mut next: Option<Bytes> = Some(first);
+            let mut parts: Vec<(CompletedPart, String)> = Vec::new();
+            let mut total = 0u64;
+            let mut next = Some(first);
             let mut n = 0u32;
             loop {
                 let data = match next.take() {
                     Some(d) => d,
                     None => {
-                        let ps = base << (n / 1000).min(10);
-                        let d = read_up_to(&mut reader, ps as usize).await.map_err(read_err)?;
+                        let d = read_up_to(&mut reader, part_size(n) as usize).await.map_err(read_err)?;
                         obs.bytes(d.len() as u64);
                         d
                     }
                 };
-                if data.is_empty() && n > 0 {
+                if data.is_empty() {
                     break;
                 }
                 n += 1;
-                if n > dst.capabilities().max_parts {
+                if n > caps.max_parts {
                     return Err(err(
                         Op::UploadPart,
                         key,
@@ -817,23 +843,23 @@ impl Transfer {
                 }
                 total += data.len() as u64;
                 let permit = self.budget.acquire(data.len() as u64).await;
-                let number = n;
-                let upload = &upload;
-                pending.push_back(async move {
+                let (d, k, u, o) = (dst.clone(), key.clone(), upload.clone(), self.opts.put.clone());
+                pending.push_back(tokio::spawn(async move {
                     let _permit = permit;
-                    let md5 = hash(data.clone(), false).await.md5_hex.unwrap_or_default();
-                    let p = dst.upload_part(key, upload, number, data, &md5).await?;
-                    Ok::<_, StoreError>(CompletedPart { etag: md5, ..p })
-                });
-                // Keep at most `parts_per_object` parts in flight.
+                    let md5 = md5_of(data.clone()).await;
+                    let p = d.upload_part(&k, &u, n, data, &md5).await?;
+                    check_part(&d, &o, &k, &p, &md5)?;
+                    Ok::<_, StoreError>((p, md5))
+                }));
+                // At most `parts_per_object` parts in flight.
                 while pending.len() >= self.opts.parts_per_object.max(1) {
                     if let Some(p) = pending.next().await {
-                        parts.push(p?);
+                        parts.push(joined(p, key)?);
                     }
                 }
             }
             while let Some(p) = pending.next().await {
-                parts.push(p?);
+                parts.push(joined(p, key)?);
             }
             Ok::<_, StoreError>((parts, total))
         };
@@ -841,24 +867,12 @@ impl Transfer {
             r = run => r,
             _ = self.cancel.cancelled() => Err(cancelled(key)),
         };
-        let (parts, total) = match res {
-            Ok(r) => r,
-            Err(e) => {
-                abort(dst, key, &upload).await;
-                return Err(e);
-            }
-        };
-        let expected = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
-        let done = match dst.complete_multipart(key, &upload, &parts).await {
-            Ok(d) => d,
-            Err(e) => {
-                abort(dst, key, &upload).await;
-                return Err(e);
-            }
-        };
-        let verified = self
-            .check_written(dst, key, &put, done.etag.as_deref(), &expected, total)
-            .await?;
+        let (parts, total) = or_abort(dst, key, &upload, res).await?;
+        let expected = multipart_etag(parts.iter().map(|(_, m)| m.as_str())).unwrap_or_default();
+        let parts: Vec<CompletedPart> = parts.into_iter().map(|(p, _)| p).collect();
+        let done = dst.complete_multipart(key, &upload, &parts).await;
+        let done = or_abort(dst, key, &upload, done).await?;
+        let verified = self.check_written(dst, key, &put, &done, &expected, total).await?;
         Ok(Outcome {
             strategy: Strategy::Multipart {
                 parts: parts.len() as u32,
@@ -921,6 +935,18 @@ impl Transfer {
         }
         Ok(n)
     }
+}
+
+/// The result of a spawned part upload.
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>, key: &Key) -> Result<T> {
+    r.map_err(|e| {
+        err(
+            Op::UploadPart,
+            key,
+            ErrorKind::Other,
+            format!("upload task failed: {e}"),
+        )
+    })?
 }
 
 /// Fails if a local source changed while it was being copied.

@@ -230,7 +230,24 @@ impl Inner {
     }
 
     /// Moves a finished temp file to `key`: sets mtime and attributes, fsyncs, renames.
+    /// Moves a finished temp file to `key`; the temp file is removed if anything fails.
     fn commit(&self, op: Op, key: &str, tmp: &Path, file: File, attrs: Attrs, mtime: Option<SystemTime>) -> Result<()> {
+        let r = self.commit_inner(op, key, tmp, file, attrs, mtime);
+        if r.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        r
+    }
+
+    fn commit_inner(
+        &self,
+        op: Op,
+        key: &str,
+        tmp: &Path,
+        file: File,
+        attrs: Attrs,
+        mtime: Option<SystemTime>,
+    ) -> Result<()> {
         let io = |e| StoreError::io(op, key, e);
         if let Some(m) = mtime {
             filetime::set_file_handle_times(&file, None, Some(filetime::FileTime::from_system_time(m))).map_err(io)?;
@@ -248,7 +265,6 @@ impl Inner {
         if let Ok(raw) = serde_json::to_vec(&attrs) {
             if let Err(e) = xattr::set(tmp, XATTR, &raw) {
                 if wants_xattr {
-                    let _ = fs::remove_file(tmp);
                     return Err(StoreError::new(
                         op,
                         key,
@@ -262,12 +278,21 @@ impl Inner {
         drop(file);
         let dst = self.root.join(key);
         let parent = dst.parent().unwrap_or(&self.root).to_path_buf();
-        if let Err(e) = fs::create_dir_all(&parent) {
-            let _ = fs::remove_file(tmp);
-            return Err(conflict_or_io(op, key, e));
+        fs::create_dir_all(&parent).map_err(|e| conflict_or_io(op, key, e))?;
+        // Never write through a symbolic link that leaves the bucket.
+        let real_parent = parent.canonicalize().map_err(io)?;
+        if !real_parent.starts_with(&self.root) {
+            return Err(StoreError::new(
+                op,
+                key,
+                ErrorKind::InvalidKey,
+                format!(
+                    "a folder of this key is a symbolic link leading out of the bucket (to {})",
+                    real_parent.display()
+                ),
+            ));
         }
         if dst.is_dir() {
-            let _ = fs::remove_file(tmp);
             return Err(StoreError::new(
                 op,
                 key,
@@ -275,10 +300,7 @@ impl Inner {
                 "a directory with this name exists (keys under it use it as a folder)",
             ));
         }
-        if let Err(e) = fs::rename(tmp, &dst) {
-            let _ = fs::remove_file(tmp);
-            return Err(conflict_or_io(op, key, e));
-        }
+        fs::rename(tmp, &dst).map_err(|e| conflict_or_io(op, key, e))?;
         if self.durable {
             if let Ok(d) = File::open(&parent) {
                 let _ = d.sync_all();
@@ -457,8 +479,23 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
-        let meta = self.head(key).await.map_err(|e| e.during(Op::Get))?;
         let path = self.path_of(Op::Get, key)?;
+        let k = key.as_str().to_string();
+        // Open first, then describe the open file: metadata and data are of
+        // the same file even if the path is replaced meanwhile.
+        let (file, meta) = blocking(Op::Get, key.as_str(), {
+            let (k, key) = (k.clone(), key.clone());
+            move || {
+                let file = File::open(&path).map_err(|e| StoreError::io(Op::Get, &k, e))?;
+                let md = file.metadata().map_err(|e| StoreError::io(Op::Get, &k, e))?;
+                if !md.is_file() {
+                    return Err(StoreError::new(Op::Get, &k, ErrorKind::NotFound, "not a file"));
+                }
+                let meta = meta_from(key, &path, &md, true);
+                Ok((file, meta))
+            }
+        })
+        .await?;
         let r = range.unwrap_or(0..meta.size);
         if r.start > r.end || r.end > meta.size {
             return Err(StoreError::new(
@@ -468,12 +505,6 @@ impl ObjectStore for LocalStore {
                 format!("range {r:?} outside object of {} bytes", meta.size),
             ));
         }
-        let k = key.as_str().to_string();
-        let file = blocking(Op::Get, key.as_str(), {
-            let k = k.clone();
-            move || File::open(&path).map_err(|e| StoreError::io(Op::Get, k, e))
-        })
-        .await?;
         let body = read_stream(file, r.clone(), k);
         Ok(GetResult { meta, range: r, body })
     }
@@ -510,6 +541,7 @@ impl ObjectStore for LocalStore {
             let tmp = inner.new_tmp_path(op, &k)?;
             let mut f = File::create(&tmp).map_err(|e| StoreError::io(op, &k, e))?;
             if let Err(e) = f.write_all(&payload) {
+                drop(f);
                 let _ = fs::remove_file(&tmp);
                 return Err(StoreError::io(op, &k, e));
             }
@@ -517,6 +549,7 @@ impl ObjectStore for LocalStore {
             Ok(PutResult {
                 etag: Some(etag),
                 checksums: Checksums::default(),
+                sse: None,
             })
         })
         .await
@@ -591,6 +624,7 @@ impl ObjectStore for LocalStore {
                 etag: got,
                 size: payload.len() as u64,
                 checksums: Checksums::default(),
+                sse: None,
             })
         })
         .await
@@ -630,6 +664,7 @@ impl ObjectStore for LocalStore {
         Ok(PutResult {
             etag: Some(etag),
             checksums: Checksums::default(),
+            sse: None,
         })
     }
 
@@ -675,16 +710,18 @@ impl ObjectStore for LocalStore {
             let mut out = File::create(&tmp).map_err(|e| StoreError::io(op, &k, e))?;
             let mut hasher = Hasher::new(false, false);
             let mut buf = vec![0u8; READ_CHUNK];
-            loop {
+            let copied = (|| loop {
                 let n = from.read(&mut buf).map_err(|e| StoreError::io(op, &sk, e))?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
                 hasher.update(&buf[..n]);
-                if let Err(e) = out.write_all(&buf[..n]) {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(StoreError::io(op, &k, e));
-                }
+                out.write_all(&buf[..n]).map_err(|e| StoreError::io(op, &k, e))?;
+            })();
+            if let Err(e) = copied {
+                drop(out);
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
             }
             let etag = hasher.finish().md5_hex.unwrap_or_default();
             let mut attrs = if opts.directive == MetadataDirective::Replace {
@@ -702,6 +739,7 @@ impl ObjectStore for LocalStore {
             Ok(PutResult {
                 etag: Some(etag),
                 checksums: Checksums::default(),
+                sse: None,
             })
         })
         .await
@@ -781,22 +819,42 @@ struct Frame {
 /// Walks the tree under the request's prefix in byte order, sending entries.
 fn walk(root: &Path, req: &ListRequest, tx: &tokio::sync::mpsc::Sender<Result<ListEntry>>) {
     let prefix = req.prefix.as_str();
+    let send = |e: Result<ListEntry>| tx.blocking_send(e).is_ok();
+    if req.delimiter.is_some_and(|d| d != '/') {
+        send(Err(StoreError::new(
+            Op::List,
+            prefix,
+            ErrorKind::NotSupported,
+            "a local directory can only be listed with the delimiter '/'",
+        )));
+        return;
+    }
     let base = match prefix.rfind('/') {
         Some(i) => &prefix[..=i],
         None => "",
     };
-    let send = |e: Result<ListEntry>| tx.blocking_send(e).is_ok();
     let mut stack: Vec<Frame> = Vec::new();
-    match read_sorted(root, base, prefix, &req.range) {
-        Ok(entries) => stack.push(Frame {
-            dir_key: base.to_string(),
-            entries: entries.into_iter(),
-        }),
-        Err(e) if e.kind == ErrorKind::NotFound || e.kind == ErrorKind::InvalidKey => return,
-        Err(e) => {
-            send(Err(e));
-            return;
+    let open = |dir_key: &str, stack: &mut Vec<Frame>| -> bool {
+        match read_sorted(root, dir_key, prefix, &req.range) {
+            Ok((entries, problems)) => {
+                for p in problems {
+                    if !send(Err(p)) {
+                        return false;
+                    }
+                }
+                stack.push(Frame {
+                    dir_key: dir_key.to_string(),
+                    entries: entries.into_iter(),
+                });
+                true
+            }
+            // The prefix names nothing (or a file where a folder would be): empty.
+            Err(e) if dir_key == base && matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidKey) => true,
+            Err(e) => send(Err(e)),
         }
+    };
+    if !open(base, &mut stack) {
+        return;
     }
     while let Some(frame) = stack.last_mut() {
         let Some((name, is_dir)) = frame.entries.next() else {
@@ -805,27 +863,24 @@ fn walk(root: &Path, req: &ListRequest, tx: &tokio::sync::mpsc::Sender<Result<Li
         };
         let key = format!("{}{}", frame.dir_key, name);
         if is_dir {
-            // `key` ends with '/'.
-            if let Some(d) = req.delimiter {
-                if d == '/' && key.len() > prefix.len() {
+            // `key` ends with '/'. With a delimiter, a folder below the
+            // prefix is a common prefix — if it holds anything (S3 has no
+            // empty folders).
+            if req.delimiter.is_some() && key.len() > prefix.len() {
+                let empty = fs::read_dir(root.join(&key))
+                    .map(|mut r| r.next().is_none())
+                    .unwrap_or(false);
+                if !empty {
                     if let Ok(k) = Key::prefix(key) {
                         if !send(Ok(ListEntry::Prefix(k))) {
                             return;
                         }
                     }
-                    continue;
                 }
+                continue;
             }
-            match read_sorted(root, &key, prefix, &req.range) {
-                Ok(entries) => stack.push(Frame {
-                    dir_key: key,
-                    entries: entries.into_iter(),
-                }),
-                Err(e) => {
-                    if !send(Err(e)) {
-                        return;
-                    }
-                }
+            if !open(&key, &mut stack) {
+                return;
             }
             continue;
         }
@@ -849,47 +904,74 @@ fn walk(root: &Path, req: &ListRequest, tx: &tokio::sync::mpsc::Sender<Result<Li
 }
 
 /// Reads one directory: entries compatible with the prefix and range, with
-/// directories suffixed by `/`, sorted by bytes.
-fn read_sorted(root: &Path, dir_key: &str, prefix: &str, range: &KeyRange) -> Result<Vec<(String, bool)>> {
+/// directories suffixed by `/`, sorted by bytes; and the entries that cannot
+/// be objects (names that are not UTF-8, links to folders, dangling links,
+/// sockets and devices), as errors to report — never skipped silently.
+#[allow(clippy::type_complexity)]
+fn read_sorted(
+    root: &Path,
+    dir_key: &str,
+    prefix: &str,
+    range: &KeyRange,
+) -> Result<(Vec<(String, bool)>, Vec<StoreError>)> {
     let dir = root.join(dir_key);
     let rd = fs::read_dir(&dir).map_err(|e| StoreError::io(Op::List, dir_key, e))?;
     let mut out = Vec::new();
+    let mut problems = Vec::new();
     for ent in rd {
         let ent = ent.map_err(|e| StoreError::io(Op::List, dir_key, e))?;
-        let Ok(name) = ent.file_name().into_string() else {
-            tracing::warn!(dir = %dir.display(), name = ?ent.file_name(), "skipping a file name that is not UTF-8");
-            continue;
+        let name = match ent.file_name().into_string() {
+            Ok(n) => n,
+            Err(raw) => {
+                let shown = format!("{dir_key}{}", raw.to_string_lossy());
+                if shown.starts_with(prefix) {
+                    problems.push(StoreError::new(
+                        Op::List,
+                        shown,
+                        ErrorKind::InvalidKey,
+                        "the file name is not valid UTF-8 and cannot be an object key",
+                    ));
+                }
+                continue;
+            }
         };
         if dir_key.is_empty() && name == TMP_DIR {
             continue;
         }
-        let ft = match ent.file_type() {
-            Ok(ft) => ft,
-            Err(_) => continue,
+        let full = format!("{dir_key}{name}");
+        let problem = |kind, msg: &str| StoreError::new(Op::List, full.clone(), kind, msg);
+        let is_dir = match ent.file_type() {
+            Ok(ft) if ft.is_dir() => Ok(true),
+            Ok(ft) if ft.is_file() => Ok(false),
+            // Links to files are followed; links to folders are not (loops).
+            Ok(ft) if ft.is_symlink() => match fs::metadata(ent.path()) {
+                Ok(md) if md.is_file() => Ok(false),
+                Ok(md) if md.is_dir() => Err(problem(
+                    ErrorKind::NotSupported,
+                    "a symbolic link to a folder is not followed",
+                )),
+                Ok(_) => Err(problem(
+                    ErrorKind::NotSupported,
+                    "a link to something that is not a file",
+                )),
+                Err(_) => Err(problem(ErrorKind::NotFound, "a dangling symbolic link")),
+            },
+            Ok(_) => Err(problem(
+                ErrorKind::NotSupported,
+                "not a regular file (socket, pipe or device)",
+            )),
+            Err(e) => Err(StoreError::io(Op::List, full.clone(), e)),
         };
-        let is_dir = if ft.is_symlink() {
-            // Follow links to files; never descend into linked directories
-            // (loops). A link to a directory is reported and not followed.
-            match fs::metadata(ent.path()) {
-                Ok(md) if md.is_file() => false,
-                Ok(_) => {
-                    tracing::warn!(path = %ent.path().display(), "not following a symlink to a directory");
-                    continue;
+        let is_dir = match is_dir {
+            Ok(d) => d,
+            Err(e) => {
+                if full.starts_with(prefix) && range.contains(&full) {
+                    problems.push(e);
                 }
-                Err(_) => continue,
+                continue;
             }
-        } else if ft.is_dir() {
-            true
-        } else if ft.is_file() {
-            false
-        } else {
-            continue;
         };
-        let full = if is_dir {
-            format!("{dir_key}{name}/")
-        } else {
-            format!("{dir_key}{name}")
-        };
+        let full = if is_dir { format!("{full}/") } else { full };
         let relevant = full.starts_with(prefix) || (is_dir && prefix.starts_with(&full));
         if !relevant {
             continue;
@@ -900,5 +982,5 @@ fn read_sorted(root: &Path, dir_key: &str, prefix: &str, range: &KeyRange) -> Re
         out.push((if is_dir { format!("{name}/") } else { name }, is_dir));
     }
     out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    Ok(out)
+    Ok((out, problems))
 }

@@ -70,6 +70,7 @@ impl MemoryServer {
             server: self.clone(),
             objects: map,
             caps,
+            default_kms: false,
         }
     }
 }
@@ -86,6 +87,8 @@ pub struct MemoryStore {
     server: Arc<MemoryServer>,
     objects: Bucket,
     caps: Capabilities,
+    /// Encrypt every write with SSE-KMS, as a bucket with that default does.
+    default_kms: bool,
 }
 
 impl MemoryStore {
@@ -100,6 +103,26 @@ impl MemoryStore {
         self.caps.min_part_size = min_part_size;
         self.caps.max_copy_size = max_copy_size;
         self
+    }
+
+    /// Behaves like a bucket whose default encryption is SSE-KMS: ETags are
+    /// not MD5s, and writes report `aws:kms`.
+    pub fn with_default_kms(mut self) -> Self {
+        self.default_kms = true;
+        self
+    }
+
+    fn kms(&self, opts: &PutOptions) -> bool {
+        self.default_kms || matches!(opts.sse, Some(Sse::Kms { .. }))
+    }
+
+    /// The ETag S3 gives under SSE-KMS: opaque, not the MD5 of the data.
+    fn kms_etag(md5: &str) -> String {
+        md5_hex(format!("kms:{md5}").as_bytes())
+    }
+
+    fn sse_of(kms: bool) -> Option<String> {
+        kms.then(|| "aws:kms".to_string())
     }
 
     fn not_found(op: Op, key: &str) -> StoreError {
@@ -294,8 +317,13 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
-        let etag = check_md5(Op::Put, key.as_str(), &payload, opts.checksums.md5_hex.as_deref())?;
-        let meta = meta_for(key.as_str(), &payload, etag.clone(), opts);
+        let mut etag = check_md5(Op::Put, key.as_str(), &payload, opts.checksums.md5_hex.as_deref())?;
+        let kms = self.kms(opts);
+        if kms {
+            etag = Self::kms_etag(&etag);
+        }
+        let mut meta = meta_for(key.as_str(), &payload, etag.clone(), opts);
+        meta.sse = meta.sse.or(Self::sse_of(kms));
         lock(&self.objects).insert(
             key.as_str().to_string(),
             Stored {
@@ -308,6 +336,7 @@ impl ObjectStore for MemoryStore {
         Ok(PutResult {
             etag: Some(etag),
             checksums: Checksums::default(),
+            sse: Self::sse_of(kms),
         })
     }
 
@@ -332,18 +361,23 @@ impl ObjectStore for MemoryStore {
         payload: Bytes,
         md5: &str,
     ) -> Result<CompletedPart> {
-        let etag = check_md5(Op::UploadPart, key.as_str(), &payload, Some(md5))?;
+        let mut etag = check_md5(Op::UploadPart, key.as_str(), &payload, Some(md5))?;
         let size = payload.len() as u64;
         let mut uploads = lock(&self.server.uploads);
         let u = uploads
             .get_mut(&upload.0)
             .ok_or_else(|| no_upload(Op::UploadPart, key))?;
+        let kms = self.default_kms || matches!(u.opts.sse, Some(Sse::Kms { .. }));
+        if kms {
+            etag = Self::kms_etag(&etag);
+        }
         u.parts.insert(part_number, (payload, etag.clone()));
         Ok(CompletedPart {
             part_number,
             etag,
             size,
             checksums: Checksums::default(),
+            sse: Self::sse_of(kms),
         })
     }
 
@@ -414,7 +448,9 @@ impl ObjectStore for MemoryStore {
         }
         let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
         let data = buf.freeze();
+        let kms = self.kms(&u.opts);
         let mut meta = meta_for(&u.key, &data, etag.clone(), &u.opts);
+        meta.sse = meta.sse.or(Self::sse_of(kms));
         meta.parts_count = Some(parts.len() as u32);
         lock(&self.objects).insert(
             u.key.clone(),
@@ -428,6 +464,7 @@ impl ObjectStore for MemoryStore {
         Ok(PutResult {
             etag: Some(etag),
             checksums: Checksums::default(),
+            sse: Self::sse_of(kms),
         })
     }
 
@@ -461,8 +498,14 @@ impl ObjectStore for MemoryStore {
                 ));
             }
         }
-        // A copied object is a single-part object: its ETag is the MD5.
-        let etag = md5_hex(&s.data);
+        // A copied object is a single-part object: its ETag is the MD5
+        // (unless it is encrypted with SSE-KMS).
+        let kms = self.kms(&opts.put);
+        let etag = if kms {
+            Self::kms_etag(&md5_hex(&s.data))
+        } else {
+            md5_hex(&s.data)
+        };
         let mut meta = s.meta.clone();
         let mut tags = s.tags.clone();
         meta.key = dst.clone();
@@ -478,6 +521,7 @@ impl ObjectStore for MemoryStore {
         if let Some(sc) = &opts.put.storage_class {
             meta.storage_class = Some(sc.clone());
         }
+        meta.sse = Self::sse_of(kms);
         lock(&self.objects).insert(
             dst.as_str().to_string(),
             Stored {
@@ -490,6 +534,7 @@ impl ObjectStore for MemoryStore {
         Ok(PutResult {
             etag: Some(etag),
             checksums: Checksums::default(),
+            sse: Self::sse_of(kms),
         })
     }
 

@@ -172,6 +172,9 @@ pub struct CopyOptions {
 pub struct PutResult {
     pub etag: Option<String>,
     pub checksums: Checksums,
+    /// Server-side encryption the server applied (`aws:kms` means the ETag
+    /// is not an MD5), when it says.
+    pub sse: Option<String>,
 }
 
 /// An upload id of a multipart upload: serializable, so an upload can be
@@ -187,6 +190,9 @@ pub struct CompletedPart {
     pub size: u64,
     #[serde(default)]
     pub checksums: Checksums,
+    /// Server-side encryption applied to the part (`aws:kms`: the ETag is not an MD5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<String>,
 }
 
 /// A body being read.

@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
 use haul_engine::plan::Planner;
 use haul_engine::{Filter, JobOptions, TransferOptions};
 use haul_store::location::Location;
-use haul_store::{DynStore, Key, MetadataDirective, PutOptions, Sse};
+use haul_store::{DynStore, Key, ListRequest, MetadataDirective, PutOptions, Sse};
 
 use crate::args::{CpArgs, Directive, Global};
 use crate::conn::{fatal, probe, split_file, Connector, Opened, Side};
@@ -78,12 +79,26 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
         return from_stdin(g, &a, &dst, &mut c, topts, out).await;
     }
     let source = c.open_existing(&src, Side::Src).await?;
-    let is_tree = source.key.is_empty() && matches!(src, Location::Local { .. }) || a.recursive;
-    if matches!(src, Location::Local { .. }) && source.key.is_empty() && !a.recursive {
-        bail!("{}: is a directory (use -r to copy a tree)", source.shown);
-    }
+    let tree = match src {
+        // A directory is a tree; a file is one object, with or without -r.
+        Location::Local { .. } if source.key.is_empty() => {
+            if !a.recursive {
+                bail!("{}: is a directory (use -r to copy a tree)", source.shown);
+            }
+            true
+        }
+        Location::Local { .. } => false,
+        // `-r s3://b/name` where `name` is an object and not a prefix:
+        // copy the object rather than nothing.
+        _ if a.recursive && !source.key.is_empty() && !source.key.is_dir_marker() => {
+            let mut under = source.store.list(ListRequest::prefix(source.key.as_dir()));
+            let empty = under.next().await.is_none();
+            !(empty && source.store.head(&source.key).await.is_ok())
+        }
+        _ => a.recursive,
+    };
     if dst == Location::Stdio {
-        if is_tree {
+        if tree {
             bail!("cannot copy a tree to stdout");
         }
         return super::cat::run(
@@ -96,11 +111,11 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
         .await;
     }
 
-    if a.recursive && !source.key.is_empty() && matches!(src, Location::S3 { .. }) || is_tree {
+    if tree {
         let src_prefix = source.key.as_dir();
         probe(&source.store, &src_prefix, "cannot read the source", true).await?;
+        check_no_overlap(&src, &source, &dst, &c)?;
         let dest = open_dest_tree(&dst, &mut c).await?;
-        check_not_inside(&src, &source, &dst, &dest)?;
         probe(&dest.store, &dest.key, "cannot write to the destination", false).await?;
         let planner = Planner {
             src: source.store.clone(),
@@ -133,7 +148,10 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
         Err(e) => return Err(fatal(e)).context("cannot read the source"),
     };
     if !filter.matches(source.key.file_name()) {
-        out.summary("Copied", &haul_engine::Report::default().summary(a.dry_run));
+        let report = haul_engine::Report::default();
+        report.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        haul_engine::Observer::skipped(out.as_ref(), source.key.as_str(), "excluded by --include/--exclude");
+        out.summary("Copied", &report.summary(a.dry_run));
         return Ok(0);
     }
     let dest = open_dest_file(&dst, source.key.file_name(), &mut c).await?;
@@ -214,32 +232,56 @@ async fn open_dest_file(dst: &Location, name: &str, c: &mut Connector) -> Result
     }
 }
 
-/// Refuses a tree copy into itself (it would copy its own output).
-fn check_not_inside(src: &Location, source: &Opened, dst: &Location, dest: &Dest) -> Result<()> {
+/// Refuses a tree copy whose source and destination overlap: copying into
+/// the source would copy its own output, and copying into a parent of the
+/// source can overwrite source objects before they are read. Checked before
+/// anything is created.
+fn check_no_overlap(src: &Location, source: &Opened, dst: &Location, c: &Connector) -> Result<()> {
     match (src, dst) {
-        (Location::Local { .. }, Location::Local { .. }) => {
-            let (Some(s), Some(d)) = (
-                source.store.capabilities().local_root.as_ref(),
-                dest.store.capabilities().local_root.as_ref(),
-            ) else {
+        (Location::Local { .. }, Location::Local { path }) => {
+            let Some(s) = source.store.capabilities().local_root.clone() else {
                 return Ok(());
             };
-            if d.starts_with(s) && Path::new(d) != Path::new(s) {
-                bail!("the destination {} is inside the source {}", d.display(), s.display());
+            let d = resolve(path);
+            if d.starts_with(&s) || s.starts_with(&d) {
+                bail!(
+                    "the source {} and the destination {} overlap (one is inside the other)",
+                    s.display(),
+                    d.display()
+                );
             }
         }
-        (Location::S3 { bucket: sb, .. }, Location::S3 { bucket: db, .. }) if sb == db => {
+        (Location::S3 { bucket: sb, .. }, Location::S3 { bucket: db, key: dk })
+            if sb == db && c.endpoint(Side::Src) == c.endpoint(Side::Dst) =>
+        {
             let sp = source.key.as_dir();
-            let dp = dest.key.as_dir();
-            if dp.as_str().starts_with(sp.as_str())
-                && source.store.capabilities().copy_domain == dest.store.capabilities().copy_domain
-            {
-                bail!("the destination s3://{db}/{dp} is inside the source s3://{sb}/{sp}");
+            let dp = dk.as_dir();
+            if dp.as_str().starts_with(sp.as_str()) || sp.as_str().starts_with(dp.as_str()) {
+                bail!("the source s3://{sb}/{sp} and the destination s3://{db}/{dp} overlap (one is inside the other)");
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// An absolute, symlink-free form of a path that may not exist yet.
+fn resolve(path: &Path) -> std::path::PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return abs,
+        }
+    }
 }
 
 async fn from_stdin(

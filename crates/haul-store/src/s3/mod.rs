@@ -215,7 +215,7 @@ pub fn parse_mtime(s: &str) -> Option<SystemTime> {
         frac.push('0');
     }
     let nanos: u32 = frac.parse().ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 /// One bucket on an S3 endpoint.
@@ -370,14 +370,26 @@ impl ObjectStore for S3Store {
                     .await
                     .map_err(|e| this.err(Op::List, req.prefix.as_str(), e))?;
                 st.first = false;
-                st.token = out
-                    .next_continuation_token()
-                    .map(str::to_string)
-                    .filter(|_| out.is_truncated() == Some(true));
+                st.token = out.next_continuation_token().map(str::to_string);
+                if out.is_truncated() == Some(true) && st.token.is_none() {
+                    return Err(StoreError::new(
+                        Op::List,
+                        req.prefix.as_str(),
+                        ErrorKind::Transient,
+                        "the server said the listing is truncated but gave no continuation token",
+                    ));
+                }
                 let mut page: Vec<Result<ListEntry>> = Vec::new();
                 for o in out.contents() {
                     let Some(k) = o.key() else { continue };
-                    let Ok(key) = Key::prefix(k) else { continue };
+                    let key = match Key::prefix(k) {
+                        Ok(key) => key,
+                        // Reported, never dropped silently.
+                        Err(e) => {
+                            page.push(Err(StoreError { op: Op::List, ..e }));
+                            continue;
+                        }
+                    };
                     page.push(Ok(ListEntry::Object(ObjectMeta {
                         key,
                         size: o.size().unwrap_or(0).max(0) as u64,
@@ -521,6 +533,26 @@ impl ObjectStore for S3Store {
             None => len,
         };
         let start = range.as_ref().map_or(0, |r| r.start);
+        // A server that ignores Range sends the whole object: never take
+        // that for the part that was asked for.
+        if let Some(r) = &range {
+            let ranged = out
+                .content_range()
+                .is_some_and(|cr| cr.starts_with(&format!("bytes {}-", r.start)));
+            let whole_asked = r.start == 0 && len == r.end;
+            if !(ranged || whole_asked) {
+                return Err(StoreError::new(
+                    Op::Get,
+                    key.as_str(),
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "asked for bytes {}-{}, the server did not answer with that range",
+                        r.start,
+                        r.end - 1
+                    ),
+                ));
+            }
+        }
         let meta = ObjectMeta {
             key: key.clone(),
             size: total,
@@ -601,6 +633,7 @@ impl ObjectStore for S3Store {
                 crc32c: out.checksum_crc32_c().map(str::to_string),
                 ..Default::default()
             },
+            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
     }
 
@@ -659,6 +692,7 @@ impl ObjectStore for S3Store {
             etag,
             size,
             checksums: Checksums::default(),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
     }
 
@@ -699,6 +733,7 @@ impl ObjectStore for S3Store {
             etag,
             size: range.end - range.start,
             checksums: Checksums::default(),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
     }
 
@@ -728,6 +763,7 @@ impl ObjectStore for S3Store {
             Ok(out) => Ok(PutResult {
                 etag: out.e_tag().map(clean_etag),
                 checksums: Checksums::default(),
+                sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
             }),
             // Some servers answer 200 with a body the SDK cannot parse (moto
             // 5.2.1 names the root element CompleteMultipartUploadResponse).
@@ -742,6 +778,7 @@ impl ObjectStore for S3Store {
                 Ok(PutResult {
                     etag: head.etag,
                     checksums: Checksums::default(),
+                    sse: head.sse,
                 })
             }
             Err(e) => Err(self.err(Op::CompleteMultipart, key.as_str(), e)),
@@ -814,6 +851,7 @@ impl ObjectStore for S3Store {
         Ok(PutResult {
             etag: out.copy_object_result().and_then(|r| r.e_tag()).map(clean_etag),
             checksums: Checksums::default(),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
     }
 
@@ -855,3 +893,27 @@ impl ObjectStore for S3Store {
 // Keep the stream adapters in scope for `try_unfold` above.
 #[allow(unused_imports)]
 use TryStreamExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtime_metadata_roundtrips_and_never_panics() {
+        let t = UNIX_EPOCH + Duration::new(1_795_253_869, 510_095_294);
+        assert_eq!(parse_mtime(&format_mtime(t)), Some(t));
+        assert_eq!(
+            parse_mtime("1700000000"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(
+            parse_mtime("1700000000.5"),
+            Some(UNIX_EPOCH + Duration::new(1_700_000_000, 500_000_000))
+        );
+        // Hostile or broken metadata: no panic, no time.
+        assert_eq!(parse_mtime("18446744073709551615"), None);
+        assert_eq!(parse_mtime("-1"), None);
+        assert_eq!(parse_mtime("abc"), None);
+        assert_eq!(parse_mtime("1.x"), None);
+    }
+}

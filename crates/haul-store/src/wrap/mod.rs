@@ -18,3 +18,45 @@ pub fn resilient(inner: DynStore, max_concurrency: usize, policy: RetryPolicy) -
     let limited: DynStore = Arc::new(LimitStore::new(inner, max_concurrency));
     Arc::new(RetryStore::new(limited, policy))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::{Key, ObjectStore, PutOptions};
+    use futures::TryStreamExt;
+    use std::time::Duration;
+
+    /// A body that breaks must not keep its request slot while the retry
+    /// asks for a new one (that deadlocked with a limit of 1).
+    #[tokio::test]
+    async fn a_broken_body_resumes_under_a_limit_of_one() -> Result<(), Box<dyn std::error::Error>> {
+        let mem = MemoryStore::new("b");
+        let body = bytes::Bytes::from(vec![7u8; 100_000]);
+        let k = Key::object("k")?;
+        mem.put(&k, body.clone(), &PutOptions::default()).await?;
+        let faults = FaultConfig {
+            body_rate: 0.5,
+            ..FaultConfig::none(11)
+        };
+        let store = resilient(
+            Arc::new(FaultStore::new(Arc::new(mem), faults)),
+            1,
+            RetryPolicy {
+                max_attempts: 30,
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(5),
+            },
+        );
+        for _ in 0..10 {
+            let read = async {
+                let g = store.get(&k, None).await?;
+                let chunks: Vec<bytes::Bytes> = g.body.try_collect().await?;
+                Ok::<_, crate::StoreError>(chunks.concat())
+            };
+            let got = tokio::time::timeout(Duration::from_secs(10), read).await??;
+            assert!(got == body.as_ref(), "resumed reads return the same bytes");
+        }
+        Ok(())
+    }
+}

@@ -88,7 +88,10 @@ impl ObjectStore for RetryStore {
             req: ListRequest,
             cur: Option<BoxStream<'static, Result<ListEntry>>>,
             last: Option<Key>,
+            policy: RetryPolicy,
             backoff: backon::ExponentialBackoff,
+            /// Retried since the last entry: the backoff restarts after progress.
+            retried: bool,
             done: bool,
         }
         let st = St {
@@ -96,6 +99,8 @@ impl ObjectStore for RetryStore {
             cur: None,
             last: None,
             backoff: self.policy.backoff().build(),
+            policy: self.policy.clone(),
+            retried: false,
             done: false,
             req,
         };
@@ -125,12 +130,22 @@ impl ObjectStore for RetryStore {
                 match next {
                     None => return None,
                     Some(Ok(e)) => {
+                        // After a resume, never repeat an entry (a common
+                        // prefix can be listed again by some backends).
+                        if st.last.as_ref().is_some_and(|l| e.key() <= l) {
+                            continue;
+                        }
+                        if st.retried {
+                            st.backoff = st.policy.backoff().build();
+                            st.retried = false;
+                        }
                         st.last = Some(e.key().clone());
                         return Some((Ok(e), st));
                     }
                     Some(Err(e)) if e.is_retryable() => match st.backoff.next() {
                         Some(d) => {
                             notify(&e, d);
+                            st.retried = true;
                             st.cur = None;
                             tokio::time::sleep(d).await;
                         }
@@ -288,6 +303,9 @@ async fn resume(
     backoff: &mut backon::ExponentialBackoff,
     err: StoreError,
 ) -> Result<()> {
+    // Drop the broken body first: it may hold a request slot of a
+    // LimitStore below, which the new request needs.
+    *body = stream::empty().boxed();
     let mut err = err;
     loop {
         let Some(d) = backoff.next() else { return Err(err) };
@@ -295,6 +313,14 @@ async fn resume(
         tokio::time::sleep(d).await;
         match inner.get(key, Some(pos..end)).await {
             Ok(g) => {
+                if g.range.start != pos {
+                    return Err(StoreError::new(
+                        Op::Get,
+                        key.as_str(),
+                        ErrorKind::InvalidRequest,
+                        format!("asked for bytes from {pos}, the server answered from {}", g.range.start),
+                    ));
+                }
                 if g.meta.etag.is_some() && etag.is_some() && g.meta.etag != *etag {
                     return Err(StoreError::new(
                         Op::Get,
