@@ -49,6 +49,16 @@ pub enum Command {
     /// Delete an object, or every object under a prefix with -r.
     #[command(after_help = "Examples:\n  haul rm s3://bucket/tmp/x.json\n  haul rm -r --dry-run s3://bucket/tmp/")]
     Rm(RmArgs),
+    /// Make DST like SRC: copy what is new or changed, optionally delete what SRC lacks.
+    #[command(
+        after_help = "Examples:\n  haul sync /data s3://bucket/data\n  haul sync s3://a/logs s3://b/logs --delete --max-delete 1000\n  haul sync s3://a/x s3://b/x --dry-run --json\n\nComparison (--compare):\n  etag    (default) same size and same ETag where both are comparable (single-part MD5s,\n          or multipart with the same part count); otherwise as mtime\n  mtime   same size and the destination is not older than the source\n  size    same size\n  always  copy everything"
+    )]
+    Sync(Box<SyncArgs>),
+    /// Show what sync would do: key, size, ETag, mtime, action, reason (TSV or --json).
+    #[command(
+        after_help = "Examples:\n  haul diff s3://a/data s3://b/data\n  haul diff /data s3://bucket/data --all --json"
+    )]
+    Diff(DiffArgs),
     /// Write an object to stdout (checked against its MD5 ETag).
     #[command(after_help = "Example:\n  haul cat s3://bucket/2026/11/21/x.json | jq .")]
     Cat(CatArgs),
@@ -154,6 +164,20 @@ pub struct CpArgs {
     /// Skip keys (relative to SRC) matching this glob; repeatable.
     #[arg(long)]
     pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    /// Print what would be copied; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+/// How new objects are written (cp and sync).
+#[derive(Debug, Args, Clone)]
+pub struct WriteArgs {
     /// Storage class of the new objects (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, ...).
     #[arg(long)]
     pub storage_class: Option<String>,
@@ -178,13 +202,6 @@ pub struct CpArgs {
     /// Never copy server-side; stream through haul even on the same endpoint.
     #[arg(long)]
     pub no_server_side: bool,
-    /// Print what would be copied; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub transfer: TransferArgs,
-    #[command(flatten)]
-    pub conn: Conn,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -192,6 +209,52 @@ pub struct CpArgs {
 pub enum Directive {
     Copy,
     Replace,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Source: s3://bucket/prefix or a local directory.
+    pub src: String,
+    /// Destination: s3://bucket/prefix or a local directory.
+    pub dst: String,
+    /// How unchanged objects are recognised: etag, mtime, size, always.
+    #[arg(long, default_value = "etag", value_parser = parse_compare)]
+    pub compare: haul_engine::march::Compare,
+    /// Delete destination objects that are not in the source (after every copy succeeded).
+    #[arg(long)]
+    pub delete: bool,
+    /// With --delete: delete nothing if more than this many objects would go.
+    #[arg(long)]
+    pub max_delete: Option<u64>,
+    /// Only sync keys (relative to SRC) matching this glob; repeatable.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave out keys (relative to SRC) matching this glob; repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub src: String,
+    pub dst: String,
+    /// How unchanged objects are recognised: etag, mtime, size, always.
+    #[arg(long, default_value = "etag", value_parser = parse_compare)]
+    pub compare: haul_engine::march::Compare,
+    /// Also list the keys that are the same.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +277,10 @@ pub struct CatArgs {
     pub location: String,
     #[command(flatten)]
     pub conn: Conn,
+}
+
+fn parse_compare(s: &str) -> Result<haul_engine::march::Compare, String> {
+    s.parse().map_err(|e: haul_engine::march::UnknownCompare| e.to_string())
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -45,6 +45,8 @@ fn main() -> ExitCode {
             Command::Ls(a) => cmd::ls::run(g, a).await,
             Command::Cp(a) => cmd::cp::run(g, *a).await,
             Command::Rm(a) => cmd::rm::run(g, a).await,
+            Command::Sync(a) => cmd::sync::run(g, *a).await,
+            Command::Diff(a) => cmd::sync::diff(g, a).await,
             Command::Cat(a) => cmd::cat::run(g, a).await,
         }
     });

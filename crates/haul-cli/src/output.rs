@@ -99,13 +99,25 @@ impl Output {
             return;
         }
         let dry = if s.dry_run { " (dry run: nothing changed)" } else { "" };
+        if verb == "Deleted" {
+            eprintln!(
+                "Deleted {} objects in {:.1}s; {} failed{dry}",
+                s.deleted, s.elapsed_secs, s.failed
+            );
+            return;
+        }
+        let deleted = if s.deleted > 0 {
+            format!("{} deleted, ", s.deleted)
+        } else {
+            String::new()
+        };
         let server = if s.server_side > 0 {
             format!(", {} server-side", s.server_side)
         } else {
             String::new()
         };
         eprintln!(
-            "{verb} {} objects ({}) in {:.1}s, {}/s{server}; {} skipped, {} failed{dry}",
+            "{verb} {} objects ({}) in {:.1}s, {}/s{server}; {deleted}{} skipped, {} failed{dry}",
             s.objects,
             bytesize::ByteSize(s.bytes).display().iec(),
             s.elapsed_secs,
@@ -174,8 +186,8 @@ impl PlanSink for DryRun {
         let line = match (action, self.out.json) {
             (Action::Copy { src, dst, size }, true) => json!({"event": "plan", "action": "copy", "src": format!("{}/{}", self.src_url, src), "dst": format!("{}/{}", self.dst_url, dst), "size": size}).to_string(),
             (Action::Copy { src, dst, size }, false) => format!("(dry run) copy {}/{src} -> {}/{dst} ({size} bytes)", self.src_url, self.dst_url),
-            (Action::Delete { key }, true) => json!({"event": "plan", "action": "delete", "key": format!("{}/{}", self.src_url, key)}).to_string(),
-            (Action::Delete { key }, false) => format!("(dry run) delete {}/{key}", self.src_url),
+            (Action::Delete { key }, true) => json!({"event": "plan", "action": "delete", "key": format!("{}/{}", self.dst_url, key)}).to_string(),
+            (Action::Delete { key }, false) => format!("(dry run) delete {}/{key}", self.dst_url),
         };
         self.out.line(&line);
     }

@@ -13,16 +13,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const MIB: usize = 1024 * 1024;
 
 fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
+    haul_testkit::data(n, seed)
 }
 
 fn endpoint() -> String {
@@ -801,5 +792,101 @@ fn files_that_cannot_be_objects_are_reported_not_skipped() -> TestResult {
         inspect(&b, "")?.keys().cloned().collect::<Vec<_>>(),
         ["t/filelink", "t/real/file.txt"]
     );
+    Ok(())
+}
+
+#[test]
+fn sync_copies_only_what_changed_and_deletes_with_a_guard() -> TestResult {
+    let b = bucket("sync")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("data");
+    for i in 0..12 {
+        write(
+            &src.join(format!("2026/11/{:02}/f{i}.json", i % 3)),
+            format!("{{\"i\":{i}}}").as_bytes(),
+        )?;
+    }
+    let s = src.to_str().unwrap_or_default();
+    let dst = format!("s3://{b}/mirror");
+    let summary = |out: &Output| -> Result<Value, Box<dyn std::error::Error>> {
+        Ok(serde_json::from_str(
+            String::from_utf8(out.stdout.clone())?.lines().last().unwrap_or("{}"),
+        )?)
+    };
+    let first = summary(&ok(&["sync", s, &dst, "--endpoint-url", &ep, "--json"])?)?;
+    assert_eq!(
+        (first["objects"].as_u64(), first["skipped"].as_u64()),
+        (Some(12), Some(0)),
+        "{first}"
+    );
+    let second = summary(&ok(&["sync", s, &dst, "--endpoint-url", &ep, "--json"])?)?;
+    assert_eq!(
+        (second["objects"].as_u64(), second["skipped"].as_u64()),
+        (Some(0), Some(12)),
+        "{second}"
+    );
+    // A changed file (same size, newer) and an extraneous object.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&src.join("2026/11/00/f0.json"), b"{\"i\":X}")?;
+    ok(&[
+        "cp",
+        &format!("{s}/2026/11/01/f1.json"),
+        &format!("{dst}/stray.json"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    let diff = String::from_utf8(ok(&["diff", s, &dst, "--endpoint-url", &ep])?.stdout)?;
+    let rows: Vec<&str> = diff.lines().collect();
+    assert_eq!(rows[0], "action\treason\tkey\tsize\tetag\tmtime");
+    assert_eq!(rows.len(), 3, "{diff}");
+    assert!(
+        rows[1].starts_with("copy\tsource is newer") && rows[1].contains("2026/11/00/f0.json"),
+        "{diff}"
+    );
+    assert!(rows[2].starts_with("delete\tnot in the source\tstray.json"), "{diff}");
+    // --max-delete below the count: copies happen, nothing is deleted, exit 1.
+    let out = run(&[
+        "sync",
+        s,
+        &dst,
+        "--endpoint-url",
+        &ep,
+        "--delete",
+        "--max-delete",
+        "0",
+        "--json",
+    ])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stdout)?.contains("more than --max-delete 0"));
+    assert!(inspect(&b, "mirror/stray.json")?.contains_key("mirror/stray.json"));
+    // A dry run plans the delete and changes nothing.
+    let dry = String::from_utf8(ok(&["sync", s, &dst, "--endpoint-url", &ep, "--delete", "--dry-run"])?.stdout)?;
+    assert_eq!(dry.trim(), format!("(dry run) delete s3://{b}/mirror/stray.json"));
+    ok(&["sync", s, &dst, "--endpoint-url", &ep, "--delete", "-q"])?;
+    let seen = inspect(&b, "mirror/")?;
+    assert_eq!(seen.len(), 12);
+    assert_eq!(seen["mirror/2026/11/00/f0.json"]["md5"], md5_hex(b"{\"i\":X}"));
+    // Now nothing differs.
+    let diff = String::from_utf8(ok(&["diff", s, &dst, "--endpoint-url", &ep, "--json"])?.stdout)?;
+    let last: Value = serde_json::from_str(diff.lines().last().unwrap_or("{}"))?;
+    assert_eq!(
+        (last["copy"].as_u64(), last["delete"].as_u64(), last["same"].as_u64()),
+        (Some(0), Some(0), Some(12))
+    );
+    // Bad input: an unknown comparison mode, a missing bucket.
+    let bad = run(&["sync", s, &dst, "--endpoint-url", &ep, "--compare", "bogus"])?;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("unknown comparison mode \"bogus\""),
+        "{}",
+        stderr(&bad)
+    );
+    fatal(
+        &["sync", s, "s3://no-such-bucket-haul/x", "--endpoint-url", &ep],
+        &[],
+        "does not exist",
+    )?;
     Ok(())
 }

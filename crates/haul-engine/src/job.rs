@@ -193,7 +193,7 @@ impl Executor {
                     .into_iter()
                     .filter(|k| {
                         self.guard(Action::Delete { key: k.as_str() }) || {
-                            self.report.ok(0);
+                            self.report.deleted.fetch_add(1, Ordering::Relaxed);
                             false
                         }
                     })
@@ -210,7 +210,7 @@ impl Executor {
                                 .fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
                         }
                         for k in ok.iter().filter(|k| !failed_keys.contains(k.as_str())) {
-                            self.report.ok(0);
+                            self.report.deleted.fetch_add(1, Ordering::Relaxed);
                             self.observer.done(k.as_str(), 0);
                         }
                     }

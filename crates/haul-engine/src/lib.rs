@@ -15,8 +15,10 @@
 pub mod budget;
 pub mod filter;
 pub mod job;
+pub mod march;
 pub mod plan;
 pub mod report;
+pub mod sync;
 pub mod transfer;
 
 pub use budget::ByteBudget;

@@ -59,6 +59,7 @@ pub struct Report {
     pub objects_ok: AtomicU64,
     pub bytes_ok: AtomicU64,
     pub skipped: AtomicU64,
+    pub deleted: AtomicU64,
     pub failed: AtomicU64,
     pub server_side: AtomicU64,
     failures: Mutex<Vec<Failure>>,
@@ -71,6 +72,7 @@ impl Default for Report {
             objects_ok: AtomicU64::new(0),
             bytes_ok: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             server_side: AtomicU64::new(0),
             failures: Mutex::new(Vec::new()),
@@ -100,6 +102,7 @@ impl Report {
             objects: self.objects_ok.load(Ordering::Relaxed),
             bytes,
             skipped: self.skipped.load(Ordering::Relaxed),
+            deleted: self.deleted.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             server_side: self.server_side.load(Ordering::Relaxed),
             dry_run,
@@ -125,7 +128,10 @@ pub struct Summary {
     /// Objects completed (and verified), or planned in a dry run.
     pub objects: u64,
     pub bytes: u64,
+    /// Objects skipped: unchanged (sync) or not copyable (with a reason).
     pub skipped: u64,
+    /// Objects deleted (or that would be, in a dry run).
+    pub deleted: u64,
     pub failed: u64,
     /// Objects copied server-side.
     pub server_side: u64,

@@ -412,6 +412,17 @@ impl Transfer {
         expected: &str,
         size: u64,
     ) -> Result<Verified> {
+        // A full-object CRC the server computed must equal the one sent.
+        if let (Some(sent), Some(got)) = (&put.checksums.crc64nvme, &res.checksums.crc64nvme) {
+            if sent != got {
+                return Err(err(
+                    Op::Verify,
+                    key,
+                    ErrorKind::Integrity,
+                    format!("the destination CRC64NVME {got} does not match the data sent ({sent})"),
+                ));
+            }
+        }
         if etag_is_md5(dst, put, res.sse.as_deref()) {
             if let Some(got) = res.etag.as_deref() {
                 if got != expected {

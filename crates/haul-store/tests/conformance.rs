@@ -100,16 +100,7 @@ conformance!(part_copy);
 conformance!(errors);
 
 fn data(n: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    Bytes::from(v)
+    Bytes::from(haul_testkit::data(n, seed))
 }
 
 fn key(s: &str) -> Key {

@@ -195,3 +195,17 @@ pub fn create_bucket(server: &S3Server, bucket: &str) -> Result<(), String> {
         Err(format!("CreateBucket {bucket}: {}", resp.lines().next().unwrap_or("")))
     }
 }
+
+/// Deterministic pseudo-random test data (xorshift): `n` bytes from `seed`.
+pub fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}

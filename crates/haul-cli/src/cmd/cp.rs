@@ -12,12 +12,11 @@ use haul_engine::{Filter, JobOptions, TransferOptions};
 use haul_store::location::Location;
 use haul_store::{DynStore, Key, ListRequest, MetadataDirective, PutOptions, Sse};
 
-use crate::args::{CpArgs, Directive, Global};
+use crate::args::{CpArgs, Directive, Global, TransferArgs, WriteArgs};
 use crate::conn::{fatal, probe, split_file, Connector, Opened, Side};
 use crate::output::{DryRun, Output};
 
-fn transfer_options(a: &CpArgs) -> Result<TransferOptions> {
-    let t = &a.transfer;
+pub(crate) fn transfer_options(t: &TransferArgs, a: &WriteArgs) -> Result<TransferOptions> {
     if t.part_size < 5 * 1024 * 1024 {
         bail!("--part-size must be at least 5MiB (S3's smallest part)");
     }
@@ -56,16 +55,16 @@ fn transfer_options(a: &CpArgs) -> Result<TransferOptions> {
 }
 
 /// Where the objects go.
-struct Dest {
-    store: DynStore,
+pub(crate) struct Dest {
+    pub store: DynStore,
     /// The key (one object) or prefix (-r).
-    key: Key,
+    pub key: Key,
 }
 
 pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
     let src = Location::parse(&a.src).context("SRC")?;
     let dst = Location::parse(&a.dst).context("DST")?;
-    let topts = transfer_options(&a)?;
+    let topts = transfer_options(&a.transfer, &a.write)?;
     let filter = Filter::new(&a.include, &a.exclude)?;
     let mut c = Connector::new(a.conn.clone());
     let out = Arc::new(Output::new(g, true));
@@ -170,7 +169,7 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
 }
 
 /// The destination of a tree: a bucket prefix, or a local directory (created).
-async fn open_dest_tree(dst: &Location, c: &mut Connector) -> Result<Dest> {
+pub(crate) async fn open_dest_tree(dst: &Location, c: &mut Connector) -> Result<Dest> {
     match dst {
         Location::S3 { bucket, key } => Ok(Dest {
             store: c.s3(bucket, Side::Dst).await?,
@@ -236,7 +235,7 @@ async fn open_dest_file(dst: &Location, name: &str, c: &mut Connector) -> Result
 /// the source would copy its own output, and copying into a parent of the
 /// source can overwrite source objects before they are read. Checked before
 /// anything is created.
-fn check_no_overlap(src: &Location, source: &Opened, dst: &Location, c: &Connector) -> Result<()> {
+pub(crate) fn check_no_overlap(src: &Location, source: &Opened, dst: &Location, c: &Connector) -> Result<()> {
     match (src, dst) {
         (Location::Local { .. }, Location::Local { path }) => {
             let Some(s) = source.store.capabilities().local_root.clone() else {

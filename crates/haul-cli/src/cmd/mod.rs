@@ -4,6 +4,7 @@ pub mod cat;
 pub mod cp;
 pub mod ls;
 pub mod rm;
+pub mod sync;
 
 use std::sync::Arc;
 

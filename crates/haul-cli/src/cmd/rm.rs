@@ -30,7 +30,7 @@ pub async fn run(g: &Global, a: RmArgs) -> Result<u8> {
     exec.plan_sink = Some(Arc::new(DryRun {
         out: out.clone(),
         src_url: store.url(),
-        dst_url: String::new(),
+        dst_url: store.url(),
     }));
     let keys = if a.recursive {
         let prefix = opened.key.as_dir();

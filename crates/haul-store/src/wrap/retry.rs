@@ -199,15 +199,21 @@ impl ObjectStore for RetryStore {
                         return Some((Ok(chunk), Some(st)));
                     }
                     None if st.pos >= st.end => return None,
-                    None => {
-                        let e = StoreError::new(Op::Get, st.key.as_str(), ErrorKind::Transient, "body ended early");
+                    // A body that ends early or breaks retryably resumes where it stopped.
+                    broken @ (None | Some(Err(_))) => {
+                        let e = match broken {
+                            Some(Err(e)) if e.is_retryable() => e,
+                            Some(Err(e)) => return Some((Err(e), None)),
+                            _ => StoreError::new(Op::Get, st.key.as_str(), ErrorKind::Transient, "body ended early"),
+                        };
+                        let (pos, end) = (st.pos, st.end);
                         if let Err(e) = resume(
                             &mut st.inner,
                             &mut st.body,
                             &st.key,
                             &st.etag,
-                            st.pos,
-                            st.end,
+                            pos,
+                            end,
                             &mut st.backoff,
                             e,
                         )
@@ -216,23 +222,6 @@ impl ObjectStore for RetryStore {
                             return Some((Err(e), None));
                         }
                     }
-                    Some(Err(e)) if e.is_retryable() => {
-                        if let Err(e) = resume(
-                            &mut st.inner,
-                            &mut st.body,
-                            &st.key,
-                            &st.etag,
-                            st.pos,
-                            st.end,
-                            &mut st.backoff,
-                            e,
-                        )
-                        .await
-                        {
-                            return Some((Err(e), None));
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), None)),
                 }
             }
         })

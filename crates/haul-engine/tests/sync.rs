@@ -1,0 +1,188 @@
+//! Sync over real stores: a second run copies nothing, changed content is
+//! found, deletes wait for successful copies and respect --max-delete, and
+//! random trees (proptest) end identical.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use haul_engine::job::JobOptions;
+use haul_engine::march::{march, Compare, MarchOptions};
+use haul_engine::report::NoObserver;
+use haul_engine::sync::SyncOptions;
+use haul_engine::{Executor, Summary, Transfer, TransferOptions};
+use haul_store::memory::MemoryStore;
+use haul_store::wrap::{FaultConfig, FaultStore};
+use haul_store::*;
+use proptest::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+fn key(s: &str) -> Key {
+    Key::object(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn run_sync(
+    src: &DynStore,
+    dst: &DynStore,
+    compare: Compare,
+    delete: bool,
+    max_delete: Option<u64>,
+    dry_run: bool,
+) -> Summary {
+    let exec = Executor::new(
+        Transfer::new(TransferOptions::default(), CancellationToken::new()),
+        JobOptions {
+            dry_run,
+            ..Default::default()
+        },
+        Arc::new(NoObserver),
+    );
+    let actions = march(
+        src.list(ListRequest::prefix(Key::prefix("s/").unwrap_or_default())),
+        dst.list(ListRequest::prefix(Key::prefix("d/").unwrap_or_default())),
+        MarchOptions {
+            src_prefix: Key::prefix("s/").unwrap_or_default(),
+            dst_prefix: Key::prefix("d/").unwrap_or_default(),
+            compare,
+            delete,
+        },
+    );
+    exec.sync(src, dst, actions, &SyncOptions { max_delete }).await
+}
+
+async fn contents(s: &DynStore, prefix: &str) -> Result<BTreeMap<String, Bytes>, StoreError> {
+    let mut out = BTreeMap::new();
+    let mut l = s.list(ListRequest::prefix(Key::prefix(prefix)?));
+    while let Some(e) = l.try_next().await? {
+        if let ListEntry::Object(o) = e {
+            let g = s.get(&o.key, None).await?;
+            let chunks: Vec<Bytes> = g.body.try_collect().await?;
+            out.insert(
+                o.key
+                    .strip_prefix(&Key::prefix(prefix)?)
+                    .unwrap_or_default()
+                    .to_string(),
+                Bytes::from(chunks.concat()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn second_run_copies_nothing_and_changes_are_found() -> Result<(), Box<dyn std::error::Error>> {
+    let src: DynStore = Arc::new(MemoryStore::new("a"));
+    let dst: DynStore = Arc::new(MemoryStore::new("b"));
+    for (k, v) in [("s/2026/a", "one"), ("s/2026/b", "two"), ("s/c", "three")] {
+        src.put(&key(k), Bytes::from(v), &PutOptions::default()).await?;
+    }
+    let s1 = run_sync(&src, &dst, Compare::Etag, false, None, false).await;
+    assert_eq!((s1.objects, s1.skipped, s1.failed), (3, 0, 0));
+    let s2 = run_sync(&src, &dst, Compare::Etag, false, None, false).await;
+    assert_eq!((s2.objects, s2.skipped), (0, 3), "nothing copied the second time");
+    // Same size, other content: the ETag sees it, the size does not.
+    src.put(&key("s/2026/b"), Bytes::from("TWO"), &PutOptions::default())
+        .await?;
+    assert_eq!(run_sync(&src, &dst, Compare::Size, false, None, true).await.objects, 0);
+    let s3 = run_sync(&src, &dst, Compare::Etag, false, None, false).await;
+    assert_eq!(s3.objects, 1);
+    assert_eq!(contents(&dst, "d/").await?["2026/b"], Bytes::from("TWO"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletes_respect_max_delete_dry_run_and_failed_copies() -> Result<(), Box<dyn std::error::Error>> {
+    let src_mem = MemoryStore::new("a");
+    let dst_mem = MemoryStore::new("b");
+    src_mem
+        .put(&key("s/keep"), Bytes::from("k"), &PutOptions::default())
+        .await?;
+    for i in 0..5 {
+        dst_mem
+            .put(&key(&format!("d/old{i}")), Bytes::from("o"), &PutOptions::default())
+            .await?;
+    }
+    let (src, dst): (DynStore, DynStore) = (Arc::new(src_mem.clone()), Arc::new(dst_mem.clone()));
+    // Above --max-delete: nothing deleted, the run says so.
+    let s = run_sync(&src, &dst, Compare::Etag, true, Some(4), false).await;
+    assert_eq!(s.failed, 1);
+    assert!(
+        s.first_failures[0].message.contains("more than --max-delete 4"),
+        "{:?}",
+        s.first_failures
+    );
+    assert_eq!(contents(&dst, "d/").await?.len(), 6, "copied keep, deleted nothing");
+    // A dry run deletes nothing either.
+    let s = run_sync(&src, &dst, Compare::Etag, true, None, true).await;
+    assert_eq!(s.deleted, 5);
+    assert_eq!(contents(&dst, "d/").await?.len(), 6);
+    // A failed copy holds back every delete.
+    src_mem
+        .put(&key("s/new"), Bytes::from("n"), &PutOptions::default())
+        .await?;
+    let broken: DynStore = Arc::new(FaultStore::new(
+        Arc::new(src_mem.clone()),
+        FaultConfig {
+            corrupt_rate: 1.0,
+            ..FaultConfig::none(5)
+        },
+    ));
+    let s = run_sync(&broken, &dst, Compare::Etag, true, None, false).await;
+    assert_eq!(s.deleted, 0);
+    assert!(
+        s.first_failures.iter().any(|f| f.message.contains("not deleted")),
+        "{:?}",
+        s.first_failures
+    );
+    assert_eq!(contents(&dst, "d/").await?.len(), 6);
+    // Within the limit and with every copy done: deleted.
+    let s = run_sync(&src, &dst, Compare::Etag, true, Some(5), false).await;
+    assert_eq!((s.deleted, s.failed), (5, 0));
+    assert_eq!(
+        contents(&dst, "d/").await?.keys().cloned().collect::<Vec<_>>(),
+        ["keep", "new"]
+    );
+    Ok(())
+}
+
+fn tree() -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
+    let seg = prop::sample::select(vec!["a", "a-b", "a0", "b", "2026", "x y", "ü", "+"]);
+    let key = prop::collection::vec(seg, 1..4).prop_map(|v| v.join("/"));
+    prop::collection::btree_map(key, prop::collection::vec(any::<u8>(), 0..64), 0..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Random source and destination trees: after sync --delete the
+    /// destination equals the source, and a diff shows nothing to do.
+    #[test]
+    fn random_trees_end_identical(src_tree in tree(), dst_tree in tree()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        rt.block_on(async {
+            let src: DynStore = Arc::new(MemoryStore::new("a"));
+            let dst: DynStore = Arc::new(MemoryStore::new("b"));
+            // Keys that are a prefix-folder of another ("a" and "a/b") are fine in S3.
+            for (k, v) in &src_tree {
+                src.put(&key(&format!("s/{k}")), Bytes::from(v.clone()), &PutOptions::default()).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            for (k, v) in &dst_tree {
+                dst.put(&key(&format!("d/{k}")), Bytes::from(v.clone()), &PutOptions::default()).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            let s = run_sync(&src, &dst, Compare::Etag, true, None, false).await;
+            prop_assert_eq!(s.failed, 0);
+            let want: BTreeMap<String, Bytes> = src_tree.iter().map(|(k, v)| (k.clone(), Bytes::from(v.clone()))).collect();
+            prop_assert_eq!(contents(&dst, "d/").await.map_err(|e| TestCaseError::fail(e.to_string()))?, want);
+            let pending = march(
+                src.list(ListRequest::prefix(Key::prefix("s/").unwrap_or_default())),
+                dst.list(ListRequest::prefix(Key::prefix("d/").unwrap_or_default())),
+                MarchOptions { src_prefix: Key::prefix("s/").unwrap_or_default(), dst_prefix: Key::prefix("d/").unwrap_or_default(), compare: Compare::Etag, delete: true },
+            )
+            .filter(|a| futures::future::ready(a.name() != "skip"))
+            .count()
+            .await;
+            prop_assert_eq!(pending, 0, "diff after sync is empty");
+            Ok(())
+        })?;
+    }
+}
