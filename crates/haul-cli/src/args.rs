@@ -235,6 +235,22 @@ pub struct SyncArgs {
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Shards from a Campanile part file: one `delimiter,prefix` per line
+    /// (`/,00` = the keys directly under 00…, `,000/` = everything under 000/).
+    #[arg(long)]
+    pub part_file: Option<std::path::PathBuf>,
+    /// One shard for the whole prefix (default: split on the source's folders).
+    #[arg(long, conflicts_with = "part_file")]
+    pub no_split: bool,
+    /// Shards marched at once.
+    #[arg(long, default_value_t = 4)]
+    pub shards_in_flight: usize,
+    /// Where the resume journal lives (default: the user's data dir, e.g. ~/.local/share/haul).
+    #[arg(long, env = "HAUL_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Do not record or resume the job.
+    #[arg(long)]
+    pub no_journal: bool,
     #[command(flatten)]
     pub write: WriteArgs,
     #[command(flatten)]

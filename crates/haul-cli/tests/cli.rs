@@ -32,6 +32,11 @@ fn haul() -> Command {
     for (k, v) in haul_testkit::aws_env() {
         c.env(k, v);
     }
+    // The resume journal of these tests lives in the temp dir, not in $HOME.
+    c.env(
+        "HAUL_STATE_DIR",
+        std::env::temp_dir().join(format!("haul-test-state-{}", std::process::id())),
+    );
     c.env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL_S3");
@@ -888,5 +893,132 @@ fn sync_copies_only_what_changed_and_deletes_with_a_guard() -> TestResult {
         &[],
         "does not exist",
     )?;
+    Ok(())
+}
+
+#[test]
+fn a_killed_sync_resumes_and_ends_identical() -> TestResult {
+    let b = bucket("resume")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("tree");
+    let mut want = BTreeMap::new();
+    for f in 0..30 {
+        for i in 0..30 {
+            let body = format!("folder {f} file {i}");
+            write(&src.join(format!("{f:02}/{i:02}.txt")), body.as_bytes())?;
+            want.insert(format!("m/{f:02}/{i:02}.txt"), md5_hex(body.as_bytes()));
+        }
+    }
+    let state = dir.path().join("state");
+    let s = src.to_str().unwrap_or_default();
+    let st = state.to_str().unwrap_or_default();
+    let dst = format!("s3://{b}/m");
+    let args = [
+        "sync",
+        s,
+        &dst,
+        "--endpoint-url",
+        &ep,
+        "--state-dir",
+        st,
+        "--shards-in-flight",
+        "1",
+        "-j",
+        "4",
+    ];
+    // Killed (SIGKILL) part-way through.
+    let mut child = haul().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    child.kill()?;
+    child.wait()?;
+    let partial = inspect(&b, "m/")?.len();
+    assert!(
+        partial > 0 && partial < want.len(),
+        "killed mid-way: {partial} of {} copied",
+        want.len()
+    );
+    // The same command again resumes: finished shards are skipped.
+    let out = ok(&args)?;
+    let err = stderr(&out);
+    let resumed: u64 = err
+        .split("resuming an interrupted sync: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or(format!("no resume note in {err}"))?;
+    assert!(resumed > 0, "{err}");
+    let seen: BTreeMap<String, String> = inspect(&b, "m/")?
+        .into_iter()
+        .map(|(k, v)| (k, v["md5"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(seen, want, "the bucket ends identical to the tree");
+    // Finished: the journal forgot the job, and nothing is left to do.
+    let again = ok(&args)?;
+    assert!(!stderr(&again).contains("resuming"), "{}", stderr(&again));
+    assert!(stderr(&again).contains("Synced 0 objects"), "{}", stderr(&again));
+    Ok(())
+}
+
+#[test]
+fn part_files_define_the_shards_and_bad_ones_are_refused() -> TestResult {
+    let b = bucket("parts")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("t");
+    for k in ["000/a", "000/b", "001/c", "00top", "01/x", "other"] {
+        write(&src.join(k), k.as_bytes())?;
+    }
+    let s = src.to_str().unwrap_or_default();
+    let dst = format!("s3://{b}/p");
+    let parts = dir.path().join("parts.txt");
+    // The root keys starting 00 (not descending), and everything under 000/.
+    std::fs::write(&parts, "/,00\n,000/\n")?;
+    let pf = parts.to_str().unwrap_or_default();
+    ok(&[
+        "sync",
+        s,
+        &dst,
+        "--endpoint-url",
+        &ep,
+        "--part-file",
+        pf,
+        "--no-journal",
+        "-q",
+    ])?;
+    assert_eq!(
+        inspect(&b, "p/")?.keys().cloned().collect::<Vec<_>>(),
+        ["p/000/a", "p/000/b", "p/00top"]
+    );
+    // Malformed and overlapping part files: a clear error, nothing copied.
+    std::fs::write(&parts, "/,00\nno comma here\n")?;
+    fatal(
+        &[
+            "sync",
+            s,
+            &format!("s3://{b}/q"),
+            "--endpoint-url",
+            &ep,
+            "--part-file",
+            pf,
+        ],
+        &[],
+        "line 2: no comma",
+    )?;
+    std::fs::write(&parts, ",00\n,000/\n")?;
+    fatal(
+        &[
+            "sync",
+            s,
+            &format!("s3://{b}/q"),
+            "--endpoint-url",
+            &ep,
+            "--part-file",
+            pf,
+        ],
+        &[],
+        "lines 1 and 2 overlap",
+    )?;
+    assert!(inspect(&b, "q/")?.is_empty());
     Ok(())
 }

@@ -54,6 +54,9 @@ pub struct Executor {
     pub report: Arc<Report>,
     pub observer: Arc<dyn Observer>,
     pub plan_sink: Option<Arc<dyn PlanSink>>,
+    /// Objects in flight across every plan this executor runs at once
+    /// (parallel shards share it).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -66,12 +69,14 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     pub fn new(transfer: Transfer, opts: JobOptions, observer: Arc<dyn Observer>) -> Self {
+        let slots = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
         Executor {
             transfer,
             opts,
             report: Arc::new(Report::default()),
             observer,
             plan_sink: None,
+            slots,
         }
     }
 
@@ -93,10 +98,18 @@ impl Executor {
 
     /// Copies every task of the plan from `src` to `dst`.
     pub async fn copy(&self, src: &DynStore, dst: &DynStore, plan: BoxStream<'static, PlanItem>) -> Summary {
+        self.run_plan(src, dst, plan).await;
+        self.finish()
+    }
+
+    /// Runs a plan; returns how many of its items failed (a cancelled run
+    /// counts as one failure: not everything was handled).
+    pub async fn run_plan(&self, src: &DynStore, dst: &DynStore, plan: BoxStream<'static, PlanItem>) -> u64 {
         let cancel = self.cancel_token().clone();
+        let failures = std::sync::atomic::AtomicU64::new(0);
         plan.take_until(cancel.cancelled_owned())
-            .map(|item| async move {
-                match item {
+            .map(|item| async {
+                let ok = match item {
                     PlanItem::Copy(t) => {
                         self.observer.planned(1, t.src.size);
                         self.copy_one(src, dst, t).await
@@ -104,19 +117,25 @@ impl Executor {
                     PlanItem::Skip { key, reason } => {
                         self.report.skipped.fetch_add(1, Ordering::Relaxed);
                         self.observer.skipped(key.as_str(), &reason);
+                        true
                     }
-                    PlanItem::Error(e) => self
-                        .report
-                        .fail(Failure::from_error(&e.key, &e), self.observer.as_ref()),
+                    PlanItem::Error(e) => {
+                        self.report
+                            .fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
+                        false
+                    }
+                };
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
                 }
             })
             .buffer_unordered(self.opts.concurrency.max(1))
             .for_each(|()| async {})
             .await;
-        self.finish()
+        failures.load(Ordering::Relaxed) + u64::from(self.cancel_token().is_cancelled())
     }
 
-    fn finish(&self) -> Summary {
+    pub(crate) fn finish(&self) -> Summary {
         if self.cancel_token().is_cancelled() {
             let e = StoreError::new(
                 haul_store::Op::Validate,
@@ -130,7 +149,8 @@ impl Executor {
         self.report.summary(self.opts.dry_run)
     }
 
-    async fn copy_one(&self, src: &DynStore, dst: &DynStore, t: CopyTask) {
+    /// Copies one object; false if it failed (and was reported).
+    async fn copy_one(&self, src: &DynStore, dst: &DynStore, t: CopyTask) -> bool {
         let action = Action::Copy {
             src: t.src.key.as_str(),
             dst: t.dst_key.as_str(),
@@ -138,8 +158,9 @@ impl Executor {
         };
         if !self.guard(action) {
             self.report.ok(t.src.size);
-            return;
+            return true;
         }
+        let _slot = self.slots.acquire().await;
         let mut attempt = 1;
         loop {
             match self
@@ -153,7 +174,7 @@ impl Executor {
                     }
                     self.report.ok(out.bytes);
                     self.observer.done(t.src.key.as_str(), out.bytes);
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     let again = matches!(
@@ -168,7 +189,7 @@ impl Executor {
                     }
                     self.report
                         .fail(Failure::from_error(t.src.key.as_str(), &e), self.observer.as_ref());
-                    return;
+                    return false;
                 }
             }
         }
@@ -176,6 +197,13 @@ impl Executor {
 
     /// Deletes keys in batches of 1000.
     pub async fn delete(&self, store: &DynStore, keys: BoxStream<'static, Result<Key, StoreError>>) -> Summary {
+        self.run_deletes(store, keys).await;
+        self.finish()
+    }
+
+    /// Deletes keys in batches of 1000; returns how many failed.
+    pub async fn run_deletes(&self, store: &DynStore, keys: BoxStream<'static, Result<Key, StoreError>>) -> u64 {
+        let before = self.report.failed.load(Ordering::Relaxed);
         let cancel = self.cancel_token().clone();
         keys.take_until(cancel.cancelled_owned())
             .ready_chunks(1000)
@@ -225,6 +253,7 @@ impl Executor {
             .buffer_unordered(4)
             .for_each(|()| async {})
             .await;
-        self.finish()
+        self.report.failed.load(Ordering::Relaxed).saturating_sub(before)
+            + u64::from(self.cancel_token().is_cancelled())
     }
 }

@@ -15,9 +15,11 @@
 pub mod budget;
 pub mod filter;
 pub mod job;
+pub mod journal;
 pub mod march;
 pub mod plan;
 pub mod report;
+pub mod shard;
 pub mod sync;
 pub mod transfer;
 

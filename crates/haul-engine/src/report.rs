@@ -62,6 +62,10 @@ pub struct Report {
     pub deleted: AtomicU64,
     pub failed: AtomicU64,
     pub server_side: AtomicU64,
+    /// Shards of the job, those finished in earlier runs, and those run now.
+    pub shards_total: AtomicU64,
+    pub shards_resumed: AtomicU64,
+    pub shards_done: AtomicU64,
     failures: Mutex<Vec<Failure>>,
 }
 
@@ -75,6 +79,9 @@ impl Default for Report {
             deleted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             server_side: AtomicU64::new(0),
+            shards_total: AtomicU64::new(0),
+            shards_resumed: AtomicU64::new(0),
+            shards_done: AtomicU64::new(0),
             failures: Mutex::new(Vec::new()),
         }
     }
@@ -105,6 +112,8 @@ impl Report {
             deleted: self.deleted.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             server_side: self.server_side.load(Ordering::Relaxed),
+            shards: self.shards_total.load(Ordering::Relaxed),
+            shards_resumed: self.shards_resumed.load(Ordering::Relaxed),
             dry_run,
             elapsed_secs: elapsed.as_secs_f64(),
             bytes_per_sec: rate(bytes, elapsed),
@@ -135,6 +144,10 @@ pub struct Summary {
     pub failed: u64,
     /// Objects copied server-side.
     pub server_side: u64,
+    /// Shards of a sync (0 for other commands), and how many were already
+    /// done by an earlier, interrupted run.
+    pub shards: u64,
+    pub shards_resumed: u64,
     pub dry_run: bool,
     pub elapsed_secs: f64,
     pub bytes_per_sec: f64,

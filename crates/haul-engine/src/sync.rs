@@ -1,25 +1,85 @@
-//! `sync`: the march's actions executed. Copies go through the executor as
+//! `sync`: every shard's march executed. Shards run in parallel (sharing
+//! the executor's object slots); their copies go through the executor as
 //! they are found; deletes are spooled to an anonymous temp file (memory
-//! stays flat at any count) and run only after every copy succeeded, and
-//! not at all when there are more than `max_delete` of them.
+//! stays flat at any count) and run only after every copy of the job
+//! succeeded, and not at all when there are more than `max_delete`.
+//! A shard is reported done (to the journal) when all of its work is.
 
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use futures::stream::{self, BoxStream, StreamExt};
-use haul_store::{DynStore, ErrorKind, Key, Op, StoreError};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use haul_store::{DynStore, ErrorKind, Key, ListEntry, Op, StoreError};
 
+use crate::filter::Filter;
 use crate::job::Executor;
-use crate::march::SyncAction;
+use crate::march::{march, Compare, MarchOptions, SyncAction};
 use crate::plan::{CopyTask, PlanItem};
 use crate::report::{Failure, Summary};
+use crate::shard::Shard;
 
-/// Options of a sync beyond the march's.
-#[derive(Debug, Clone, Default)]
-pub struct SyncOptions {
+/// What a sync job does, the same for all its shards.
+#[derive(Debug, Clone)]
+pub struct SyncJob {
+    /// The source prefix (shards are relative to it).
+    pub src_base: Key,
+    /// The destination prefix.
+    pub dst_base: Key,
+    pub compare: Compare,
+    /// Delete destination objects the source does not have.
+    pub delete: bool,
     /// Refuse to delete anything when more than this many deletes are due.
     pub max_delete: Option<u64>,
+    /// Keys (relative to the prefixes) to consider, on both sides.
+    pub filter: Filter,
+    /// Shards marched at once.
+    pub shards_in_flight: usize,
+}
+
+impl SyncJob {
+    /// A job over two prefixes with defaults: ETag comparison, no delete.
+    pub fn new(src_base: Key, dst_base: Key) -> Self {
+        SyncJob {
+            src_base,
+            dst_base,
+            compare: Compare::Etag,
+            delete: false,
+            max_delete: None,
+            filter: Filter::default(),
+            shards_in_flight: 4,
+        }
+    }
+
+    fn listing(
+        &self,
+        store: &DynStore,
+        base: &Key,
+        shard: &Shard,
+    ) -> BoxStream<'static, haul_store::Result<ListEntry>> {
+        let (base, filter) = (base.clone(), self.filter.clone());
+        shard
+            .list(store, &base)
+            .try_filter(move |e| {
+                let rel = e.key().strip_prefix(&base).unwrap_or(e.key().as_str());
+                futures::future::ready(filter.matches(rel))
+            })
+            .boxed()
+    }
+
+    /// The actions of one shard.
+    pub fn march(&self, src: &DynStore, dst: &DynStore, shard: &Shard) -> BoxStream<'static, SyncAction> {
+        march(
+            self.listing(src, &self.src_base, shard),
+            self.listing(dst, &self.dst_base, shard),
+            MarchOptions {
+                src_prefix: self.src_base.clone(),
+                dst_prefix: self.dst_base.clone(),
+                compare: self.compare,
+                delete: self.delete,
+            },
+        )
+    }
 }
 
 /// Destination keys to delete, one JSON string per line in a temp file.
@@ -33,13 +93,15 @@ fn spool_error(e: std::io::Error) -> StoreError {
 }
 
 impl Executor {
-    /// Runs the actions of a march from `src` to `dst`.
+    /// Syncs `shards` (index, shard) of `job` from `src` to `dst`; calls
+    /// `done` with the index of every shard whose work is complete.
     pub async fn sync(
         &self,
         src: &DynStore,
         dst: &DynStore,
-        actions: BoxStream<'static, SyncAction>,
-        opts: &SyncOptions,
+        job: &SyncJob,
+        shards: Vec<(u32, Shard)>,
+        done: &(dyn Fn(u32) + Send + Sync),
     ) -> Summary {
         let spool = match tempfile::tempfile() {
             Ok(f) => Arc::new(Mutex::new(Spool {
@@ -52,9 +114,46 @@ impl Executor {
                 return self.report.summary(self.opts.dry_run);
             }
         };
+        // Phase 1: copies, shard by shard, deletes spooled.
+        let finished: Vec<u32> = stream::iter(shards)
+            .map(|(idx, shard)| {
+                let spool = spool.clone();
+                async move {
+                    let plan = self.plan_of(job.march(src, dst, &shard), spool);
+                    let failures = self.run_plan(src, dst, plan).await;
+                    self.report.shards_done.fetch_add(1, Ordering::Relaxed);
+                    // Without deletes a clean shard is complete now: record it
+                    // at once, so a crash later does not redo it.
+                    if failures == 0 && !job.delete {
+                        done(idx);
+                    }
+                    (failures == 0).then_some(idx)
+                }
+            })
+            .buffer_unordered(job.shards_in_flight.max(1))
+            .filter_map(futures::future::ready)
+            .collect()
+            .await;
+        if !job.delete {
+            return self.finish();
+        }
+        // Phase 2: deletes, if every copy succeeded and there are not too many.
+        if self.run_spooled_deletes(dst, &spool, job.max_delete).await == 0 {
+            for idx in finished {
+                done(idx);
+            }
+        }
+        self.finish()
+    }
+
+    /// Turns actions into a plan: copies pass, skips are counted, deletes spooled.
+    fn plan_of(
+        &self,
+        actions: BoxStream<'static, SyncAction>,
+        spool: Arc<Mutex<Spool>>,
+    ) -> BoxStream<'static, PlanItem> {
         let report = self.report.clone();
-        let sp = spool.clone();
-        let plan = actions
+        actions
             .filter_map(move |a| {
                 let item = match a {
                     SyncAction::Copy { src, dst_key, .. } => Some(PlanItem::Copy(CopyTask { src, dst_key })),
@@ -63,7 +162,7 @@ impl Executor {
                         None
                     }
                     SyncAction::Delete { dst, .. } => {
-                        let mut s = sp.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
                         let line = serde_json::to_string(dst.key.as_str()).unwrap_or_default();
                         match writeln!(s.out, "{line}") {
                             Ok(()) => {
@@ -77,10 +176,12 @@ impl Executor {
                 };
                 futures::future::ready(item)
             })
-            .boxed();
-        self.copy(src, dst, plan).await;
+            .boxed()
+    }
 
-        // The spool is read back in its own scope: no lock is held across the deletes.
+    /// Runs the spooled deletes; returns the number of failures (a refusal counts).
+    async fn run_spooled_deletes(&self, dst: &DynStore, spool: &Arc<Mutex<Spool>>, max_delete: Option<u64>) -> u64 {
+        // Read back in its own scope: no lock is held across the deletes.
         let (n, reader) = {
             let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
             let reader = match s.out.flush().and_then(|_| s.out.get_mut().seek(SeekFrom::Start(0))) {
@@ -90,7 +191,7 @@ impl Executor {
             (s.count, reader)
         };
         if n == 0 {
-            return self.report.summary(self.opts.dry_run);
+            return 0;
         }
         let failed = self.report.failed.load(Ordering::Relaxed);
         let refuse = if failed > 0 {
@@ -98,14 +199,14 @@ impl Executor {
                 "{n} extraneous objects not deleted: {failed} objects failed, and deleting on an incomplete copy could lose data"
             ))
         } else {
-            opts.max_delete
+            max_delete
                 .filter(|max| n > *max)
                 .map(|max| format!("{n} objects would be deleted, more than --max-delete {max}: nothing was deleted"))
         };
         if let Some(msg) = refuse {
             let e = StoreError::new(Op::Delete, "", ErrorKind::PreconditionFailed, msg).with_code("DeleteRefused");
             self.report.fail(Failure::from_error("", &e), self.observer.as_ref());
-            return self.report.summary(self.opts.dry_run);
+            return 1;
         }
         let keys: BoxStream<'static, Result<Key, StoreError>> = match reader {
             Ok(r) => stream::iter(r.lines().map(|l| {
@@ -117,6 +218,6 @@ impl Executor {
             .boxed(),
             Err(e) => stream::iter(vec![Err(spool_error(e))]).boxed(),
         };
-        self.delete(dst, keys).await
+        self.run_deletes(dst, keys).await
     }
 }

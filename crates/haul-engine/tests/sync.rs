@@ -10,7 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use haul_engine::job::JobOptions;
 use haul_engine::march::{march, Compare, MarchOptions};
 use haul_engine::report::NoObserver;
-use haul_engine::sync::SyncOptions;
+use haul_engine::shard::Shard;
+use haul_engine::sync::SyncJob;
 use haul_engine::{Executor, Summary, Transfer, TransferOptions};
 use haul_store::memory::MemoryStore;
 use haul_store::wrap::{FaultConfig, FaultStore};
@@ -38,17 +39,16 @@ async fn run_sync(
         },
         Arc::new(NoObserver),
     );
-    let actions = march(
-        src.list(ListRequest::prefix(Key::prefix("s/").unwrap_or_default())),
-        dst.list(ListRequest::prefix(Key::prefix("d/").unwrap_or_default())),
-        MarchOptions {
-            src_prefix: Key::prefix("s/").unwrap_or_default(),
-            dst_prefix: Key::prefix("d/").unwrap_or_default(),
-            compare,
-            delete,
-        },
-    );
-    exec.sync(src, dst, actions, &SyncOptions { max_delete }).await
+    let job = SyncJob {
+        compare,
+        delete,
+        max_delete,
+        ..SyncJob::new(
+            Key::prefix("s/").unwrap_or_default(),
+            Key::prefix("d/").unwrap_or_default(),
+        )
+    };
+    exec.sync(src, dst, &job, vec![(0, Shard::all())], &|_| {}).await
 }
 
 async fn contents(s: &DynStore, prefix: &str) -> Result<BTreeMap<String, Bytes>, StoreError> {

@@ -4,17 +4,19 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use futures::stream::{BoxStream, StreamExt};
-use haul_engine::march::{march, MarchOptions, SyncAction};
-use haul_engine::sync::SyncOptions;
+use futures::stream::StreamExt;
+use haul_engine::journal::{default_state_dir, JobShards, Journal};
+use haul_engine::march::SyncAction;
+use haul_engine::shard::{auto_split, parse_part_file, Shard};
+use haul_engine::sync::SyncJob;
 use haul_engine::{Filter, JobOptions};
 use haul_store::location::Location;
-use haul_store::{DynStore, Key, ListEntry, ListRequest, ObjectMeta};
+use haul_store::ObjectMeta;
 use serde_json::json;
 
 use crate::args::{DiffArgs, Global, SyncArgs};
 use crate::cmd::cp::{check_no_overlap, open_dest_tree, transfer_options};
-use crate::conn::{probe, Connector, Opened, Side};
+use crate::conn::{fatal, probe, Connector, Opened, Side};
 use crate::output::{DryRun, Output};
 
 /// A tree to sync from or to: a bucket prefix or a local directory.
@@ -32,22 +34,6 @@ async fn open_tree(loc: &Location, side: Side, c: &mut Connector, what: &str) ->
     Ok(opened)
 }
 
-/// The objects of a recursive listing whose keys (relative to `prefix`) pass the filter.
-fn listing(store: &DynStore, prefix: &Key, filter: &Filter) -> BoxStream<'static, haul_store::Result<ListEntry>> {
-    let (prefix, filter) = (prefix.clone(), filter.clone());
-    store
-        .list(ListRequest::prefix(prefix.clone()))
-        .filter(move |e| {
-            let keep = match e {
-                Ok(ListEntry::Object(o)) => filter.matches(o.key.strip_prefix(&prefix).unwrap_or(o.key.as_str())),
-                Ok(ListEntry::Prefix(_)) => false,
-                Err(_) => true,
-            };
-            futures::future::ready(keep)
-        })
-        .boxed()
-}
-
 pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     let src = Location::parse(&a.src).context("SRC")?;
     let dst = Location::parse(&a.dst).context("DST")?;
@@ -56,6 +42,16 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     }
     let topts = transfer_options(&a.transfer, &a.write)?;
     let filter = Filter::new(&a.include, &a.exclude)?;
+    // A part file is read and checked before anything else happens.
+    let part_file = match &a.part_file {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("cannot read the part file {}", p.display()))?;
+            let shards = parse_part_file(&text).with_context(|| format!("part file {}", p.display()))?;
+            Some((text, shards))
+        }
+        None => None,
+    };
     let mut c = Connector::new(a.conn.clone());
     let source = open_tree(&src, Side::Src, &mut c, "SRC").await?;
     let src_prefix = source.key.as_dir();
@@ -64,6 +60,75 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     let dest = open_dest_tree(&dst, &mut c).await?;
     let dst_prefix = dest.key.as_dir();
     probe(&dest.store, &dst_prefix, "cannot list the destination", true).await?;
+
+    let job = SyncJob {
+        src_base: src_prefix.clone(),
+        dst_base: dst_prefix.clone(),
+        compare: a.compare,
+        delete: a.delete,
+        max_delete: a.max_delete,
+        filter,
+        shards_in_flight: a.shards_in_flight.max(1),
+    };
+    // What the job does identifies it in the journal.
+    let description = json!({
+        "command": "sync",
+        "src": format!("{}/{}", source.store.url(), src_prefix),
+        "dst": format!("{}/{}", dest.store.url(), dst_prefix),
+        "compare": a.compare.to_string(),
+        "delete": a.delete,
+        "include": a.include,
+        "exclude": a.exclude,
+        "shards": match (&part_file, a.no_split) {
+            (Some((text, _)), _) => text.clone(),
+            (None, true) => "single".to_string(),
+            (None, false) => "auto".to_string(),
+        },
+    })
+    .to_string();
+    let plan_shards = || async {
+        match (&part_file, a.no_split) {
+            (Some((_, shards)), _) => Ok(shards.clone()),
+            (None, true) => Ok(vec![Shard::all()]),
+            (None, false) => {
+                let target = job.shards_in_flight * 4;
+                auto_split(&source.store, &src_prefix, target, 3)
+                    .await
+                    .map_err(fatal)
+                    .context("cannot split the source into shards")
+            }
+        }
+    };
+    let journal = if a.no_journal || a.dry_run {
+        None
+    } else {
+        let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+        Some(Journal::open(&dir)?)
+    };
+    let id = Journal::job_id(&description);
+    let planned = match &journal {
+        Some(j) => j.begin(&id, &description, plan_shards).await?,
+        None => JobShards {
+            shards: plan_shards()
+                .await?
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (i as u32, s, false))
+                .collect(),
+            resumed: false,
+        },
+    };
+    let total = planned.shards.len() as u64;
+    let todo: Vec<(u32, Shard)> = planned
+        .shards
+        .into_iter()
+        .filter(|s| !s.2)
+        .map(|(i, s, _)| (i, s))
+        .collect();
+    let resumed = total - todo.len() as u64;
+    if planned.resumed && !g.quiet && !g.json {
+        eprintln!("resuming an interrupted sync: {resumed} of {total} shards already done");
+    }
 
     let out = Arc::new(Output::new(g, true));
     let mut exec = super::executor(
@@ -80,26 +145,25 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
         src_url: source.store.url(),
         dst_url: dest.store.url(),
     }));
-    let actions = march(
-        listing(&source.store, &src_prefix, &filter),
-        listing(&dest.store, &dst_prefix, &filter),
-        MarchOptions {
-            src_prefix,
-            dst_prefix,
-            compare: a.compare,
-            delete: a.delete,
-        },
-    );
-    let summary = exec
-        .sync(
-            &source.store,
-            &dest.store,
-            actions,
-            &SyncOptions {
-                max_delete: a.max_delete,
-            },
-        )
-        .await;
+    exec.report
+        .shards_total
+        .store(total, std::sync::atomic::Ordering::Relaxed);
+    exec.report
+        .shards_resumed
+        .store(resumed, std::sync::atomic::Ordering::Relaxed);
+    let mark = |idx: u32| {
+        if let Some(j) = &journal {
+            if let Err(e) = j.shard_done(&id, idx) {
+                tracing::warn!(error = %e, "could not record a finished shard");
+            }
+        }
+    };
+    let summary = exec.sync(&source.store, &dest.store, &job, todo, &mark).await;
+    if let Some(j) = &journal {
+        if summary.failed == 0 {
+            j.finish(&id)?;
+        }
+    }
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
     Ok(summary.exit_code() as u8)
 }
@@ -124,17 +188,12 @@ pub async fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
     probe(&source.store, &src_prefix, "cannot read the source", true).await?;
     probe(&dest.store, &dst_prefix, "cannot read the destination", true).await?;
     let out = Output::new(g, false);
-    let all = Filter::default();
-    let mut actions = march(
-        listing(&source.store, &src_prefix, &all),
-        listing(&dest.store, &dst_prefix, &all),
-        MarchOptions {
-            src_prefix: src_prefix.clone(),
-            dst_prefix: dst_prefix.clone(),
-            compare: a.compare,
-            delete: true,
-        },
-    );
+    let job = SyncJob {
+        compare: a.compare,
+        delete: true,
+        ..SyncJob::new(src_prefix.clone(), dst_prefix.clone())
+    };
+    let mut actions = job.march(&source.store, &dest.store, &Shard::all());
     if !g.json {
         out.line("action\treason\tkey\tsize\tetag\tmtime");
     }
