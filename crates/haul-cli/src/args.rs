@@ -26,6 +26,13 @@ pub struct Global {
     /// run), then a summary. Hides the progress bar.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Write every failed object (key, operation, error code, message) to this
+    /// file as JSON lines, then the summary (cp, sync, rm).
+    #[arg(long, global = true)]
+    pub report: Option<std::path::PathBuf>,
+    /// With --report: also every object copied and deleted.
+    #[arg(long, global = true, requires = "report")]
+    pub report_all: bool,
     /// No progress bar and no summary on stderr.
     #[arg(long, short, global = true)]
     pub quiet: bool,

@@ -23,6 +23,41 @@ pub struct Output {
     done: AtomicU64,
     failed: AtomicU64,
     stdout: Mutex<()>,
+    report: Option<ReportFile>,
+}
+
+/// `--report FILE`: every failure as a JSON line, and with `--report-all`
+/// every copy and delete too.
+#[derive(Debug)]
+pub struct ReportFile {
+    out: Mutex<std::io::BufWriter<std::fs::File>>,
+    all: bool,
+}
+
+impl ReportFile {
+    pub fn create(path: &std::path::Path, all: bool) -> std::io::Result<Self> {
+        Ok(ReportFile {
+            out: Mutex::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+            all,
+        })
+    }
+
+    fn record(&self, line: impl FnOnce() -> serde_json::Value, only_with_all: bool) {
+        if only_with_all && !self.all {
+            return;
+        }
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = writeln!(out, "{}", line()) {
+            tracing::error!(error = %e, "cannot write the report file");
+        }
+    }
+
+    fn flush(&self) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = out.flush() {
+            eprintln!("haul: error: cannot write the report file: {e}");
+        }
+    }
 }
 
 impl Output {
@@ -46,7 +81,26 @@ impl Output {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             stdout: Mutex::new(()),
+            report: None,
         }
+    }
+
+    /// The output of a job that moves or deletes objects: with `--report`,
+    /// the report file is created now, so a bad path fails before any work.
+    pub fn for_job(g: &Global, show_bar: bool) -> anyhow::Result<Self> {
+        let report = match &g.report {
+            Some(p) => Some(
+                ReportFile::create(p, g.report_all).map_err(|e| anyhow::anyhow!("--report {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Output::new(g, show_bar).with_report(report))
+    }
+
+    /// Also writes a report file.
+    pub fn with_report(mut self, report: Option<ReportFile>) -> Self {
+        self.report = report;
+        self
     }
 
     fn message(&self) {
@@ -85,6 +139,10 @@ impl Output {
     pub fn summary(&self, verb: &str, s: &Summary) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+        if let Some(r) = &self.report {
+            r.record(|| serde_json::to_value(s).unwrap_or_default(), false);
+            r.flush();
         }
         if self.json {
             let mut v = serde_json::to_value(s).unwrap_or_default();
@@ -147,9 +205,17 @@ impl Observer for Output {
             b.inc(n);
         }
     }
-    fn done(&self, _key: &str, _bytes: u64) {
+    fn done(&self, key: &str, bytes: u64) {
         self.done.fetch_add(1, Ordering::Relaxed);
         self.message();
+        if let Some(r) = &self.report {
+            r.record(|| json!({"event": "copied", "key": key, "bytes": bytes}), true);
+        }
+    }
+    fn deleted(&self, key: &str) {
+        if let Some(r) = &self.report {
+            r.record(|| json!({"event": "deleted", "key": key}), true);
+        }
     }
     fn skipped(&self, key: &str, reason: &str) {
         if self.json {
@@ -161,6 +227,12 @@ impl Observer for Output {
     fn failed(&self, f: &Failure) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         self.message();
+        if let Some(r) = &self.report {
+            r.record(
+                || json!({"event": "failure", "key": f.key, "op": f.op, "code": f.code, "message": f.message}),
+                false,
+            );
+        }
         if self.json {
             let mut v = serde_json::to_value(f).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {

@@ -576,7 +576,41 @@ fn one_bad_object_does_not_stop_the_run_and_exits_1() -> TestResult {
         (summary["objects"].as_u64(), summary["failed"].as_u64()),
         (Some(1), Some(1))
     );
-    assert_eq!(inspect(&b, "")?.keys().cloned().collect::<Vec<_>>(), ["t/good.txt"]);
+    // The same run with a report file: the failure, the copy, the summary.
+    let report = dir.path().join("report.jsonl");
+    let out = run(&[
+        "cp",
+        "-r",
+        dir.path().join("t").to_str().unwrap_or_default(),
+        &format!("s3://{b}/t2"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+        "--report",
+        report.to_str().unwrap_or_default(),
+        "--report-all",
+    ])?;
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<Value> = std::fs::read_to_string(&report)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap_or("summary")).collect();
+    assert_eq!(events.iter().filter(|e| **e == "failure").count(), 1, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l["event"] == "copied" && l["key"] == "good.txt"),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().map(|l| l["failed"].as_u64()), Some(Some(1)));
+    let failure = lines.iter().find(|l| l["event"] == "failure").ok_or("no failure")?;
+    assert_eq!(
+        (failure["op"].as_str(), failure["code"].as_str()),
+        (Some("validate"), Some("InvalidKey"))
+    );
+    assert_eq!(
+        inspect(&b, "")?.keys().cloned().collect::<Vec<_>>(),
+        ["t/good.txt", "t2/good.txt"]
+    );
     Ok(())
 }
 

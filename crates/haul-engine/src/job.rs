@@ -239,7 +239,7 @@ impl Executor {
                         }
                         for k in ok.iter().filter(|k| !failed_keys.contains(k.as_str())) {
                             self.report.deleted.fetch_add(1, Ordering::Relaxed);
-                            self.observer.done(k.as_str(), 0);
+                            self.observer.deleted(k.as_str());
                         }
                     }
                     Err(e) => {

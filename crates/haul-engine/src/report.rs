@@ -41,6 +41,8 @@ pub trait Observer: Send + Sync {
     fn bytes(&self, _n: u64) {}
     /// One object finished.
     fn done(&self, _key: &str, _bytes: u64) {}
+    /// One object deleted.
+    fn deleted(&self, _key: &str) {}
     /// One object skipped (with the reason).
     fn skipped(&self, _key: &str, _reason: &str) {}
     /// One object failed.

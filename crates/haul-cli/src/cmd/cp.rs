@@ -67,7 +67,7 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
     let topts = transfer_options(&a.transfer, &a.write)?;
     let filter = Filter::new(&a.include, &a.exclude)?;
     let mut c = Connector::new(a.conn.clone());
-    let out = Arc::new(Output::new(g, true));
+    let out = Arc::new(Output::for_job(g, true)?);
     let jopts = JobOptions {
         concurrency: a.transfer.concurrency.max(1),
         dry_run: a.dry_run,

@@ -18,7 +18,7 @@ pub async fn run(g: &Global, a: RmArgs) -> Result<u8> {
     let mut c = Connector::new(a.conn.clone());
     let opened = c.open_existing(&loc, Side::Only).await?;
     let store = opened.store.clone();
-    let out = Arc::new(Output::new(g, false));
+    let out = Arc::new(Output::for_job(g, false)?);
     let mut exec = super::executor(
         Default::default(),
         JobOptions {

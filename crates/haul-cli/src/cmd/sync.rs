@@ -130,7 +130,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
         eprintln!("resuming an interrupted sync: {resumed} of {total} shards already done");
     }
 
-    let out = Arc::new(Output::new(g, true));
+    let out = Arc::new(Output::for_job(g, true)?);
     let mut exec = super::executor(
         topts,
         JobOptions {
