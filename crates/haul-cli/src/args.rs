@@ -58,7 +58,7 @@ pub enum Command {
     Rm(RmArgs),
     /// Make DST like SRC: copy what is new or changed, optionally delete what SRC lacks.
     #[command(
-        after_help = "Examples:\n  haul sync /data s3://bucket/data\n  haul sync s3://a/logs s3://b/logs --delete --max-delete 1000\n  haul sync s3://a/x s3://b/x --dry-run --json\n\nComparison (--compare):\n  etag    (default) same size and same ETag where both are comparable (single-part MD5s,\n          or multipart with the same part count); otherwise as mtime\n  mtime   same size and the destination is not older than the source\n  size    same size\n  always  copy everything"
+        after_help = "Examples:\n  haul sync /data s3://bucket/data\n  haul sync s3://a/logs s3://b/logs --delete --max-delete 1000\n  haul sync s3://a/x s3://b/x --dry-run --json\n\nComparison (--compare):\n  etag    (default) same size and same ETag where both are comparable (single-part MD5s,\n          or multipart with the same part count); otherwise as mtime\n  mtime   same size and the destination is not older than the source\n  size    same size\n  checksum  same content, by the strongest check both sides allow (comparable ETags,\n          a recomputed local ETag, CRC64NVME, or reading both)\n  always  copy everything"
     )]
     Sync(Box<SyncArgs>),
     /// Show what sync would do: key, size, ETag, mtime, action, reason (TSV or --json).
@@ -66,6 +66,11 @@ pub enum Command {
         after_help = "Examples:\n  haul diff s3://a/data s3://b/data\n  haul diff /data s3://bucket/data --all --json"
     )]
     Diff(DiffArgs),
+    /// Check that DST holds every object of SRC with the same content; exit 1 if not.
+    #[command(
+        after_help = "Examples:\n  haul verify /data/2026 s3://bucket/ingest/2026\n  haul verify s3://a/x s3://b/x --json\n\nContent is checked by the strongest means both sides allow: comparable ETags; a local\nfile's MD5 or multipart ETag recomputed with the other side's part size; CRC64NVME from\nboth sides; otherwise the MD5 of both bodies."
+    )]
+    Verify(VerifyArgs),
     /// Write an object to stdout (checked against its MD5 ETag).
     #[command(after_help = "Example:\n  haul cat s3://bucket/2026/11/21/x.json | jq .")]
     Cat(CatArgs),
@@ -224,7 +229,7 @@ pub struct SyncArgs {
     pub src: String,
     /// Destination: s3://bucket/prefix or a local directory.
     pub dst: String,
-    /// How unchanged objects are recognised: etag, mtime, size, always.
+    /// How unchanged objects are recognised: etag, mtime, size, checksum, always.
     #[arg(long, default_value = "etag", value_parser = parse_compare)]
     pub compare: haul_engine::march::Compare,
     /// Delete destination objects that are not in the source (after every copy succeeded).
@@ -270,10 +275,30 @@ pub struct SyncArgs {
 pub struct DiffArgs {
     pub src: String,
     pub dst: String,
-    /// How unchanged objects are recognised: etag, mtime, size, always.
+    /// How unchanged objects are recognised: etag, mtime, size, checksum, always.
     #[arg(long, default_value = "etag", value_parser = parse_compare)]
     pub compare: haul_engine::march::Compare,
     /// Also list the keys that are the same.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub src: String,
+    pub dst: String,
+    /// Only verify keys (relative to SRC) matching this glob; repeatable.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave out keys (relative to SRC) matching this glob; repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Objects checked at once.
+    #[arg(long, short = 'j', default_value_t = 32)]
+    pub concurrency: usize,
+    /// Also list the objects that match.
     #[arg(long)]
     pub all: bool,
     #[command(flatten)]

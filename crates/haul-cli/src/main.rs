@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::Rm(a) => cmd::rm::run(g, a).await,
             Command::Sync(a) => cmd::sync::run(g, *a).await,
             Command::Diff(a) => cmd::sync::diff(g, a).await,
+            Command::Verify(a) => cmd::sync::verify(g, a).await,
             Command::Cat(a) => cmd::cat::run(g, a).await,
         }
     });

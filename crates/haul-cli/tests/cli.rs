@@ -1056,3 +1056,151 @@ fn part_files_define_the_shards_and_bad_ones_are_refused() -> TestResult {
     assert!(inspect(&b, "q/")?.is_empty());
     Ok(())
 }
+
+#[test]
+fn verify_checks_content_by_the_strongest_common_means() -> TestResult {
+    let b = bucket("verify")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("v");
+    let big = data(11 * MIB, 9);
+    write(&src.join("big.bin"), &big)?;
+    write(&src.join("small.txt"), b"small")?;
+    write(&src.join("gone.txt"), b"gone")?;
+    let s = src.to_str().unwrap_or_default();
+    let dst = format!("s3://{b}/v");
+    ok(&[
+        "cp",
+        "-r",
+        s,
+        &dst,
+        "--endpoint-url",
+        &ep,
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+        "-q",
+    ])?;
+    // Everything matches: the local files' ETags are recomputed (the big one
+    // as a multipart ETag with S3's part size).
+    let out = ok(&["verify", s, &dst, "--endpoint-url", &ep, "--all"])?;
+    let text = String::from_utf8(out.stdout)?;
+    assert!(text.contains("same\tbig.bin\trecomputed ETag"), "{text}");
+    assert!(text.contains("same\tsmall.txt\trecomputed ETag"), "{text}");
+    // Damage the bucket: same size, other bytes; a missing object; an extra one.
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, b"SMALL")?;
+    ok(&[
+        "cp",
+        other.to_str().unwrap_or_default(),
+        &format!("{dst}/small.txt"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    ok(&["rm", &format!("{dst}/gone.txt"), "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        other.to_str().unwrap_or_default(),
+        &format!("{dst}/extra.txt"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    let out = run(&["verify", s, &dst, "--endpoint-url", &ep, "--json"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let status: BTreeMap<String, String> = lines
+        .iter()
+        .filter(|l| l["key"].is_string())
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap_or_default().to_string(),
+                l["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status.get("small.txt").map(String::as_str),
+        Some("mismatch"),
+        "{lines:?}"
+    );
+    assert_eq!(status.get("gone.txt").map(String::as_str), Some("missing"), "{lines:?}");
+    assert_eq!(
+        status.get("v/extra.txt").map(String::as_str),
+        Some("extra"),
+        "{lines:?}"
+    );
+    let summary = lines.last().ok_or("no summary")?;
+    assert_eq!(
+        (
+            summary["same"].as_u64(),
+            summary["missing"].as_u64(),
+            summary["mismatched"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    // Bucket to bucket after a server-side copy: ETags compare directly.
+    ok(&["cp", "-r", &dst, &format!("s3://{b}/copy"), "--endpoint-url", &ep, "-q"])?;
+    let out = ok(&[
+        "verify",
+        &dst,
+        &format!("s3://{b}/copy"),
+        "--endpoint-url",
+        &ep,
+        "--all",
+    ])?;
+    assert!(String::from_utf8(out.stdout)?.contains("same\tsmall.txt\tETag"));
+    Ok(())
+}
+
+#[test]
+fn checksum_mode_finds_equal_size_changes_that_mtime_misses() -> TestResult {
+    let b = bucket("cksum")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("t/data.csv");
+    write(&f, b"a,b,c\n1,2,3\n")?;
+    write(&dir.path().join("t/other.csv"), b"x\n")?;
+    let s = dir.path().join("t");
+    let s = s.to_str().unwrap_or_default();
+    let dst = format!("s3://{b}/t");
+    ok(&["sync", s, &dst, "--endpoint-url", &ep, "--no-journal", "-q"])?;
+    // Same size, other bytes, and the old modification time put back.
+    let mtime = std::fs::metadata(&f)?.modified()?;
+    std::fs::write(&f, b"a,b,c\n9,9,9\n")?;
+    std::fs::File::options().write(true).open(&f)?.set_modified(mtime)?;
+    let summary = |args: &[&str]| -> Result<Value, Box<dyn std::error::Error>> {
+        let out = ok(args)?;
+        Ok(serde_json::from_str(
+            String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"),
+        )?)
+    };
+    let etag = summary(&["sync", s, &dst, "--endpoint-url", &ep, "--no-journal", "--json"])?;
+    assert_eq!(etag["objects"], 0, "size and mtime cannot see it: {etag}");
+    let cksum = summary(&[
+        "sync",
+        s,
+        &dst,
+        "--endpoint-url",
+        &ep,
+        "--no-journal",
+        "--json",
+        "--compare",
+        "checksum",
+    ])?;
+    assert_eq!(
+        (cksum["objects"].as_u64(), cksum["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{cksum}"
+    );
+    assert_eq!(
+        inspect(&b, "t/data.csv")?["t/data.csv"]["md5"],
+        md5_hex(b"a,b,c\n9,9,9\n")
+    );
+    Ok(())
+}

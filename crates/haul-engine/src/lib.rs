@@ -22,6 +22,7 @@ pub mod report;
 pub mod shard;
 pub mod sync;
 pub mod transfer;
+pub mod verify;
 
 pub use budget::ByteBudget;
 pub use filter::Filter;

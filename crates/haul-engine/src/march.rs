@@ -26,12 +26,16 @@ pub enum Compare {
     /// Same ETag where the two are comparable (both single-part MD5s, or
     /// multipart with the same part count); otherwise as `mtime`.
     Etag,
+    /// Same content, by the strongest check both sides allow (comparable
+    /// ETags, a recomputed local ETag, CRC64NVME, or reading both): see
+    /// `verify::same_content`. Costs a HEAD or a read per same-size pair.
+    Checksum,
     /// Always copy.
     Always,
 }
 
 impl Compare {
-    pub const NAMES: &'static str = "size, mtime, etag, always";
+    pub const NAMES: &'static str = "size, mtime, etag, checksum, always";
 }
 
 /// An unknown `--compare` value.
@@ -46,6 +50,7 @@ impl FromStr for Compare {
             "size" => Ok(Compare::Size),
             "mtime" => Ok(Compare::Mtime),
             "etag" => Ok(Compare::Etag),
+            "checksum" => Ok(Compare::Checksum),
             "always" => Ok(Compare::Always),
             other => Err(UnknownCompare(other.to_string())),
         }
@@ -58,6 +63,7 @@ impl fmt::Display for Compare {
             Compare::Size => "size",
             Compare::Mtime => "mtime",
             Compare::Etag => "etag",
+            Compare::Checksum => "checksum",
             Compare::Always => "always",
         })
     }
@@ -112,7 +118,8 @@ pub fn differs(mode: Compare, src: &ObjectMeta, dst: &ObjectMeta) -> Result<Stri
     if src.size != dst.size {
         return Ok(format!("size differs ({} vs {})", src.size, dst.size));
     }
-    if mode == Compare::Size {
+    if matches!(mode, Compare::Size | Compare::Checksum) {
+        // Checksum mode checks content after the march (`SyncJob::march`).
         return Err("same size".into());
     }
     if mode == Compare::Etag {
@@ -409,6 +416,7 @@ mod tests {
         fine.last_modified = fine.last_modified.map(|t| t + Duration::from_millis(300));
         assert!(differs(Compare::Mtime, &fine, &obj("k", 5, A, 100)).is_err());
         assert!("checksumz".parse::<Compare>().is_err());
+        assert_eq!("checksum".parse::<Compare>().ok(), Some(Compare::Checksum));
         let e = "bogus"
             .parse::<Compare>()
             .err()

@@ -18,6 +18,7 @@ use crate::march::{march, Compare, MarchOptions, SyncAction};
 use crate::plan::{CopyTask, PlanItem};
 use crate::report::{Failure, Summary};
 use crate::shard::Shard;
+use crate::verify::same_content;
 
 /// What a sync job does, the same for all its shards.
 #[derive(Debug, Clone)]
@@ -69,7 +70,7 @@ impl SyncJob {
 
     /// The actions of one shard.
     pub fn march(&self, src: &DynStore, dst: &DynStore, shard: &Shard) -> BoxStream<'static, SyncAction> {
-        march(
+        let actions = march(
             self.listing(src, &self.src_base, shard),
             self.listing(dst, &self.dst_base, shard),
             MarchOptions {
@@ -78,7 +79,44 @@ impl SyncJob {
                 compare: self.compare,
                 delete: self.delete,
             },
-        )
+        );
+        if self.compare != Compare::Checksum {
+            return actions;
+        }
+        // Same-size pairs: compare content, several at once, in order.
+        let (src, dst) = (src.clone(), dst.clone());
+        let (src_base, dst_base) = (self.src_base.clone(), self.dst_base.clone());
+        actions
+            .map(move |a| {
+                let (src, dst, src_base, dst_base) = (src.clone(), dst.clone(), src_base.clone(), dst_base.clone());
+                async move {
+                    let SyncAction::Skip { src: s, dst: d, .. } = a else {
+                        return a;
+                    };
+                    match same_content(&src, &s, &dst, &d).await {
+                        Ok(Ok(how)) => SyncAction::Skip {
+                            src: s,
+                            dst: d,
+                            reason: format!("same {how}"),
+                        },
+                        Ok(Err(why)) => {
+                            let rel = s.key.strip_prefix(&src_base).unwrap_or(s.key.as_str()).to_string();
+                            match dst_base.join(&rel) {
+                                Ok(dst_key) => SyncAction::Copy {
+                                    src: s,
+                                    dst: Some(d),
+                                    dst_key,
+                                    reason: why,
+                                },
+                                Err(e) => SyncAction::Error(e),
+                            }
+                        }
+                        Err(e) => SyncAction::Error(e),
+                    }
+                }
+            })
+            .buffered(8)
+            .boxed()
     }
 }
 

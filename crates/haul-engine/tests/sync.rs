@@ -186,3 +186,79 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn verify_finds_missing_changed_and_checks_incomparable_etags() -> Result<(), Box<dyn std::error::Error>> {
+    use haul_engine::verify::{verify, Finding};
+    let src_mem = MemoryStore::new("a").with_limits(1024 * 1024, 5 << 30);
+    let dst_mem = MemoryStore::new("b");
+    // A multipart source and a single-part copy of it: ETags not comparable.
+    let body = Bytes::from(haul_testkit::data(3 * 1024 * 1024 + 5, 1));
+    let k = key("s/big");
+    let id = src_mem.create_multipart(&k, &PutOptions::default()).await?;
+    let mut parts = Vec::new();
+    for (i, c) in body.chunks(1024 * 1024).enumerate() {
+        let md5 = haul_store::checksum::md5_hex(c);
+        parts.push(
+            src_mem
+                .upload_part(&k, &id, i as u32 + 1, body.slice_ref(c), &md5)
+                .await?,
+        );
+    }
+    src_mem.complete_multipart(&k, &id, &parts).await?;
+    let md5 = haul_store::checksum::md5_hex(&body);
+    let single = PutOptions {
+        checksums: Checksums {
+            md5_hex: Some(md5),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    dst_mem.put(&key("d/big"), body.clone(), &single).await?;
+    for (k, v) in [("s/same", "x"), ("s/changed", "aaaa"), ("s/missing", "m")] {
+        src_mem.put(&key(k), Bytes::from(v), &PutOptions::default()).await?;
+    }
+    dst_mem
+        .put(&key("d/same"), Bytes::from("x"), &PutOptions::default())
+        .await?;
+    dst_mem
+        .put(&key("d/changed"), Bytes::from("bbbb"), &PutOptions::default())
+        .await?;
+    dst_mem
+        .put(&key("d/extra"), Bytes::from("e"), &PutOptions::default())
+        .await?;
+    let (src, dst): (DynStore, DynStore) = (Arc::new(src_mem), Arc::new(dst_mem));
+    let job = SyncJob {
+        compare: Compare::Size,
+        delete: true,
+        ..SyncJob::new(Key::prefix("s/")?, Key::prefix("d/")?)
+    };
+    let actions = job.march(&src, &dst, &Shard::all());
+    let found: Vec<Finding> = verify(src.clone(), dst.clone(), actions, 4, Key::prefix("s/")?)
+        .collect()
+        .await;
+    assert_eq!(
+        found,
+        vec![
+            Finding::Same {
+                key: "big".into(),
+                how: "MD5 of the content".into()
+            },
+            Finding::Mismatch {
+                key: "changed".into(),
+                reason: format!(
+                    "ETag differs ({} vs {})",
+                    haul_store::checksum::md5_hex(b"aaaa"),
+                    haul_store::checksum::md5_hex(b"bbbb")
+                )
+            },
+            Finding::Extra { key: "d/extra".into() },
+            Finding::Missing { key: "missing".into() },
+            Finding::Same {
+                key: "same".into(),
+                how: "ETag".into()
+            },
+        ]
+    );
+    Ok(())
+}

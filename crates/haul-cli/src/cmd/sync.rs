@@ -14,7 +14,7 @@ use haul_store::location::Location;
 use haul_store::ObjectMeta;
 use serde_json::json;
 
-use crate::args::{DiffArgs, Global, SyncArgs};
+use crate::args::{DiffArgs, Global, SyncArgs, VerifyArgs};
 use crate::cmd::cp::{check_no_overlap, open_dest_tree, transfer_options};
 use crate::conn::{fatal, probe, Connector, Opened, Side};
 use crate::output::{DryRun, Output};
@@ -243,4 +243,64 @@ pub async fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
         eprintln!("{copies} to copy, {deletes} only in the destination, {same} the same, {errors} errors");
     }
     Ok(if errors > 0 { 1 } else { 0 })
+}
+
+pub async fn verify(g: &Global, a: VerifyArgs) -> Result<u8> {
+    use haul_engine::verify::{verify, Finding, VerifySummary};
+    let src = Location::parse(&a.src).context("SRC")?;
+    let dst = Location::parse(&a.dst).context("DST")?;
+    let filter = Filter::new(&a.include, &a.exclude)?;
+    let mut c = Connector::new(a.conn.clone());
+    let source = open_tree(&src, Side::Src, &mut c, "SRC").await?;
+    let dest = open_tree(&dst, Side::Dst, &mut c, "DST").await?;
+    let (src_prefix, dst_prefix) = (source.key.as_dir(), dest.key.as_dir());
+    probe(&source.store, &src_prefix, "cannot read the source", true).await?;
+    probe(&dest.store, &dst_prefix, "cannot read the destination", true).await?;
+    let job = SyncJob {
+        compare: haul_engine::march::Compare::Size,
+        delete: true,
+        filter,
+        ..SyncJob::new(src_prefix.clone(), dst_prefix)
+    };
+    let actions = job.march(&source.store, &dest.store, &Shard::all());
+    let mut findings = verify(
+        source.store.clone(),
+        dest.store.clone(),
+        actions,
+        a.concurrency,
+        src_prefix,
+    );
+    let out = Output::new(g, false);
+    let mut sum = VerifySummary::default();
+    while let Some(f) = findings.next().await {
+        sum.add(&f);
+        if matches!(f, Finding::Same { .. }) && !a.all {
+            continue;
+        }
+        if g.json {
+            out.line(&serde_json::to_string(&f).unwrap_or_default());
+            continue;
+        }
+        let line = match &f {
+            Finding::Same { key, how } => format!("same\t{key}\t{how}"),
+            Finding::Missing { key } => format!("missing\t{key}"),
+            Finding::Mismatch { key, reason } => format!("mismatch\t{key}\t{reason}"),
+            Finding::Extra { key } => format!("extra\t{key}\tonly in the destination"),
+            Finding::Error { key, message } => format!("error\t{key}\t{message}"),
+        };
+        out.line(&line);
+    }
+    if g.json {
+        let mut v = serde_json::to_value(&sum).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), json!("summary"));
+        }
+        out.line(&v.to_string());
+    } else if !g.quiet {
+        eprintln!(
+            "{} same, {} missing, {} mismatched, {} errors; {} only in the destination",
+            sum.same, sum.missing, sum.mismatched, sum.errors, sum.extra
+        );
+    }
+    Ok(sum.exit_code() as u8)
 }
