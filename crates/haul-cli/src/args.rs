@@ -214,6 +214,11 @@ pub struct WriteArgs {
     /// Never copy server-side; stream through haul even on the same endpoint.
     #[arg(long)]
     pub no_server_side: bool,
+    /// Keep the source's ETag: copy multipart objects part by part with the
+    /// source's part layout (read from the source, else the AWS CLI's 8 MiB
+    /// rule); objects whose ETag cannot be kept are reported as failed.
+    #[arg(long)]
+    pub preserve_etag: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

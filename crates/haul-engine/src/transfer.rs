@@ -91,6 +91,10 @@ pub struct TransferOptions {
     pub put: PutOptions,
     /// Allow server-side copies when both stores share a copy domain.
     pub server_side: bool,
+    /// Keep the source's ETag: single-part sources are written in one
+    /// request, multipart sources part by part with the source's layout;
+    /// an object whose ETag cannot be reproduced fails (and is reported).
+    pub preserve_etag: bool,
 }
 
 impl Default for TransferOptions {
@@ -104,6 +108,7 @@ impl Default for TransferOptions {
             directive: MetadataDirective::Copy,
             put: PutOptions::default(),
             server_side: true,
+            preserve_etag: false,
         }
     }
 }
@@ -248,17 +253,24 @@ impl Transfer {
         &self.cancel
     }
 
-    /// The strategy for an object of `size` from `src` to `dst`.
-    pub fn strategy(&self, src: &DynStore, dst: &DynStore, size: u64) -> Strategy {
+    /// The strategy for an object from `src` to `dst`.
+    pub fn strategy(&self, src: &DynStore, dst: &DynStore, meta: &ObjectMeta) -> Strategy {
         let (s, d) = (src.capabilities(), dst.capabilities());
+        let size = meta.size;
         let same_domain = s.copy_domain.is_some() && s.copy_domain == d.copy_domain;
+        // To keep an ETag, a multipart source is copied part by part and a
+        // single-part one in one request.
+        let keep_parts = self.opts.preserve_etag && meta.etag_parts().is_some();
+        let keep_single = self.opts.preserve_etag && meta.etag.as_deref().is_some_and(etag_is_plain_md5);
         if self.opts.server_side && same_domain {
-            if size <= d.max_copy_size {
+            if size <= d.max_copy_size && !keep_parts {
                 Strategy::ServerCopy
             } else {
                 Strategy::ServerPartCopy { parts: 0 }
             }
-        } else if size < self.opts.multipart_threshold.max(1) && size <= d.max_put_size {
+        } else if keep_parts {
+            Strategy::Multipart { parts: 0 }
+        } else if (size < self.opts.multipart_threshold.max(1) || keep_single) && size <= d.max_put_size {
             Strategy::Single
         } else {
             Strategy::Multipart { parts: 0 }
@@ -337,7 +349,7 @@ impl Transfer {
         if self.cancel.is_cancelled() {
             return Err(cancelled(dst_key));
         }
-        let out = match self.strategy(src, dst, meta.size) {
+        let out = match self.strategy(src, dst, meta) {
             Strategy::ServerCopy => self.server_copy(src, meta, dst, dst_key, obs).await?,
             Strategy::ServerPartCopy { .. } => self.server_part_copy(src, meta, dst, dst_key, obs).await?,
             Strategy::Single => self.single(src, meta, dst, dst_key, obs).await?,
@@ -345,6 +357,20 @@ impl Transfer {
         };
         if src.capabilities().local_root.is_some() {
             check_unchanged(src, meta).await?;
+        }
+        if self.opts.preserve_etag && meta.etag.is_some() && out.etag != meta.etag {
+            // The data is verified; only its layout differs: not retried.
+            return Err(err(
+                Op::Verify,
+                dst_key,
+                ErrorKind::NotSupported,
+                format!(
+                    "could not keep the ETag: the copy has {}, the source {} (its part layout could not be determined)",
+                    out.etag.as_deref().unwrap_or("none"),
+                    meta.etag.as_deref().unwrap_or_default()
+                ),
+            )
+            .with_code("EtagNotPreserved"));
         }
         Ok(out)
     }
@@ -467,6 +493,15 @@ impl Transfer {
                     return (p1, true);
                 }
             }
+        }
+        // Keeping the ETag without a readable layout: try the AWS CLI's
+        // rule (8 MiB, doubled until 10,000 parts suffice); the ETag check
+        // after the copy tells whether it was the right guess.
+        if self.opts.preserve_etag && meta.etag_parts().is_some() {
+            return (
+                haul_store::checksum::aws_cli_part_size(meta.size).max(d.min_part_size),
+                false,
+            );
         }
         let mut ps = self.opts.part_size.max(d.min_part_size).max(1);
         while meta.size.div_ceil(ps) > u64::from(d.max_parts) {

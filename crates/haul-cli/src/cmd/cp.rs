@@ -51,6 +51,7 @@ pub(crate) fn transfer_options(t: &TransferArgs, a: &WriteArgs) -> Result<Transf
             ..Default::default()
         },
         server_side: !a.no_server_side,
+        preserve_etag: a.preserve_etag,
     })
 }
 
