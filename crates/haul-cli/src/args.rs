@@ -259,6 +259,14 @@ pub struct SyncArgs {
     /// One shard for the whole prefix (default: split on the source's folders).
     #[arg(long, conflicts_with = "part_file")]
     pub no_split: bool,
+    /// Take the source keys from this file (one per line, relative to SRC)
+    /// instead of listing SRC; each is looked up in DST.
+    #[arg(long, conflicts_with_all = ["part_file", "inventory", "delete"])]
+    pub files_from: Option<std::path::PathBuf>,
+    /// Take the source objects from an S3 Inventory (s3://bucket/…/manifest.json,
+    /// CSV) instead of listing SRC; each data file's MD5 is checked first.
+    #[arg(long, conflicts_with_all = ["part_file", "delete"])]
+    pub inventory: Option<String>,
     /// Shards marched at once.
     #[arg(long, default_value_t = 4)]
     pub shards_in_flight: usize,

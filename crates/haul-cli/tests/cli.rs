@@ -1332,3 +1332,136 @@ s3.upload_fileobj(io.BytesIO(body(20 << 20, 3)), bucket, "p8", Config=TransferCo
     assert_eq!(inspect(&b, "again/p8")?["again/p8"]["etag"], src["p8"]["etag"]);
     Ok(())
 }
+
+#[test]
+fn sync_from_a_key_list_and_from_an_s3_inventory() -> TestResult {
+    let (a, b, inv) = (bucket("lista")?, bucket("listb")?, bucket("inv")?);
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let t = dir.path().join("t");
+    let keys = ["2026/a.json", "2026/b c.json", "2026/d+e.json", "2027/f.json", "g.json"];
+    for k in keys {
+        write(&t.join(k), k.as_bytes())?;
+    }
+    ok(&[
+        "cp",
+        "-r",
+        t.to_str().unwrap_or_default(),
+        &format!("s3://{a}/src"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    // A key list: only those keys, looked up in the destination.
+    let list = dir.path().join("keys.txt");
+    std::fs::write(&list, "2026/a.json\ng.json\n")?;
+    let l = list.to_str().unwrap_or_default();
+    ok(&[
+        "sync",
+        &format!("s3://{a}/src"),
+        &format!("s3://{b}/fromlist"),
+        "--endpoint-url",
+        &ep,
+        "--files-from",
+        l,
+        "-q",
+    ])?;
+    assert_eq!(
+        inspect(&b, "fromlist/")?.keys().cloned().collect::<Vec<_>>(),
+        ["fromlist/2026/a.json", "fromlist/g.json"]
+    );
+    let again = ok(&[
+        "sync",
+        &format!("s3://{a}/src"),
+        &format!("s3://{b}/fromlist"),
+        "--endpoint-url",
+        &ep,
+        "--files-from",
+        l,
+        "--json",
+    ])?;
+    let s: Value = serde_json::from_str(String::from_utf8(again.stdout)?.lines().last().unwrap_or("{}"))?;
+    assert_eq!((s["objects"].as_u64(), s["skipped"].as_u64()), (Some(0), Some(2)));
+    std::fs::write(&list, "nope.json\n")?;
+    let out = run(&[
+        "sync",
+        &format!("s3://{a}/src"),
+        &format!("s3://{b}/fromlist"),
+        "--endpoint-url",
+        &ep,
+        "--files-from",
+        l,
+    ])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("listed, but not in the source"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An S3 Inventory of bucket `a` (CSV.gz, URL-encoded keys), written by
+    // an independent script into bucket `inv`.
+    let make = r#"
+import boto3, csv, gzip, hashlib, io, json, sys, urllib.parse
+ep, src, inv, bad = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "bad"
+s3 = boto3.client("s3", endpoint_url=ep)
+rows = io.StringIO()
+w = csv.writer(rows, quoting=csv.QUOTE_ALL)
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=src):
+    for o in page.get("Contents", []):
+        w.writerow([src, urllib.parse.quote_plus(o["Key"], safe="/"), o["Size"], o["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z"), o["ETag"].strip('"'), o["StorageClass"]])
+data = gzip.compress(rows.getvalue().encode())
+s3.put_object(Bucket=inv, Key="inv/data/part-0.csv.gz", Body=data)
+md5 = hashlib.md5(data).hexdigest() if not bad else "0" * 32
+manifest = {"sourceBucket": src, "destinationBucket": "arn:aws:s3:::" + inv, "version": "2016-11-30", "fileFormat": "CSV",
+            "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag, StorageClass",
+            "files": [{"key": "inv/data/part-0.csv.gz", "size": len(data), "MD5checksum": md5}]}
+s3.put_object(Bucket=inv, Key="inv/manifest.json", Body=json.dumps(manifest).encode())
+"#;
+    let inventory = |bad: &str| -> TestResult {
+        let mut py = Command::new("python3");
+        py.args(["-c", make, &ep, &a, &inv, bad]);
+        for (k, v) in haul_testkit::aws_env() {
+            py.env(k, v);
+        }
+        let out = py.output()?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        Ok(())
+    };
+    inventory("good")?;
+    let manifest = format!("s3://{inv}/inv/manifest.json");
+    ok(&[
+        "sync",
+        &format!("s3://{a}/src/2026"),
+        &format!("s3://{b}/frominv"),
+        "--endpoint-url",
+        &ep,
+        "--inventory",
+        &manifest,
+        "-q",
+    ])?;
+    let got = inspect(&b, "frominv/")?;
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        ["frominv/a.json", "frominv/b c.json", "frominv/d+e.json"],
+        "URL-decoded keys"
+    );
+    assert_eq!(got["frominv/d+e.json"]["md5"], md5_hex(b"2026/d+e.json"));
+    // A data file whose MD5 does not match the manifest: nothing copied.
+    inventory("bad")?;
+    fatal(
+        &[
+            "sync",
+            &format!("s3://{a}/src"),
+            &format!("s3://{b}/badinv"),
+            "--endpoint-url",
+            &ep,
+            "--inventory",
+            &manifest,
+        ],
+        &[],
+        "the manifest says 00000000000000000000000000000000: nothing was copied",
+    )?;
+    assert!(inspect(&b, "badinv/")?.is_empty());
+    Ok(())
+}

@@ -20,6 +20,7 @@ pub mod march;
 pub mod plan;
 pub mod report;
 pub mod shard;
+pub mod source;
 pub mod sync;
 pub mod transfer;
 pub mod verify;

@@ -70,6 +70,9 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
         filter,
         shards_in_flight: a.shards_in_flight.max(1),
     };
+    if a.files_from.is_some() || a.inventory.is_some() {
+        return sync_listed(g, &a, &src, &source, &dest, &job, topts, &mut c).await;
+    }
     // What the job does identifies it in the journal.
     let description = json!({
         "command": "sync",
@@ -303,4 +306,56 @@ pub async fn verify(g: &Global, a: VerifyArgs) -> Result<u8> {
         );
     }
     Ok(sum.exit_code() as u8)
+}
+
+/// `sync --files-from` / `--inventory`: the source objects come from a list,
+/// not a LIST; each is looked up in the destination.
+#[allow(clippy::too_many_arguments)]
+async fn sync_listed(
+    g: &Global,
+    a: &SyncArgs,
+    src: &Location,
+    source: &Opened,
+    dest: &crate::cmd::cp::Dest,
+    job: &SyncJob,
+    topts: haul_engine::TransferOptions,
+    c: &mut Connector,
+) -> Result<u8> {
+    use haul_engine::source::{key_list, load_inventory};
+    let entries = if let Some(p) = &a.files_from {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the key list {}", p.display()))?;
+        key_list(source.store.clone(), job.src_base.clone(), text, 16)
+    } else {
+        let raw = a.inventory.as_deref().unwrap_or_default();
+        let loc = Location::parse(raw).context("--inventory")?;
+        let manifest = c.open_existing(&loc, Side::Src).await?;
+        let inv = load_inventory(&manifest.store, &manifest.key)
+            .await
+            .map_err(fatal)
+            .with_context(|| format!("inventory {raw}"))?;
+        if let Location::S3 { bucket, .. } = src {
+            if *bucket != inv.source_bucket {
+                bail!("the inventory describes bucket {:?}, not {bucket:?}", inv.source_bucket);
+            }
+        }
+        inv.objects(job.src_base.clone())
+    };
+    let out = Arc::new(Output::for_job(g, true)?);
+    let mut exec = super::executor(
+        topts,
+        JobOptions {
+            concurrency: a.transfer.concurrency.max(1),
+            dry_run: a.dry_run,
+            ..Default::default()
+        },
+        out.clone(),
+    );
+    exec.plan_sink = Some(Arc::new(DryRun {
+        out: out.clone(),
+        src_url: source.store.url(),
+        dst_url: dest.store.url(),
+    }));
+    let summary = exec.sync_listed(&source.store, &dest.store, job, entries).await;
+    out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
+    Ok(summary.exit_code() as u8)
 }
