@@ -71,6 +71,11 @@ pub enum Command {
         after_help = "Examples:\n  haul verify /data/2026 s3://bucket/ingest/2026\n  haul verify s3://a/x s3://b/x --json\n\nContent is checked by the strongest means both sides allow: comparable ETags; a local\nfile's MD5 or multipart ETag recomputed with the other side's part size; CRC64NVME from\nboth sides; otherwise the MD5 of both bodies."
     )]
     Verify(VerifyArgs),
+    /// Restore archived objects (GLACIER, DEEP_ARCHIVE) under a prefix, or from an inventory.
+    #[command(
+        after_help = "Examples:\n  haul restore s3://bucket/2019/ --days 7 --tier Bulk\n  haul restore s3://bucket/ --inventory s3://inv/bucket/daily/manifest.json --days 3\n\nObjects not archived, already restored or being restored are skipped and counted."
+    )]
+    Restore(RestoreArgs),
     /// Write an object to stdout (checked against its MD5 ETag).
     #[command(after_help = "Example:\n  haul cat s3://bucket/2026/11/21/x.json | jq .")]
     Cat(CatArgs),
@@ -314,6 +319,29 @@ pub struct VerifyArgs {
     /// Also list the objects that match.
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// s3://bucket/prefix
+    pub location: String,
+    /// How long the restored copies stay available.
+    #[arg(long)]
+    pub days: u32,
+    /// Retrieval tier.
+    #[arg(long, default_value = "Standard", value_parser = ["Bulk", "Standard", "Expedited"])]
+    pub tier: String,
+    /// Take the objects from an S3 Inventory (manifest.json) instead of listing.
+    #[arg(long)]
+    pub inventory: Option<String>,
+    /// Restore requests at once.
+    #[arg(long, short = 'j', default_value_t = 32)]
+    pub concurrency: usize,
+    /// Show what would be requested; request nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub conn: Conn,
 }

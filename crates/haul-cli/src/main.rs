@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Command::Sync(a) => cmd::sync::run(g, *a).await,
             Command::Diff(a) => cmd::sync::diff(g, a).await,
             Command::Verify(a) => cmd::sync::verify(g, a).await,
+            Command::Restore(a) => cmd::restore::run(g, a).await,
             Command::Cat(a) => cmd::cat::run(g, a).await,
         }
     });

@@ -1465,3 +1465,92 @@ s3.put_object(Bucket=inv, Key="inv/manifest.json", Body=json.dumps(manifest).enc
     assert!(inspect(&b, "badinv/")?.is_empty());
     Ok(())
 }
+
+#[test]
+fn restore_requests_archived_objects_once() -> TestResult {
+    let b = bucket("restore")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    write(&dir.path().join("cold/a.bin"), b"a")?;
+    write(&dir.path().join("cold/b.bin"), b"b")?;
+    write(&dir.path().join("warm/c.bin"), b"c")?;
+    ok(&[
+        "cp",
+        "-r",
+        dir.path().join("cold").to_str().unwrap_or_default(),
+        &format!("s3://{b}/old/cold"),
+        "--endpoint-url",
+        &ep,
+        "--storage-class",
+        "GLACIER",
+        "-q",
+    ])?;
+    ok(&[
+        "cp",
+        "-r",
+        dir.path().join("warm").to_str().unwrap_or_default(),
+        &format!("s3://{b}/old/warm"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    let summary = |args: &[&str]| -> Result<Value, Box<dyn std::error::Error>> {
+        let out = ok(args)?;
+        Ok(serde_json::from_str(
+            String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"),
+        )?)
+    };
+    let dry = summary(&[
+        "restore",
+        &format!("s3://{b}/old/"),
+        "--days",
+        "2",
+        "--endpoint-url",
+        &ep,
+        "--dry-run",
+        "--json",
+    ])?;
+    assert_eq!(
+        (dry["requested"].as_u64(), dry["not_archived"].as_u64()),
+        (Some(2), Some(1)),
+        "{dry}"
+    );
+    let first = summary(&[
+        "restore",
+        &format!("s3://{b}/old/"),
+        "--days",
+        "2",
+        "--tier",
+        "Bulk",
+        "--endpoint-url",
+        &ep,
+        "--json",
+    ])?;
+    assert_eq!(
+        (first["requested"].as_u64(), first["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{first}"
+    );
+    // The second run finds them restored (or restoring) and asks for nothing.
+    let second = summary(&[
+        "restore",
+        &format!("s3://{b}/old/"),
+        "--days",
+        "2",
+        "--endpoint-url",
+        &ep,
+        "--json",
+    ])?;
+    assert_eq!(second["requested"], 0, "{second}");
+    assert_eq!(
+        second["already_restored"].as_u64().unwrap_or(0) + second["in_progress"].as_u64().unwrap_or(0),
+        2,
+        "{second}"
+    );
+    fatal(
+        &["restore", "./local", "--days", "1"],
+        &[],
+        "restore works on s3:// locations",
+    )?;
+    Ok(())
+}

@@ -19,6 +19,7 @@ pub mod journal;
 pub mod march;
 pub mod plan;
 pub mod report;
+pub mod restore;
 pub mod shard;
 pub mod source;
 pub mod sync;

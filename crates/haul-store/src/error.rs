@@ -22,6 +22,7 @@ pub enum Op {
     Copy,
     Delete,
     Verify,
+    Restore,
 }
 
 impl Op {
@@ -42,6 +43,7 @@ impl Op {
             Op::Copy => "copy",
             Op::Delete => "delete",
             Op::Verify => "verify",
+            Op::Restore => "restore",
         }
     }
 }

@@ -108,6 +108,18 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// Copies an object server-side (up to `max_copy_size`).
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult>;
 
+    /// Asks for a temporary copy of an archived object (GLACIER,
+    /// DEEP_ARCHIVE) for `days` days, at `tier` (Bulk, Standard, Expedited).
+    async fn restore(&self, key: &Key, days: u32, tier: &str) -> Result<()> {
+        let _ = (days, tier);
+        Err(StoreError::new(
+            Op::Restore,
+            key.as_str(),
+            ErrorKind::NotSupported,
+            "this store has no archive tier to restore from",
+        ))
+    }
+
     /// Deletes up to 1000 keys; returns the keys that could not be deleted.
     /// Deleting a missing key is not an error.
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>>;

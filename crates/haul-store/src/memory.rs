@@ -160,6 +160,7 @@ fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectM
             Sse::S3 => "AES256".into(),
             Sse::Kms { .. } => "aws:kms".into(),
         }),
+        restore: None,
     }
 }
 
@@ -536,6 +537,25 @@ impl ObjectStore for MemoryStore {
             checksums: Checksums::default(),
             sse: Self::sse_of(kms),
         })
+    }
+
+    async fn restore(&self, key: &Key, days: u32, _tier: &str) -> Result<()> {
+        let mut map = lock(&self.objects);
+        let s = map
+            .get_mut(key.as_str())
+            .ok_or_else(|| Self::not_found(Op::Restore, key.as_str()))?;
+        if !s.meta.is_archived() {
+            return Err(StoreError::new(
+                Op::Restore,
+                key.as_str(),
+                ErrorKind::InvalidRequest,
+                "the object is not in an archive storage class",
+            )
+            .with_code("InvalidObjectState"));
+        }
+        // The memory "archive" restores at once.
+        s.meta.restore = Some(format!("ongoing-request=\"false\", expiry-date=\"in {days} days\""));
+        Ok(())
     }
 
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {

@@ -61,6 +61,30 @@ pub struct ObjectMeta {
     /// Server-side encryption in effect (`AES256`, `aws:kms`), from `head`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sse: Option<String>,
+    /// The restore state of an archived object (`x-amz-restore`), from `head`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub restore: Option<String>,
+}
+
+impl ObjectMeta {
+    /// Whether the object is in an archive tier that needs a restore to be read.
+    pub fn is_archived(&self) -> bool {
+        matches!(self.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"))
+    }
+
+    /// A restore was requested and is still running.
+    pub fn restore_in_progress(&self) -> bool {
+        self.restore
+            .as_deref()
+            .is_some_and(|r| r.contains("ongoing-request=\"true\""))
+    }
+
+    /// A restored copy is available.
+    pub fn restored(&self) -> bool {
+        self.restore
+            .as_deref()
+            .is_some_and(|r| r.contains("ongoing-request=\"false\""))
+    }
 }
 
 impl ObjectMeta {

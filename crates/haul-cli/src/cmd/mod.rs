@@ -3,6 +3,7 @@
 pub mod cat;
 pub mod cp;
 pub mod ls;
+pub mod restore;
 pub mod rm;
 pub mod sync;
 

@@ -485,6 +485,7 @@ impl ObjectStore for S3Store {
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            restore: out.restore().map(str::to_string),
         })
     }
 
@@ -564,6 +565,7 @@ impl ObjectStore for S3Store {
             content_type: out.content_type().map(str::to_string),
             metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect(),
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            restore: out.restore().map(str::to_string),
         };
         let k = key.as_str().to_string();
         let body = stream::try_unfold(out.body, move |mut b: SdkBody| {
@@ -853,6 +855,28 @@ impl ObjectStore for S3Store {
             checksums: Checksums::default(),
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
+    }
+
+    async fn restore(&self, key: &Key, days: u32, tier: &str) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let params = GlacierJobParameters::builder()
+            .tier(Tier::from(tier))
+            .build()
+            .map_err(|e| StoreError::new(Op::Restore, key.as_str(), ErrorKind::InvalidRequest, e.to_string()))?;
+        let req = RestoreRequest::builder()
+            .days(days as i32)
+            .glacier_job_parameters(params)
+            .build();
+        self.conn
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .restore_request(req)
+            .send()
+            .await
+            .map_err(|e| self.err(Op::Restore, key.as_str(), e))?;
+        Ok(())
     }
 
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {

@@ -244,6 +244,10 @@ impl ObjectStore for FaultStore {
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         faulty!(self, Op::Copy, dst.as_str(), self.inner.copy(src, dst, opts))
     }
+    async fn restore(&self, key: &Key, days: u32, tier: &str) -> Result<()> {
+        faulty!(self, Op::Restore, key.as_str(), self.inner.restore(key, days, tier))
+    }
+
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {
         faulty!(self, Op::Delete, "", self.inner.delete_many(keys))
     }

@@ -238,6 +238,10 @@ impl ObjectStore for LimitStore {
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         limited!(self, self.inner.copy(src, dst, opts))
     }
+    async fn restore(&self, key: &Key, days: u32, tier: &str) -> Result<()> {
+        limited!(self, self.inner.restore(key, days, tier))
+    }
+
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<crate::StoreError>> {
         limited!(self, self.inner.delete_many(keys))
     }

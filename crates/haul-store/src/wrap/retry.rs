@@ -275,6 +275,10 @@ impl ObjectStore for RetryStore {
         retried!(self, self.inner.copy(src, dst, opts))
     }
 
+    async fn restore(&self, key: &Key, days: u32, tier: &str) -> Result<()> {
+        retried!(self, self.inner.restore(key, days, tier))
+    }
+
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<StoreError>> {
         retried!(self, self.inner.delete_many(keys))
     }
