@@ -16,7 +16,8 @@ pub struct CopyTask {
     pub dst_key: Key,
 }
 
-/// An entry of a plan.
+/// An entry of a plan. Copies are by far the common case, so they are not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PlanItem {
     Copy(CopyTask),
