@@ -20,6 +20,8 @@ pub struct Output {
     quiet: bool,
     bar: Option<ProgressBar>,
     planned: AtomicU64,
+    listed: AtomicU64,
+    shards: Mutex<Option<(u64, u64)>>,
     done: AtomicU64,
     failed: AtomicU64,
     stdout: Mutex<()>,
@@ -78,6 +80,8 @@ impl Output {
             quiet: g.quiet,
             bar,
             planned: AtomicU64::new(0),
+            listed: AtomicU64::new(0),
+            shards: Mutex::new(None),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             stdout: Mutex::new(()),
@@ -105,8 +109,18 @@ impl Output {
 
     fn message(&self) {
         if let Some(b) = &self.bar {
+            let listed = self.listed.load(Ordering::Relaxed);
+            let listed = if listed > 0 {
+                format!("{listed} listed, ")
+            } else {
+                String::new()
+            };
+            let shards = match *self.shards.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some((d, t)) => format!(", shards {d}/{t}"),
+                None => String::new(),
+            };
             b.set_message(format!(
-                "{}/{} objects, {} failed",
+                "{listed}{}/{} objects copied, {} failed{shards}",
                 self.done.load(Ordering::Relaxed),
                 self.planned.load(Ordering::Relaxed),
                 self.failed.load(Ordering::Relaxed)
@@ -174,8 +188,18 @@ impl Output {
         } else {
             String::new()
         };
+        let listed = if s.listed > 0 {
+            format!("{} listed; ", s.listed)
+        } else {
+            String::new()
+        };
+        let shards = if s.shards > 1 || s.shards_resumed > 0 {
+            format!(" [{} shards, {} done in an earlier run]", s.shards, s.shards_resumed)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{verb} {} objects ({}) in {:.1}s, {}/s{server}; {deleted}{} skipped, {} failed{dry}",
+            "{listed}{verb} {} objects ({}) in {:.1}s, {}/s{server}; {deleted}{} skipped, {} failed{dry}{shards}",
             s.objects,
             bytesize::ByteSize(s.bytes).display().iec(),
             s.elapsed_secs,
@@ -198,6 +222,13 @@ impl Observer for Output {
         if let Some(b) = &self.bar {
             b.inc_length(bytes);
         }
+        self.message();
+    }
+    fn listed(&self, n: u64) {
+        self.listed.fetch_add(n, Ordering::Relaxed);
+    }
+    fn shard_finished(&self, done: u64, total: u64) {
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some((done, total));
         self.message();
     }
     fn bytes(&self, n: u64) {

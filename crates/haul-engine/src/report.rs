@@ -43,6 +43,10 @@ pub trait Observer: Send + Sync {
     fn done(&self, _key: &str, _bytes: u64) {}
     /// One object deleted.
     fn deleted(&self, _key: &str) {}
+    /// Source objects listed (sync).
+    fn listed(&self, _n: u64) {}
+    /// A shard finished: `done` of `total`.
+    fn shard_finished(&self, _done: u64, _total: u64) {}
     /// One object skipped (with the reason).
     fn skipped(&self, _key: &str, _reason: &str) {}
     /// One object failed.
@@ -60,6 +64,7 @@ pub struct Report {
     started: Instant,
     pub objects_ok: AtomicU64,
     pub bytes_ok: AtomicU64,
+    pub listed: AtomicU64,
     pub skipped: AtomicU64,
     pub deleted: AtomicU64,
     pub failed: AtomicU64,
@@ -77,6 +82,7 @@ impl Default for Report {
             started: Instant::now(),
             objects_ok: AtomicU64::new(0),
             bytes_ok: AtomicU64::new(0),
+            listed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -110,6 +116,7 @@ impl Report {
         Summary {
             objects: self.objects_ok.load(Ordering::Relaxed),
             bytes,
+            listed: self.listed.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             deleted: self.deleted.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
@@ -139,6 +146,8 @@ pub struct Summary {
     /// Objects completed (and verified), or planned in a dry run.
     pub objects: u64,
     pub bytes: u64,
+    /// Source objects listed (sync).
+    pub listed: u64,
     /// Objects skipped: unchanged (sync) or not copyable (with a reason).
     pub skipped: u64,
     /// Objects deleted (or that would be, in a dry run).

@@ -159,7 +159,11 @@ impl Executor {
                 async move {
                     let plan = self.plan_of(job.march(src, dst, &shard), spool);
                     let failures = self.run_plan(src, dst, plan).await;
-                    self.report.shards_done.fetch_add(1, Ordering::Relaxed);
+                    let finished = self.report.shards_done.fetch_add(1, Ordering::Relaxed) + 1;
+                    let total = self.report.shards_total.load(Ordering::Relaxed);
+                    let resumed = self.report.shards_resumed.load(Ordering::Relaxed);
+                    self.observer
+                        .shard_finished(finished + resumed, total.max(finished + resumed));
                     // Without deletes a clean shard is complete now: record it
                     // at once, so a crash later does not redo it.
                     if failures == 0 && !job.delete {
@@ -191,8 +195,13 @@ impl Executor {
         spool: Arc<Mutex<Spool>>,
     ) -> BoxStream<'static, PlanItem> {
         let report = self.report.clone();
+        let observer = self.observer.clone();
         actions
             .filter_map(move |a| {
+                if matches!(a, SyncAction::Copy { .. } | SyncAction::Skip { .. }) {
+                    report.listed.fetch_add(1, Ordering::Relaxed);
+                    observer.listed(1);
+                }
                 let item = match a {
                     SyncAction::Copy { src, dst_key, .. } => Some(PlanItem::Copy(CopyTask { src, dst_key })),
                     SyncAction::Skip { .. } => {
