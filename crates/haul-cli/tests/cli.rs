@@ -927,6 +927,11 @@ fn sync_copies_only_what_changed_and_deletes_with_a_guard() -> TestResult {
         &[],
         "does not exist",
     )?;
+    fatal(
+        &["sync", "s3://no-such-bucket-haul/x", &dst, "--endpoint-url", &ep],
+        &[],
+        "does not exist",
+    )?;
     Ok(())
 }
 

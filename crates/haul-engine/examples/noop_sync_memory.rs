@@ -30,7 +30,10 @@ fn rss_kib(field: &str) -> u64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let (a, b) = (MemoryStore::new("a"), MemoryStore::new("b"));
     let body = Bytes::from_static(b"x");
     for i in 0..n {
