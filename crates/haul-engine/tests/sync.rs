@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use haul_engine::job::JobOptions;
-use haul_engine::march::{march, Compare, MarchOptions};
+use haul_engine::march::Compare;
 use haul_engine::report::NoObserver;
 use haul_engine::shard::Shard;
 use haul_engine::sync::SyncJob;
