@@ -429,3 +429,36 @@ async fn a_source_with_uneven_parts_is_copied_not_failed() -> TestResult {
     assert!(read_all(&d, &k).await? == body);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_object_beyond_5_gib_is_copied_with_upload_part_copy() -> TestResult {
+    // S3's real limits (5 GiB CopyObject); the object is virtual: a size and
+    // no bytes, so the test does not need 5 GiB of memory.
+    let server = MemoryServer::new();
+    let (a, b) = (server.bucket("a"), server.bucket("b"));
+    let size = 5 * 1024 * 1024 * 1024 + 1;
+    let opts = PutOptions {
+        content_type: Some("application/x-tar".into()),
+        metadata: BTreeMap::from([("origin".into(), "archive".into())]),
+        tags: vec![("class".into(), "cold".into())],
+        ..Default::default()
+    };
+    a.put_virtual(&key("huge.tar"), size, &opts);
+    let meta = a.head(&key("huge.tar")).await?;
+    let (s, d): (DynStore, DynStore) = (Arc::new(a), Arc::new(b));
+    let t = Transfer::new(TransferOptions::default(), CancellationToken::new());
+    assert_eq!(t.strategy(&s, &d, &meta), Strategy::ServerPartCopy { parts: 0 });
+    let out = t.copy(&s, &meta, &d, &key("copy.tar"), &NoObserver).await?;
+    // 16 MiB parts: 321 of them (the last holds one byte).
+    assert_eq!(out.strategy, Strategy::ServerPartCopy { parts: 321 });
+    let h = d.head(&key("copy.tar")).await?;
+    assert_eq!(h.size, size);
+    assert_eq!(h.etag.as_deref().and_then(haul_store::checksum::etag_parts), Some(321));
+    assert_eq!(h.content_type.as_deref(), Some("application/x-tar"));
+    assert_eq!(h.metadata.get("origin").map(String::as_str), Some("archive"));
+    assert_eq!(
+        d.get_tags(&key("copy.tar")).await?,
+        vec![("class".to_string(), "cold".to_string())]
+    );
+    Ok(())
+}

@@ -24,6 +24,9 @@ struct Stored {
     tags: Vec<(String, String)>,
     /// Sizes of the parts, for multipart objects.
     parts: Vec<u64>,
+    /// A virtual object: a size and no bytes (tests of sizes no machine
+    /// should hold in memory, e.g. a part copy beyond 5 GiB).
+    virtual_size: Option<u64>,
 }
 
 type Bucket = Arc<Mutex<BTreeMap<String, Stored>>>;
@@ -32,7 +35,8 @@ type Bucket = Arc<Mutex<BTreeMap<String, Stored>>>;
 struct Upload {
     key: String,
     opts: PutOptions,
-    parts: BTreeMap<u32, (Bytes, String)>,
+    /// Part number → (bytes, ETag, size; the bytes are empty for a range of a virtual object).
+    parts: BTreeMap<u32, (Bytes, String, u64)>,
 }
 
 /// All buckets of one memory "server": stores created from the same
@@ -103,6 +107,28 @@ impl MemoryStore {
         self.caps.min_part_size = min_part_size;
         self.caps.max_copy_size = max_copy_size;
         self
+    }
+
+    /// Stores a virtual object of `size` bytes: listed, headed and copied
+    /// by part copy like any other, never read.
+    pub fn put_virtual(&self, key: &Key, size: u64, opts: &PutOptions) {
+        let mut meta = meta_for(
+            key.as_str(),
+            &Bytes::new(),
+            md5_hex(format!("virtual:{key}:{size}").as_bytes()),
+            opts,
+        );
+        meta.size = size;
+        lock(&self.objects).insert(
+            key.as_str().to_string(),
+            Stored {
+                data: Bytes::new(),
+                meta,
+                tags: opts.tags.clone(),
+                parts: Vec::new(),
+                virtual_size: Some(size),
+            },
+        );
     }
 
     /// Behaves like a bucket whose default encryption is SSE-KMS: ETags are
@@ -291,6 +317,14 @@ impl ObjectStore for MemoryStore {
             .get(key.as_str())
             .cloned()
             .ok_or_else(|| Self::not_found(Op::Get, key.as_str()))?;
+        if s.virtual_size.is_some() {
+            return Err(StoreError::new(
+                Op::Get,
+                key.as_str(),
+                ErrorKind::NotSupported,
+                "a virtual object has no bytes to read",
+            ));
+        }
         let len = s.data.len() as u64;
         let r = range.unwrap_or(0..len);
         if r.start > r.end || r.end > len {
@@ -332,6 +366,7 @@ impl ObjectStore for MemoryStore {
                 meta,
                 tags: opts.tags.clone(),
                 parts: Vec::new(),
+                virtual_size: None,
             },
         );
         Ok(PutResult {
@@ -372,7 +407,7 @@ impl ObjectStore for MemoryStore {
         if kms {
             etag = Self::kms_etag(&etag);
         }
-        u.parts.insert(part_number, (payload, etag.clone()));
+        u.parts.insert(part_number, (payload, etag.clone(), size));
         Ok(CompletedPart {
             part_number,
             etag,
@@ -396,6 +431,32 @@ impl ObjectStore for MemoryStore {
             let s = map
                 .get(src.key.as_str())
                 .ok_or_else(|| Self::not_found(Op::UploadPartCopy, src.key.as_str()))?;
+            if let Some(size) = s.virtual_size {
+                if range.end > size || range.start >= range.end {
+                    return Err(StoreError::new(
+                        Op::UploadPartCopy,
+                        key.as_str(),
+                        ErrorKind::InvalidRequest,
+                        "copy range outside the source",
+                    ));
+                }
+                drop(map);
+                // A range of a virtual object: a size and a synthetic ETag.
+                let etag = md5_hex(format!("virtual:{}:{}-{}", src.key, range.start, range.end).as_bytes());
+                let len = range.end - range.start;
+                let mut uploads = lock(&self.server.uploads);
+                let u = uploads
+                    .get_mut(&upload.0)
+                    .ok_or_else(|| no_upload(Op::UploadPartCopy, key))?;
+                u.parts.insert(part_number, (Bytes::new(), etag.clone(), len));
+                return Ok(CompletedPart {
+                    part_number,
+                    etag,
+                    size: len,
+                    checksums: Checksums::default(),
+                    sse: None,
+                });
+            }
             if range.end > s.data.len() as u64 || range.start >= range.end {
                 return Err(StoreError::new(
                     Op::UploadPartCopy,
@@ -417,7 +478,7 @@ impl ObjectStore for MemoryStore {
         let mut buf = BytesMut::new();
         let mut sizes = Vec::new();
         for (i, p) in parts.iter().enumerate() {
-            let (data, etag) = u.parts.get(&p.part_number).ok_or_else(|| {
+            let (data, etag, size) = u.parts.get(&p.part_number).ok_or_else(|| {
                 StoreError::new(
                     Op::CompleteMultipart,
                     key.as_str(),
@@ -435,7 +496,7 @@ impl ObjectStore for MemoryStore {
                 )
                 .with_code("InvalidPart"));
             }
-            if i + 1 < parts.len() && (data.len() as u64) < self.caps.min_part_size {
+            if i + 1 < parts.len() && *size < self.caps.min_part_size {
                 return Err(StoreError::new(
                     Op::CompleteMultipart,
                     key.as_str(),
@@ -445,12 +506,15 @@ impl ObjectStore for MemoryStore {
                 .with_code("EntityTooSmall"));
             }
             buf.extend_from_slice(data);
-            sizes.push(data.len() as u64);
+            sizes.push(*size);
         }
+        let total: u64 = sizes.iter().sum();
+        let virtual_size = (total != buf.len() as u64).then_some(total);
         let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
         let data = buf.freeze();
         let kms = self.kms(&u.opts);
         let mut meta = meta_for(&u.key, &data, etag.clone(), &u.opts);
+        meta.size = total;
         meta.sse = meta.sse.or(Self::sse_of(kms));
         meta.parts_count = Some(parts.len() as u32);
         lock(&self.objects).insert(
@@ -460,6 +524,7 @@ impl ObjectStore for MemoryStore {
                 meta,
                 tags: u.opts.tags.clone(),
                 parts: sizes,
+                virtual_size,
             },
         );
         Ok(PutResult {
@@ -530,6 +595,7 @@ impl ObjectStore for MemoryStore {
                 meta,
                 tags,
                 parts: Vec::new(),
+                virtual_size: s.virtual_size,
             },
         );
         Ok(PutResult {
