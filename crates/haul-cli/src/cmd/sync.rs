@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use futures::stream::StreamExt;
+use futures::stream::{BoxStream, StreamExt};
 use haul_engine::journal::{default_state_dir, JobShards, Journal};
 use haul_engine::march::SyncAction;
 use haul_engine::shard::{auto_split, parse_part_file, Shard};
@@ -121,6 +121,15 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
             resumed: false,
         },
     };
+    if a.dry_run {
+        // The plan, exactly as `diff` prints it; nothing is changed.
+        let (src_store, dst_store, job2) = (source.store.clone(), dest.store.clone(), job.clone());
+        let actions = futures::stream::iter(planned.shards)
+            .map(move |(_, shard, _)| job2.march(&src_store, &dst_store, &shard))
+            .flatten()
+            .boxed();
+        return print_plan(g, &job, actions, false).await;
+    }
     let total = planned.shards.len() as u64;
     let todo: Vec<(u32, Shard)> = planned
         .shards
@@ -190,34 +199,40 @@ pub async fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
     let (src_prefix, dst_prefix) = (source.key.as_dir(), dest.key.as_dir());
     probe(&source.store, &src_prefix, "cannot read the source", true).await?;
     probe(&dest.store, &dst_prefix, "cannot read the destination", true).await?;
-    let out = Output::new(g, false);
     let job = SyncJob {
         compare: a.compare,
         delete: true,
-        ..SyncJob::new(src_prefix.clone(), dst_prefix.clone())
+        ..SyncJob::new(src_prefix, dst_prefix)
     };
-    let mut actions = job.march(&source.store, &dest.store, &Shard::all());
+    let actions = job.march(&source.store, &dest.store, &Shard::all());
+    print_plan(g, &job, actions, a.all).await
+}
+
+/// Prints the actions of a plan — `diff`, and `sync --dry-run` — as TSV rows
+/// (action, reason, key, size, ETag, mtime; keys relative to their side's
+/// prefix) or JSON lines, then the counts. Exit 1 if a listing failed.
+async fn print_plan(g: &Global, job: &SyncJob, mut actions: BoxStream<'static, SyncAction>, all: bool) -> Result<u8> {
+    let out = Output::new(g, false);
     if !g.json {
         out.line("action\treason\tkey\tsize\tetag\tmtime");
     }
     let (mut copies, mut deletes, mut same, mut errors) = (0u64, 0u64, 0u64, 0u64);
     while let Some(act) = actions.next().await {
-        // Keys relative to their side's prefix, so both sides read alike.
         let (o, reason, prefix) = match &act {
             SyncAction::Copy { src, reason, .. } => {
                 copies += 1;
-                (src, reason, &src_prefix)
+                (src, reason, &job.src_base)
             }
             SyncAction::Delete { dst, reason } => {
                 deletes += 1;
-                (dst, reason, &dst_prefix)
+                (dst, reason, &job.dst_base)
             }
             SyncAction::Skip { src, reason, .. } => {
                 same += 1;
-                if !a.all {
+                if !all {
                     continue;
                 }
-                (src, reason, &src_prefix)
+                (src, reason, &job.src_base)
             }
             SyncAction::Error(e) => {
                 errors += 1;
@@ -243,7 +258,7 @@ pub async fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
             &json!({"event": "summary", "copy": copies, "delete": deletes, "same": same, "errors": errors}).to_string(),
         );
     } else if !g.quiet {
-        eprintln!("{copies} to copy, {deletes} only in the destination, {same} the same, {errors} errors");
+        eprintln!("{copies} to copy, {deletes} to delete, {same} the same, {errors} errors");
     }
     Ok(if errors > 0 { 1 } else { 0 })
 }
