@@ -14,7 +14,7 @@ use haul_store::{DynStore, Key, ListRequest, MetadataDirective, PutOptions, Sse}
 
 use crate::args::{CpArgs, Directive, Global, TransferArgs, WriteArgs};
 use crate::conn::{fatal, probe, split_file, Connector, Opened, Side};
-use crate::output::{DryRun, Output};
+use crate::output::Output;
 
 pub(crate) fn transfer_options(t: &TransferArgs, a: &WriteArgs) -> Result<TransferOptions> {
     if t.part_size < 5 * 1024 * 1024 {
@@ -124,12 +124,7 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
             filter,
             dst_is_local: dest.store.capabilities().local_root.is_some(),
         };
-        let mut exec = super::executor(topts, jopts, out.clone());
-        exec.plan_sink = Some(Arc::new(DryRun {
-            out: out.clone(),
-            src_url: source.store.url(),
-            dst_url: dest.store.url(),
-        }));
+        let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
         let summary = exec.copy(&source.store, &dest.store, planner.tasks()).await;
         out.summary(if a.dry_run { "Would copy" } else { "Copied" }, &summary);
         return Ok(summary.exit_code() as u8);
@@ -156,12 +151,7 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
     }
     let dest = open_dest_file(&dst, source.key.file_name(), &mut c).await?;
     probe(&dest.store, &dest.key, "cannot write to the destination", false).await?;
-    let mut exec = super::executor(topts, jopts, out.clone());
-    exec.plan_sink = Some(Arc::new(DryRun {
-        out: out.clone(),
-        src_url: source.store.url(),
-        dst_url: dest.store.url(),
-    }));
+    let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
     let summary = exec
         .copy(&source.store, &dest.store, Planner::single(meta, dest.key))
         .await;

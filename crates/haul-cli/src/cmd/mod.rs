@@ -29,8 +29,21 @@ pub fn ctrl_c() -> CancellationToken {
     token
 }
 
-/// An executor over a transfer with these options.
-pub fn executor(topts: TransferOptions, jopts: JobOptions, out: Arc<crate::output::Output>) -> haul_engine::Executor {
+/// An executor over a transfer with these options, whose dry runs print
+/// their actions as `src` → `dst` URLs.
+pub fn executor(
+    topts: TransferOptions,
+    jopts: JobOptions,
+    out: Arc<crate::output::Output>,
+    src: &haul_store::DynStore,
+    dst: &haul_store::DynStore,
+) -> haul_engine::Executor {
     let transfer = Transfer::new(topts, ctrl_c());
-    haul_engine::Executor::new(transfer, jopts, out)
+    let mut exec = haul_engine::Executor::new(transfer, jopts, out.clone());
+    exec.plan_sink = Some(Arc::new(crate::output::DryRun {
+        out,
+        src_url: src.url(),
+        dst_url: dst.url(),
+    }));
+    exec
 }

@@ -11,7 +11,7 @@ use haul_store::{ListEntry, ListRequest};
 
 use crate::args::{Global, RmArgs};
 use crate::conn::{fatal, probe, Connector, Side};
-use crate::output::{DryRun, Output};
+use crate::output::Output;
 
 pub async fn run(g: &Global, a: RmArgs) -> Result<u8> {
     let loc = Location::parse(&a.location)?;
@@ -19,19 +19,11 @@ pub async fn run(g: &Global, a: RmArgs) -> Result<u8> {
     let opened = c.open_existing(&loc, Side::Only).await?;
     let store = opened.store.clone();
     let out = Arc::new(Output::for_job(g, false)?);
-    let mut exec = super::executor(
-        Default::default(),
-        JobOptions {
-            dry_run: a.dry_run,
-            ..Default::default()
-        },
-        out.clone(),
-    );
-    exec.plan_sink = Some(Arc::new(DryRun {
-        out: out.clone(),
-        src_url: store.url(),
-        dst_url: store.url(),
-    }));
+    let jopts = JobOptions {
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
+    let exec = super::executor(Default::default(), jopts, out.clone(), &store, &store);
     let keys = if a.recursive {
         let prefix = opened.key.as_dir();
         probe(&store, &prefix, "cannot list", true).await?;

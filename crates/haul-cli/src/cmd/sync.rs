@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::args::{DiffArgs, Global, SyncArgs, VerifyArgs};
 use crate::cmd::cp::{check_no_overlap, open_dest_tree, transfer_options};
 use crate::conn::{fatal, probe, Connector, Opened, Side};
-use crate::output::{DryRun, Output};
+use crate::output::Output;
 
 /// A tree to sync from or to: a bucket prefix or a local directory.
 async fn open_tree(loc: &Location, side: Side, c: &mut Connector, what: &str) -> Result<Opened> {
@@ -143,20 +143,12 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     }
 
     let out = Arc::new(Output::for_job(g, true)?);
-    let mut exec = super::executor(
-        topts,
-        JobOptions {
-            concurrency: a.transfer.concurrency.max(1),
-            dry_run: a.dry_run,
-            ..Default::default()
-        },
-        out.clone(),
-    );
-    exec.plan_sink = Some(Arc::new(DryRun {
-        out: out.clone(),
-        src_url: source.store.url(),
-        dst_url: dest.store.url(),
-    }));
+    let jopts = JobOptions {
+        concurrency: a.transfer.concurrency.max(1),
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
+    let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
     exec.report
         .shards_total
         .store(total, std::sync::atomic::Ordering::Relaxed);
@@ -356,20 +348,12 @@ async fn sync_listed(
         inv.objects(job.src_base.clone())
     };
     let out = Arc::new(Output::for_job(g, true)?);
-    let mut exec = super::executor(
-        topts,
-        JobOptions {
-            concurrency: a.transfer.concurrency.max(1),
-            dry_run: a.dry_run,
-            ..Default::default()
-        },
-        out.clone(),
-    );
-    exec.plan_sink = Some(Arc::new(DryRun {
-        out: out.clone(),
-        src_url: source.store.url(),
-        dst_url: dest.store.url(),
-    }));
+    let jopts = JobOptions {
+        concurrency: a.transfer.concurrency.max(1),
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
+    let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
     let summary = exec.sync_listed(&source.store, &dest.store, job, entries).await;
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
     Ok(summary.exit_code() as u8)
