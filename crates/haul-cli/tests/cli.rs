@@ -968,9 +968,17 @@ fn a_killed_sync_resumes_and_ends_identical() -> TestResult {
         "-j",
         "4",
     ];
-    // Killed (SIGKILL) part-way through.
+    // Killed (SIGKILL) part-way through: once some objects have arrived.
     let mut child = haul().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let arrived = || -> Result<u64, Box<dyn std::error::Error>> {
+        let out = run(&["ls", "-r", "--json", &format!("s3://{b}/m/"), "--endpoint-url", &ep])?;
+        let last: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
+        Ok(last["objects"].as_u64().unwrap_or(0))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while arrived()? < 60 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     child.kill()?;
     child.wait()?;
     let partial = inspect(&b, "m/")?.len();
