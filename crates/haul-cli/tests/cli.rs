@@ -60,6 +60,12 @@ fn ok(args: &[&str]) -> Result<Output, Box<dyn std::error::Error>> {
     Ok(out)
 }
 
+/// The last JSON line a command printed (the summary with `--json`).
+fn last_json(o: &Output) -> Result<Value, Box<dyn std::error::Error>> {
+    let text = String::from_utf8(o.stdout.clone())?;
+    Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -133,7 +139,7 @@ fn tree_to_s3_and_back_with_class_metadata_and_etags() -> TestResult {
         "5MiB",
         "--json",
     ])?;
-    let summary: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
+    let summary = last_json(&out)?;
     assert_eq!(summary["objects"], 6, "{summary}");
     assert_eq!(summary["failed"], 0);
     let seen = inspect(&b, "ingest/")?;
@@ -292,7 +298,7 @@ fn bucket_to_bucket_copies_server_side_keeping_metadata() -> TestResult {
         "GLACIER_IR",
         "--json",
     ])?;
-    let summary: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
+    let summary = last_json(&out)?;
     assert_eq!(summary["objects"], 20);
     assert_eq!(summary["server_side"], 20, "copied server-side: {summary}");
     let (src, dst) = (inspect(&a, "src/")?, inspect(&b, "dst/")?);
@@ -848,11 +854,7 @@ fn sync_copies_only_what_changed_and_deletes_with_a_guard() -> TestResult {
     }
     let s = src.to_str().unwrap_or_default();
     let dst = format!("s3://{b}/mirror");
-    let summary = |out: &Output| -> Result<Value, Box<dyn std::error::Error>> {
-        Ok(serde_json::from_str(
-            String::from_utf8(out.stdout.clone())?.lines().last().unwrap_or("{}"),
-        )?)
-    };
+    let summary = last_json;
     let first = summary(&ok(&["sync", s, &dst, "--endpoint-url", &ep, "--json"])?)?;
     assert_eq!(
         (first["objects"].as_u64(), first["skipped"].as_u64()),
@@ -972,7 +974,7 @@ fn a_killed_sync_resumes_and_ends_identical() -> TestResult {
     let mut child = haul().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
     let arrived = || -> Result<u64, Box<dyn std::error::Error>> {
         let out = run(&["ls", "-r", "--json", &format!("s3://{b}/m/"), "--endpoint-url", &ep])?;
-        let last: Value = serde_json::from_str(String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"))?;
+        let last = last_json(&out)?;
         Ok(last["objects"].as_u64().unwrap_or(0))
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -1189,12 +1191,7 @@ fn checksum_mode_finds_equal_size_changes_that_mtime_misses() -> TestResult {
     let mtime = std::fs::metadata(&f)?.modified()?;
     std::fs::write(&f, b"a,b,c\n9,9,9\n")?;
     std::fs::File::options().write(true).open(&f)?.set_modified(mtime)?;
-    let summary = |args: &[&str]| -> Result<Value, Box<dyn std::error::Error>> {
-        let out = ok(args)?;
-        Ok(serde_json::from_str(
-            String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"),
-        )?)
-    };
+    let summary = |args: &[&str]| last_json(&ok(args)?);
     let etag = summary(&["sync", s, &dst, "--endpoint-url", &ep, "--no-journal", "--json"])?;
     assert_eq!(etag["objects"], 0, "size and mtime cannot see it: {etag}");
     let cksum = summary(&[
@@ -1397,7 +1394,7 @@ fn sync_from_a_key_list_and_from_an_s3_inventory() -> TestResult {
         l,
         "--json",
     ])?;
-    let s: Value = serde_json::from_str(String::from_utf8(again.stdout)?.lines().last().unwrap_or("{}"))?;
+    let s = last_json(&again)?;
     assert_eq!((s["objects"].as_u64(), s["skipped"].as_u64()), (Some(0), Some(2)));
     std::fs::write(&list, "nope.json\n")?;
     let out = run(&[
@@ -1511,12 +1508,7 @@ fn restore_requests_archived_objects_once() -> TestResult {
         &ep,
         "-q",
     ])?;
-    let summary = |args: &[&str]| -> Result<Value, Box<dyn std::error::Error>> {
-        let out = ok(args)?;
-        Ok(serde_json::from_str(
-            String::from_utf8(out.stdout)?.lines().last().unwrap_or("{}"),
-        )?)
-    };
+    let summary = |args: &[&str]| last_json(&ok(args)?);
     let dry = summary(&[
         "restore",
         &format!("s3://{b}/old/"),

@@ -17,11 +17,10 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 
 use crate::job::Executor;
-use crate::march::{differs, Compare, SyncAction};
+use crate::march::SyncAction;
 use crate::plan::{CopyTask, PlanItem};
 use crate::report::Summary;
 use crate::sync::SyncJob;
-use crate::verify::same_content;
 
 fn bad(what: &str, msg: impl Into<String>) -> StoreError {
     StoreError::new(Op::Get, what, ErrorKind::InvalidRequest, msg)
@@ -251,47 +250,24 @@ async fn decide(
         }
         Err(e) => return Some(SyncAction::Error(e)),
     };
-    let rel = s.key.strip_prefix(&job.src_base).unwrap_or(s.key.as_str()).to_string();
-    if !job.filter.matches(&rel) {
+    if !job
+        .filter
+        .matches(s.key.strip_prefix(&job.src_base).unwrap_or(s.key.as_str()))
+    {
         return None;
     }
-    let dst_key = match job.dst_base.join(&rel) {
+    let dst_key = match job.dst_key(&s) {
         Ok(k) => k,
         Err(e) => return Some(SyncAction::Error(e)),
     };
-    let d = match dst.head(&dst_key).await {
-        Ok(d) => d,
-        Err(e) if e.is_not_found() => {
-            return Some(SyncAction::Copy {
-                src: s,
-                dst: None,
-                dst_key,
-                reason: "new".into(),
-            })
-        }
-        Err(e) => return Some(SyncAction::Error(e)),
-    };
-    let verdict = if job.compare == Compare::Checksum && s.size == d.size {
-        match same_content(src, &s, dst, &d).await {
-            // Same content is a skip (Err in `differs` terms), a difference a copy.
-            Ok(Ok(how)) => Err(format!("same {how}")),
-            Ok(Err(why)) => Ok(why),
-            Err(e) => return Some(SyncAction::Error(e)),
-        }
-    } else {
-        differs(job.compare, &s, &d)
-    };
-    Some(match verdict {
-        Ok(why) => SyncAction::Copy {
+    match dst.head(&dst_key).await {
+        Ok(d) => Some(job.judge(src, s, dst, d).await),
+        Err(e) if e.is_not_found() => Some(SyncAction::Copy {
             src: s,
-            dst: Some(d),
+            dst: None,
             dst_key,
-            reason: why,
-        },
-        Err(why) => SyncAction::Skip {
-            src: s,
-            dst: d,
-            reason: why,
-        },
-    })
+            reason: "new".into(),
+        }),
+        Err(e) => Some(SyncAction::Error(e)),
+    }
 }

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use haul_store::{DynStore, ErrorKind, Key, ListEntry, Op, StoreError};
+use haul_store::{DynStore, ErrorKind, Key, ListEntry, ObjectMeta, Op, StoreError};
 
 use crate::filter::Filter;
 use crate::job::Executor;
-use crate::march::{march, Compare, MarchOptions, SyncAction};
+use crate::march::{differs, march, Compare, MarchOptions, SyncAction};
 use crate::plan::{CopyTask, PlanItem};
 use crate::report::{Failure, Summary};
 use crate::shard::Shard;
@@ -68,6 +68,39 @@ impl SyncJob {
             .boxed()
     }
 
+    /// The destination key of a source object.
+    pub(crate) fn dst_key(&self, s: &ObjectMeta) -> haul_store::Result<Key> {
+        self.dst_base
+            .join(s.key.strip_prefix(&self.src_base).unwrap_or(s.key.as_str()))
+    }
+
+    /// Copy or skip an object present on both sides, by the job's comparison
+    /// (reading content for `checksum`).
+    pub(crate) async fn judge(&self, src: &DynStore, s: ObjectMeta, dst: &DynStore, d: ObjectMeta) -> SyncAction {
+        let verdict = if self.compare == Compare::Checksum && s.size == d.size {
+            match same_content(src, &s, dst, &d).await {
+                // Same content is a skip (Err in `differs` terms), a difference a copy.
+                Ok(Ok(how)) => Err(format!("same {how}")),
+                Ok(Err(why)) => Ok(why),
+                Err(e) => return SyncAction::Error(e),
+            }
+        } else {
+            differs(self.compare, &s, &d)
+        };
+        match verdict {
+            Ok(reason) => match self.dst_key(&s) {
+                Ok(dst_key) => SyncAction::Copy {
+                    src: s,
+                    dst: Some(d),
+                    dst_key,
+                    reason,
+                },
+                Err(e) => SyncAction::Error(e),
+            },
+            Err(reason) => SyncAction::Skip { src: s, dst: d, reason },
+        }
+    }
+
     /// The actions of one shard.
     pub fn march(&self, src: &DynStore, dst: &DynStore, shard: &Shard) -> BoxStream<'static, SyncAction> {
         let actions = march(
@@ -84,34 +117,14 @@ impl SyncJob {
             return actions;
         }
         // Same-size pairs: compare content, several at once, in order.
-        let (src, dst) = (src.clone(), dst.clone());
-        let (src_base, dst_base) = (self.src_base.clone(), self.dst_base.clone());
+        let (src, dst, job) = (src.clone(), dst.clone(), self.clone());
         actions
             .map(move |a| {
-                let (src, dst, src_base, dst_base) = (src.clone(), dst.clone(), src_base.clone(), dst_base.clone());
+                let (src, dst, job) = (src.clone(), dst.clone(), job.clone());
                 async move {
-                    let SyncAction::Skip { src: s, dst: d, .. } = a else {
-                        return a;
-                    };
-                    match same_content(&src, &s, &dst, &d).await {
-                        Ok(Ok(how)) => SyncAction::Skip {
-                            src: s,
-                            dst: d,
-                            reason: format!("same {how}"),
-                        },
-                        Ok(Err(why)) => {
-                            let rel = s.key.strip_prefix(&src_base).unwrap_or(s.key.as_str()).to_string();
-                            match dst_base.join(&rel) {
-                                Ok(dst_key) => SyncAction::Copy {
-                                    src: s,
-                                    dst: Some(d),
-                                    dst_key,
-                                    reason: why,
-                                },
-                                Err(e) => SyncAction::Error(e),
-                            }
-                        }
-                        Err(e) => SyncAction::Error(e),
+                    match a {
+                        SyncAction::Skip { src: s, dst: d, .. } => job.judge(&src, s, &dst, d).await,
+                        other => other,
                     }
                 }
             })

@@ -245,10 +245,6 @@ impl Transfer {
         }
     }
 
-    pub fn options(&self) -> &TransferOptions {
-        &self.opts
-    }
-
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
     }

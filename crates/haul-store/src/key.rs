@@ -134,10 +134,6 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
-    pub fn all() -> Self {
-        Self::default()
-    }
-
     pub fn contains(&self, key: &str) -> bool {
         self.start_after.as_ref().is_none_or(|s| key > s.as_str()) && self.end.as_ref().is_none_or(|e| key < e.as_str())
     }

@@ -118,18 +118,6 @@ impl LocalStore {
         Self::new(root)
     }
 
-    /// Skips fsync (for scratch data and benchmarks of the engine itself).
-    pub fn without_fsync(self) -> Self {
-        let i = &self.inner;
-        LocalStore {
-            inner: Arc::new(Inner {
-                root: i.root.clone(),
-                caps: i.caps.clone(),
-                durable: false,
-            }),
-        }
-    }
-
     pub fn root(&self) -> &Path {
         &self.inner.root
     }

@@ -143,12 +143,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     }
 
     let out = Arc::new(Output::for_job(g, true)?);
-    let jopts = JobOptions {
-        concurrency: a.transfer.concurrency.max(1),
-        dry_run: a.dry_run,
-        ..Default::default()
-    };
-    let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
+    let exec = super::executor(topts, job_options(&a), out.clone(), &source.store, &dest.store);
     exec.report
         .shards_total
         .store(total, std::sync::atomic::Ordering::Relaxed);
@@ -315,6 +310,14 @@ pub async fn verify(g: &Global, a: VerifyArgs) -> Result<u8> {
     Ok(sum.exit_code() as u8)
 }
 
+fn job_options(a: &SyncArgs) -> JobOptions {
+    JobOptions {
+        concurrency: a.transfer.concurrency.max(1),
+        dry_run: a.dry_run,
+        ..Default::default()
+    }
+}
+
 /// `sync --files-from` / `--inventory`: the source objects come from a list,
 /// not a LIST; each is looked up in the destination.
 #[allow(clippy::too_many_arguments)]
@@ -348,12 +351,7 @@ async fn sync_listed(
         inv.objects(job.src_base.clone())
     };
     let out = Arc::new(Output::for_job(g, true)?);
-    let jopts = JobOptions {
-        concurrency: a.transfer.concurrency.max(1),
-        dry_run: a.dry_run,
-        ..Default::default()
-    };
-    let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
+    let exec = super::executor(topts, job_options(a), out.clone(), &source.store, &dest.store);
     let summary = exec.sync_listed(&source.store, &dest.store, job, entries).await;
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
     Ok(summary.exit_code() as u8)

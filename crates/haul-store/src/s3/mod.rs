@@ -72,7 +72,6 @@ pub struct S3Config {
 pub struct S3Connection {
     client: Client,
     domain: String,
-    custom_endpoint: bool,
     send_crc64: bool,
 }
 
@@ -136,7 +135,6 @@ impl S3Connection {
         Ok(S3Connection {
             client,
             domain,
-            custom_endpoint,
             send_crc64: cfg.send_crc64nvme.unwrap_or(!custom_endpoint),
         })
     }
@@ -153,14 +151,6 @@ impl S3Connection {
             bucket: bucket.to_string(),
             caps,
         }
-    }
-
-    pub fn is_custom_endpoint(&self) -> bool {
-        self.custom_endpoint
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 }
 
