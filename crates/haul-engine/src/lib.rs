@@ -25,6 +25,7 @@ pub mod source;
 pub mod sync;
 pub mod transfer;
 pub mod verify;
+pub mod watch;
 
 pub use budget::ByteBudget;
 pub use filter::Filter;

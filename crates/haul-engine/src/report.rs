@@ -51,6 +51,8 @@ pub trait Observer: Send + Sync {
     fn skipped(&self, _key: &str, _reason: &str) {}
     /// One object failed.
     fn failed(&self, _f: &Failure) {}
+    /// A multipart upload was created (so a crash can abort it later).
+    fn upload_started(&self, _key: &haul_store::Key, _upload: &haul_store::MultipartId) {}
 }
 
 /// An observer that ignores everything.

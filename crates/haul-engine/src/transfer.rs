@@ -542,6 +542,7 @@ impl Transfer {
         // The whole-object MD5 is needed only to check a single-part source ETag.
         let whole = source_md5(&full).map(|_| md5::Md5::new());
         let upload = dst.create_multipart(dst_key, &put).await?;
+        obs.upload_started(dst_key, &upload);
         let run = self.upload_parts(src, &full, dst, dst_key, &upload, ranges, whole, obs);
         let res = tokio::select! {
             r = run => r,
@@ -761,6 +762,7 @@ impl Transfer {
             if_match: full.etag.clone(),
         };
         let upload = dst.create_multipart(dst_key, &put).await?;
+        obs.upload_started(dst_key, &upload);
         let run = async {
             stream::iter(ranges.into_iter().enumerate())
                 .map(|(i, r)| {
@@ -856,6 +858,7 @@ impl Transfer {
             first = b.freeze();
         }
         let upload = dst.create_multipart(key, &put).await?;
+        obs.upload_started(key, &upload);
         let run = async {
             let mut pending = futures::stream::FuturesOrdered::new();
             let mut parts: Vec<(CompletedPart, String)> = Vec::new();

@@ -63,6 +63,7 @@ pub struct FaultStore {
     cfg: FaultConfig,
     rng: Mutex<StdRng>,
     injected: AtomicU64,
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl FaultStore {
@@ -72,7 +73,18 @@ impl FaultStore {
             inner,
             cfg,
             injected: AtomicU64::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// An outage: while down, every request fails as if the server refused
+    /// connections (listings included).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
     }
 
     /// How many faults were injected so far.
@@ -102,6 +114,11 @@ impl FaultStore {
     async fn before(&self, op: Op, key: &str) -> Result<()> {
         if !self.cfg.latency.is_zero() {
             tokio::time::sleep(self.cfg.latency).await;
+        }
+        if self.is_down() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::new(op, key, ErrorKind::Transient, "connection refused (injected outage)")
+                .with_code("ConnectionRefused"));
         }
         match self.roll(self.cfg.before_rate) {
             Some(w) => Err(Self::fault(op, key, w)),
@@ -135,6 +152,12 @@ impl ObjectStore for FaultStore {
     }
     fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
         let prefix = req.prefix.to_string();
+        if self.is_down() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            let e = StoreError::new(Op::List, prefix, ErrorKind::Transient, "connection refused (injected outage)")
+                .with_code("ConnectionRefused");
+            return stream::once(async move { Err(e) }).boxed();
+        }
         // Decide up front whether (and after how many entries) this listing breaks.
         let cut = self
             .roll(self.cfg.list_rate)
