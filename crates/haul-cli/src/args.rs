@@ -79,7 +79,26 @@ pub enum Command {
     /// Write an object to stdout (checked against its MD5 ETag).
     #[command(after_help = "Example:\n  haul cat s3://bucket/2026/11/21/x.json | jq .")]
     Cat(CatArgs),
+    /// Ingest a growing local tree into a bucket, continuously: upload each file once
+    /// complete, verified; optionally delete it after; retry from a durable journal.
+    #[command(after_help = WATCH_HELP)]
+    Watch(Box<WatchArgs>),
 }
+
+const WATCH_HELP: &str = "\
+Examples:
+  haul watch /data s3://bucket/ingest --delete-after-upload --prune-empty-dirs \\
+      --storage-class STANDARD_IA --state-dir /var/lib/haul --log-file /var/log/haul/watch.log
+  haul watch /data s3://bucket/ingest --once          # cron: upload what is there, exit
+  haul watch status --state-dir /var/lib/haul         # counts, oldest pending, recent failures
+  haul watch retry --state-dir /var/lib/haul          # re-queue dead letters
+
+A file is uploaded when it was closed after writing, or once its size and mtime have not
+changed for --settle. Hidden files (.*), *.tmp and *.part are never uploaded. Events are
+hints: the tree is also scanned at start, after lost events, and every --rescan-every.
+
+Exit codes: 0 stopped cleanly (or --once: every file uploaded); 1 --once: some files failed
+(they are in the journal and retried by the next run); 2 fatal error.";
 
 /// How to reach one S3 endpoint.
 #[derive(Debug, Args, Clone, Default)]
@@ -385,4 +404,136 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected key=value, got {s:?}")),
     }
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct WatchArgs {
+    #[command(subcommand)]
+    pub action: Option<WatchAction>,
+    /// The local directory to ingest (it must exist).
+    #[arg(required = true)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Destination: s3://bucket[/prefix] or a local directory; keys keep the relative path.
+    #[arg(required = true)]
+    pub dst: Option<String>,
+    /// A file not seen closed after writing is complete once unchanged this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
+    /// Scan the whole tree this often, whatever the events said.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub rescan_every: std::time::Duration,
+    /// Never upload paths (relative to DIR) matching this glob; repeatable. `.*`, `*.tmp` and `*.part` always are.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Delete each local file once its upload is verified and the file is unchanged since it was read.
+    #[arg(long)]
+    pub delete_after_upload: bool,
+    /// Remove folders emptied by deletion once they are older than --keep-dirs-for.
+    #[arg(long)]
+    pub prune_empty_dirs: bool,
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    pub keep_dirs_for: std::time::Duration,
+    /// Give a file up (dead letter) after this many failed attempts (default: retry forever).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Longest wait between two attempts of one file (the wait doubles from 1s).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retry_max_delay: std::time::Duration,
+    /// Where the journal lives (default: the platform's data directory, e.g. ~/.local/share/haul/watch).
+    #[arg(long, env = "HAUL_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Scan, upload everything present, exit (for cron).
+    #[arg(long)]
+    pub once: bool,
+    /// On SIGTERM/SIGINT, how long uploads in flight may take before they are aborted and re-queued.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+    /// Log to this file instead of stderr, rotated daily (watch.log → watch.2026-11-21.log).
+    #[arg(long)]
+    pub log_file: Option<std::path::PathBuf>,
+    /// Daily log files kept.
+    #[arg(long, default_value_t = 14)]
+    pub log_retention_days: usize,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), at /metrics.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A summary line in the log this often.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub summary_every: std::time::Duration,
+    /// Do not follow file-system events; rely on --rescan-every (e.g. for NFS, where inotify sees nothing).
+    #[arg(long)]
+    pub no_events: bool,
+    /// File-system events buffered before a rescan replaces them.
+    #[arg(long, default_value_t = 65_536, hide = true)]
+    pub event_queue: usize,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+/// How uploaded objects are written (watch).
+#[derive(Debug, Args, Clone)]
+pub struct UploadArgs {
+    /// Storage class of the new objects (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, ...).
+    #[arg(long)]
+    pub storage_class: Option<String>,
+    /// Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long, value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
+    /// KMS key for --sse aws:kms (the bucket's default key otherwise).
+    #[arg(long)]
+    pub sse_kms_key_id: Option<String>,
+    /// User metadata key=value, repeatable.
+    #[arg(long, value_parser = parse_kv)]
+    pub metadata: Vec<(String, String)>,
+    /// Tag key=value, repeatable.
+    #[arg(long, value_parser = parse_kv)]
+    pub tag: Vec<(String, String)>,
+    /// Content-Type of the new objects (default: guessed from the extension).
+    #[arg(long)]
+    pub content_type: Option<String>,
+}
+
+impl UploadArgs {
+    pub fn write_args(&self) -> WriteArgs {
+        WriteArgs {
+            storage_class: self.storage_class.clone(),
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            metadata: self.metadata.clone(),
+            tag: self.tag.clone(),
+            content_type: self.content_type.clone(),
+            metadata_directive: Directive::Copy,
+            no_server_side: false,
+            preserve_etag: false,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WatchAction {
+    /// Show the journal: counts by state, uploaded totals, the oldest pending file, recent failures, dead letters.
+    Status(WatchStateArgs),
+    /// Re-queue dead letters (all, or the paths given) for a running or the next watch.
+    Retry(WatchRetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchStateArgs {
+    /// The watch's state directory.
+    #[arg(long, env = "HAUL_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchRetryArgs {
+    /// The watch's state directory.
+    #[arg(long, env = "HAUL_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Paths (relative to the watched directory) to retry; all dead letters if none.
+    pub paths: Vec<String>,
 }

@@ -12,26 +12,64 @@ use std::process::ExitCode;
 
 use crate::args::{Cli, Command};
 
-fn init_logging(verbose: u8) {
+const QUIET_SDK: &str = "aws_config=error,aws_runtime=error,aws_smithy_runtime=error,aws_sdk_s3=error";
+
+/// Logging on stderr, or for `haul watch --log-file` in a file rotated
+/// daily, keeping `--log-retention-days` files.
+fn init_logging(verbose: u8, cmd: &Command) -> Result<(), String> {
+    let daemon = match cmd {
+        Command::Watch(a) if a.action.is_none() => Some(a),
+        _ => None,
+    };
     let default = match verbose {
         // The SDK's own warnings (e.g. a missing config file named by
         // AWS_CONFIG_FILE) are noise for a CLI user; haul reports what matters.
-        0 => "warn,aws_config=error,aws_runtime=error,aws_smithy_runtime=error,aws_sdk_s3=error",
-        1 => "info,aws=warn",
-        _ => "debug,aws_smithy_runtime=info,hyper=info,rustls=info",
+        // A daemon logs what it does (and a summary every minute).
+        0 if daemon.is_some() => format!("info,{QUIET_SDK}"),
+        0 => format!("warn,{QUIET_SDK}"),
+        1 => "info,aws=warn".to_string(),
+        _ => "debug,aws_smithy_runtime=info,hyper=info,rustls=info".to_string(),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if let Some(path) = daemon.and_then(|a| a.log_file.as_ref()) {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("--log-file {}: not a file name", path.display()))?;
+        let (prefix, suffix) = match name.rsplit_once('.') {
+            Some((p, s)) if !p.is_empty() => (p, Some(s)),
+            _ => (name, None),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("--log-file: cannot create {}: {e}", dir.display()))?;
+        let mut b = tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix(prefix)
+            .max_log_files(daemon.map_or(14, |a| a.log_retention_days.max(1)));
+        if let Some(s) = suffix {
+            b = b.filename_suffix(s);
+        }
+        let appender = b
+            .build(dir)
+            .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
+        let _ = builder.with_writer(appender).with_ansi(false).try_init();
+    } else {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    if let Err(e) = init_logging(cli.global.verbose, &cli.cmd) {
+        eprintln!("haul: error: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -50,6 +88,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => cmd::sync::verify(g, a).await,
             Command::Restore(a) => cmd::restore::run(g, a).await,
             Command::Cat(a) => cmd::cat::run(g, a).await,
+            Command::Watch(a) => cmd::watch::run(g, *a).await,
         }
     });
     // Do not wait for blocked reads of stdin or workers on the way out.

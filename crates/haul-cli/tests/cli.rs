@@ -2,100 +2,16 @@
 //! on 127.0.0.1), with an independent client (boto3) reading back what haul
 //! wrote. Exit codes and one-line error messages are part of the contract.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-use haul_store::checksum::{md5_hex, multipart_etag};
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
 use serde_json::Value;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-const MIB: usize = 1024 * 1024;
+use common::*;
 
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    haul_testkit::data(n, seed)
-}
-
-fn endpoint() -> String {
-    haul_testkit::moto().endpoint.clone()
-}
-
-fn bucket(tag: &str) -> Result<String, String> {
-    let b = haul_testkit::unique_bucket(tag);
-    haul_testkit::create_bucket(haul_testkit::moto(), &b)?;
-    Ok(b)
-}
-
-/// `haul` with the test server's environment.
-fn haul() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_haul"));
-    for (k, v) in haul_testkit::aws_env() {
-        c.env(k, v);
-    }
-    // The resume journal of these tests lives in the temp dir, not in $HOME.
-    c.env(
-        "HAUL_STATE_DIR",
-        std::env::temp_dir().join(format!("haul-test-state-{}", std::process::id())),
-    );
-    c.env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_ENDPOINT_URL_S3");
-    c
-}
-
-fn run(args: &[&str]) -> Result<Output, std::io::Error> {
-    haul().args(args).output()
-}
-
-fn ok(args: &[&str]) -> Result<Output, Box<dyn std::error::Error>> {
-    let out = run(args)?;
-    if !out.status.success() {
-        return Err(format!(
-            "haul {args:?} failed ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(out)
-}
-
-/// The last JSON line a command printed (the summary with `--json`).
-fn last_json(o: &Output) -> Result<Value, Box<dyn std::error::Error>> {
-    let text = String::from_utf8(o.stdout.clone())?;
-    Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// What boto3 sees under a prefix, by key.
-fn inspect(bucket: &str, prefix: &str) -> Result<BTreeMap<String, Value>, Box<dyn std::error::Error>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_inspect.py");
-    let mut c = Command::new("python3");
-    c.arg(script).args([&endpoint(), bucket, prefix]);
-    for (k, v) in haul_testkit::aws_env() {
-        c.env(k, v);
-    }
-    let out = c.output()?;
-    if !out.status.success() {
-        return Err(format!("s3_inspect.py: {}", stderr(&out)).into());
-    }
-    let mut m = BTreeMap::new();
-    for line in String::from_utf8(out.stdout)?.lines() {
-        let v: Value = serde_json::from_str(line)?;
-        m.insert(v["key"].as_str().unwrap_or_default().to_string(), v);
-    }
-    Ok(m)
-}
-
-fn write(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    std::fs::write(path, body)
-}
+use haul_store::checksum::{md5_hex, multipart_etag};
 
 fn expected_etag(body: &[u8], part: usize, threshold: usize) -> String {
     if body.len() < threshold {

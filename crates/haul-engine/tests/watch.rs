@@ -67,7 +67,8 @@ fn opts() -> WatchOptions {
 }
 
 fn watch(root: &Path, dst: &DynStore, state: &Path, o: WatchOptions, rec: &Arc<Rec>) -> Result<Watch, String> {
-    let journal = WatchJournal::open(state, &root.display().to_string(), "memory://b/in/").map_err(|e| e.to_string())?;
+    let journal =
+        WatchJournal::open(state, &root.display().to_string(), "memory://b/in/").map_err(|e| e.to_string())?;
     Watch::new(
         root,
         dst.clone(),
@@ -128,7 +129,13 @@ async fn once_uploads_the_tree_deletes_only_verified_files_and_ignores_temp_file
         write(&r.join(rel), &data)?;
         files.push((rel.to_string(), data));
     }
-    for ignored in ["2026/11/21/.c.json.swp", "2026/11/21/d.tmp", "e.part", ".hidden/f", "2026/x.lock"] {
+    for ignored in [
+        "2026/11/21/.c.json.swp",
+        "2026/11/21/d.tmp",
+        "e.part",
+        ".hidden/f",
+        "2026/x.lock",
+    ] {
         write(&r.join(ignored), b"not for upload")?;
     }
     let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
@@ -147,12 +154,25 @@ async fn once_uploads_the_tree_deletes_only_verified_files_and_ignores_temp_file
     assert_eq!(summary.exit_code(), 0, "{summary:?}");
     assert_eq!((summary.uploaded_files, summary.deleted_files), (4, 4));
     for (rel, data) in &files {
-        assert_eq!(read(&dst, &format!("in/{rel}")).await.as_deref(), Some(&data[..]), "{rel}");
+        assert_eq!(
+            read(&dst, &format!("in/{rel}")).await.as_deref(),
+            Some(&data[..]),
+            "{rel}"
+        );
         assert!(!r.join(rel).exists(), "{rel} deleted after its verified upload");
     }
-    for ignored in ["2026/11/21/.c.json.swp", "2026/11/21/d.tmp", "e.part", ".hidden/f", "2026/x.lock"] {
+    for ignored in [
+        "2026/11/21/.c.json.swp",
+        "2026/11/21/d.tmp",
+        "e.part",
+        ".hidden/f",
+        "2026/x.lock",
+    ] {
         assert!(r.join(ignored).exists(), "{ignored} left alone");
-        assert!(read(&dst, &format!("in/{ignored}")).await.is_none(), "{ignored} not uploaded");
+        assert!(
+            read(&dst, &format!("in/{ignored}")).await.is_none(),
+            "{ignored} not uploaded"
+        );
     }
     assert!(!r.join("2026/11/20").exists(), "emptied folder pruned");
     assert!(r.join("2026/11/21").exists(), "a folder with ignored files stays");
@@ -210,7 +230,10 @@ async fn a_slowly_written_file_is_uploaded_once_complete_and_again_when_changed(
         "once complete, once changed: {summary:?}"
     );
     assert_eq!(summary.failed_attempts, 0);
-    assert!(r.join("2026/11/21/slow.bin").exists(), "kept without --delete-after-upload");
+    assert!(
+        r.join("2026/11/21/slow.bin").exists(),
+        "kept without --delete-after-upload"
+    );
     Ok(())
 }
 
@@ -275,7 +298,11 @@ async fn an_outage_is_retried_with_backoff_across_a_restart_and_nothing_is_delet
     back.await?;
     assert_eq!(summary.uploaded_files, 20, "{summary:?}");
     for (rel, data) in &files {
-        assert_eq!(read(&mem, &format!("in/{rel}")).await.as_deref(), Some(&data[..]), "{rel}");
+        assert_eq!(
+            read(&mem, &format!("in/{rel}")).await.as_deref(),
+            Some(&data[..]),
+            "{rel}"
+        );
         assert!(!r.join(rel).exists(), "{rel} deleted after its upload");
     }
     Ok(())
@@ -343,7 +370,9 @@ async fn a_restart_aborts_the_multipart_upload_of_a_crashed_run_and_uploads_agai
             not_before_ms: 0,
         }])?;
         j.take_due(i64::MAX, 1)?;
-        let id = dst.create_multipart(&Key::object("in/big.bin")?, &PutOptions::default()).await?;
+        let id = dst
+            .create_multipart(&Key::object("in/big.bin")?, &PutOptions::default())
+            .await?;
         j.set_upload("big.bin", "in/big.bin", &id.0)?;
     }
     assert_eq!(server.open_uploads(), 1);

@@ -6,6 +6,7 @@ pub mod ls;
 pub mod restore;
 pub mod rm;
 pub mod sync;
+pub mod watch;
 
 use std::sync::Arc;
 

@@ -203,7 +203,9 @@ impl WatchJournal {
         if create {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create the state directory: {e}")))?;
         } else if !path.exists() {
-            return Err(err("no watch journal here (has `haul watch` run with this --state-dir?)".into()));
+            return Err(err(
+                "no watch journal here (has `haul watch` run with this --state-dir?)".into(),
+            ));
         }
         let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
@@ -410,13 +412,7 @@ impl WatchJournal {
     /// A verified upload (and the deletion of the local file, if asked).
     /// The row goes, unless the file changed while it uploaded: then it is
     /// pending again (returns true).
-    pub fn done(
-        &self,
-        key: &str,
-        bytes: u64,
-        deleted: bool,
-        settle_until_ms: i64,
-    ) -> Result<bool, JournalError> {
+    pub fn done(&self, key: &str, bytes: u64, deleted: bool, settle_until_ms: i64) -> Result<bool, JournalError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let dirty: bool = tx
@@ -700,11 +696,9 @@ impl WatchJournal {
     /// The state of one file, if it has a row (tests and diagnostics).
     pub fn state_of(&self, key: &str) -> Result<Option<(FileState, u32)>, JournalError> {
         self.lock()
-            .query_row(
-                "SELECT state, attempts FROM files WHERE path = ?1",
-                params![key],
-                |r| Ok((FileState::from_i64(r.get(0)?), r.get::<_, i64>(1)? as u32)),
-            )
+            .query_row("SELECT state, attempts FROM files WHERE path = ?1", params![key], |r| {
+                Ok((FileState::from_i64(r.get(0)?), r.get::<_, i64>(1)? as u32))
+            })
             .optional()
             .map_err(|e| self.err(e))
     }

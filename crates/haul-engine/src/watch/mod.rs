@@ -169,11 +169,20 @@ impl WatchSummary {
 
 /// How one dispatched file ended.
 enum Outcome {
-    Uploaded { bytes: u64, deleted: bool, latency: Duration, dst_key: Key },
+    Uploaded {
+        bytes: u64,
+        deleted: bool,
+        latency: Duration,
+        dst_key: Key,
+    },
     /// Gone from the tree (deleted or renamed away): nothing to do.
     Vanished,
     /// Still being written, or changed while it uploaded: look again later.
-    NotSettled { size: u64, mtime_ns: i64, at_ms: i64 },
+    NotSettled {
+        size: u64,
+        mtime_ns: i64,
+        at_ms: i64,
+    },
     Failed(StoreError),
     /// The run is stopping: back to pending, no attempt counted.
     Released,

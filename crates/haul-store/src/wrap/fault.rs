@@ -117,8 +117,10 @@ impl FaultStore {
         }
         if self.is_down() {
             self.injected.fetch_add(1, Ordering::Relaxed);
-            return Err(StoreError::new(op, key, ErrorKind::Transient, "connection refused (injected outage)")
-                .with_code("ConnectionRefused"));
+            return Err(
+                StoreError::new(op, key, ErrorKind::Transient, "connection refused (injected outage)")
+                    .with_code("ConnectionRefused"),
+            );
         }
         match self.roll(self.cfg.before_rate) {
             Some(w) => Err(Self::fault(op, key, w)),
@@ -154,8 +156,13 @@ impl ObjectStore for FaultStore {
         let prefix = req.prefix.to_string();
         if self.is_down() {
             self.injected.fetch_add(1, Ordering::Relaxed);
-            let e = StoreError::new(Op::List, prefix, ErrorKind::Transient, "connection refused (injected outage)")
-                .with_code("ConnectionRefused");
+            let e = StoreError::new(
+                Op::List,
+                prefix,
+                ErrorKind::Transient,
+                "connection refused (injected outage)",
+            )
+            .with_code("ConnectionRefused");
             return stream::once(async move { Err(e) }).boxed();
         }
         // Decide up front whether (and after how many entries) this listing breaks.
