@@ -16,16 +16,18 @@ const QUIET_SDK: &str = "aws_config=error,aws_runtime=error,aws_smithy_runtime=e
 
 /// Logging on stderr, or for `haul watch --log-file` in a file rotated
 /// daily, keeping `--log-retention-days` files.
-fn init_logging(verbose: u8, cmd: &Command) -> Result<(), String> {
+fn init_logging(verbose: u8, quiet: bool, cmd: &Command) -> Result<(), String> {
     let daemon = match cmd {
         Command::Watch(a) if a.action.is_none() => Some(a),
         _ => None,
     };
+    // A running daemon logs what it does; `--once` (cron) and `-q` only problems.
+    let chatty = daemon.is_some_and(|a| !a.once);
     let default = match verbose {
         // The SDK's own warnings (e.g. a missing config file named by
         // AWS_CONFIG_FILE) are noise for a CLI user; haul reports what matters.
         // A daemon logs what it does (and a summary every minute).
-        0 if daemon.is_some() => format!("info,{QUIET_SDK}"),
+        0 if chatty && !quiet => format!("info,{QUIET_SDK}"),
         0 => format!("warn,{QUIET_SDK}"),
         1 => "info,aws=warn".to_string(),
         _ => "debug,aws_smithy_runtime=info,hyper=info,rustls=info".to_string(),
@@ -66,11 +68,17 @@ fn init_logging(verbose: u8, cmd: &Command) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.global.verbose, &cli.cmd) {
+    if let Err(e) = init_logging(cli.global.verbose, cli.global.quiet, &cli.cmd) {
         eprintln!("haul: error: {e}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // File-system work runs on blocking threads; bound them (and their
+        // stacks) well above the default object concurrency.
+        .max_blocking_threads(128)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("haul: error: cannot start the runtime: {e}");
