@@ -294,6 +294,9 @@ pub struct SyncArgs {
     /// Shards marched at once.
     #[arg(long, default_value_t = 4)]
     pub shards_in_flight: usize,
+    /// Split the source into shards only when it has at least this many keys.
+    #[arg(long, default_value_t = 5_000, hide = true)]
+    pub split_min_keys: usize,
     /// Where the resume journal lives (default: the user's data dir, e.g. ~/.local/share/haul).
     #[arg(long, env = "HAUL_STATE_DIR")]
     pub state_dir: Option<std::path::PathBuf>,

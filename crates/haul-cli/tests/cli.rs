@@ -883,6 +883,8 @@ fn a_killed_sync_resumes_and_ends_identical() -> TestResult {
         st,
         "--shards-in-flight",
         "1",
+        "--split-min-keys",
+        "0",
         "-j",
         "4",
     ];

@@ -162,9 +162,29 @@ pub fn parse_part_file(text: &str) -> Result<Vec<Shard>, PartFileError> {
 /// at the top level are one shard, and each top-level folder another. While
 /// there are fewer than `target` shards, the biggest level is split again
 /// (up to `max_depth` levels). Returns shards in key order.
-pub async fn auto_split(src: &DynStore, base: &Key, target: usize, max_depth: usize) -> Result<Vec<Shard>, StoreError> {
+///
+/// A source of fewer than `min_keys` keys stays one shard: splitting costs a
+/// delimiter listing per folder on both sides, which only pays when the
+/// listings are long (found by reading up to `min_keys` keys of the source).
+pub async fn auto_split(
+    src: &DynStore,
+    base: &Key,
+    target: usize,
+    max_depth: usize,
+    min_keys: usize,
+) -> Result<Vec<Shard>, StoreError> {
     const MAX_SHARDS: usize = 10_000;
     let mut shards = vec![Shard::all()];
+    if min_keys > 0 {
+        let seen = src
+            .list(ListRequest::prefix(base.clone()))
+            .take(min_keys)
+            .try_fold(0usize, |n, _| futures::future::ready(Ok(n + 1)))
+            .await?;
+        if seen < min_keys {
+            return Ok(shards);
+        }
+    }
     for _ in 0..max_depth {
         if shards.len() >= target {
             break;
@@ -285,7 +305,7 @@ mod tests {
         }
         let store: DynStore = std::sync::Arc::new(m);
         let base = Key::prefix("base/")?;
-        let shards = auto_split(&store, &base, 6, 3).await?;
+        let shards = auto_split(&store, &base, 6, 3, 0).await?;
         assert!(shards.len() >= 5, "{shards:?}");
         for (i, a) in shards.iter().enumerate() {
             for b in &shards[i + 1..] {

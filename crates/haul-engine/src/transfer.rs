@@ -396,10 +396,23 @@ impl Transfer {
         let tags = self.source_tags(src, dst, &meta.key).await?;
         let data = collect(g, &meta.key, obs).await?;
         let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
-        let sums = hash(data.clone(), crc64).await;
-        let md5 = sums.md5_hex.clone().unwrap_or_default();
+        // A local destination hashes what it writes and returns the MD5 as
+        // its ETag: no second pass here.
+        let local_dst = dst.capabilities().local_root.is_some() && !crc64;
+        // The source's MD5, when known, goes as Content-MD5: the store refuses
+        // data that does not match before anything replaces the destination.
+        let sums = if local_dst {
+            haul_store::Checksums {
+                md5_hex: source_md5(&full).map(str::to_string),
+                ..Default::default()
+            }
+        } else {
+            hash(data.clone(), crc64).await
+        };
         let mut verified = Verified::Etag;
-        if let Some(src_md5) = source_md5(&full) {
+        // Checked before anything is written (a local destination checks
+        // the source's MD5 it was given as Content-MD5 itself).
+        if let (Some(src_md5), Some(md5)) = (source_md5(&full), sums.md5_hex.as_deref()) {
             if src_md5 != md5 {
                 return Err(err(
                     Op::Get,
@@ -413,6 +426,11 @@ impl Transfer {
         let mut put = self.dest_options(src, dst, &full, tags);
         put.checksums = sums;
         let res = dst.put(dst_key, data, &put).await?;
+        let md5 = match (&put.checksums.md5_hex, &res.etag) {
+            (Some(m), _) => m.clone(),
+            (None, Some(e)) if local_dst => e.clone(),
+            _ => String::new(),
+        };
         let v = self.check_written(dst, dst_key, &put, &res, &md5, meta.size).await?;
         Ok(Outcome {
             strategy: Strategy::Single,
@@ -608,6 +626,7 @@ impl Transfer {
         obs: &dyn Observer,
     ) -> Result<(Vec<CompletedPart>, Vec<String>, Option<String>)> {
         let keep = whole.is_some();
+        let dst_hashes = dst.capabilities().local_root.is_some();
         let mut s = stream::iter(ranges.into_iter().enumerate())
             .map(|(i, r)| async move {
                 let _slot = self.parts.acquire().await;
@@ -622,11 +641,22 @@ impl Transfer {
                     ));
                 }
                 let data = collect(g, &full.key, obs).await?;
-                let md5 = md5_of(data.clone()).await;
+                // A local destination hashes what it writes (one pass over
+                // the data, not two): its part ETag is the MD5.
+                let md5 = if dst_hashes {
+                    String::new()
+                } else {
+                    md5_of(data.clone()).await
+                };
                 let part = dst
                     .upload_part(dst_key, upload, i as u32 + 1, data.clone(), &md5)
                     .await?;
-                check_part(dst, &self.opts.put, dst_key, &part, &md5)?;
+                let md5 = if dst_hashes {
+                    part.etag.clone()
+                } else {
+                    check_part(dst, &self.opts.put, dst_key, &part, &md5)?;
+                    md5
+                };
                 Ok::<_, StoreError>((part, md5, keep.then_some((data, permit))))
             })
             .buffered(self.opts.parts_per_object.max(1));

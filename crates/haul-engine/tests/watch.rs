@@ -362,10 +362,11 @@ async fn a_restart_aborts_the_multipart_upload_of_a_crashed_run_and_uploads_agai
     // What a run killed mid-upload leaves: a row `uploading` and an open upload.
     {
         let j = WatchJournal::open(state.path(), &r.canonicalize()?.display().to_string(), "memory://b/in/")?;
+        let mtime = std::fs::metadata(r.join("big.bin"))?.modified()?;
         j.enqueue(&[haul_engine::watch::journal::Seen {
             key: "big.bin".into(),
             size: data.len() as u64,
-            mtime_ns: 0,
+            mtime_ns: haul_engine::watch::tree::time_ns(mtime),
             closed: false,
             not_before_ms: 0,
         }])?;

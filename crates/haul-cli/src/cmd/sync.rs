@@ -95,7 +95,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
             (None, true) => Ok(vec![Shard::all()]),
             (None, false) => {
                 let target = job.shards_in_flight * 4;
-                auto_split(&source.store, &src_prefix, target, 3)
+                auto_split(&source.store, &src_prefix, target, 3, a.split_min_keys)
                     .await
                     .map_err(fatal)
                     .context("cannot split the source into shards")

@@ -152,6 +152,8 @@ pub struct WatchSummary {
     /// Full scans of the tree (the first, periodic ones, and those that
     /// replaced lost events).
     pub scans: u64,
+    /// Parts of the tree (or the destination) that could not be listed.
+    pub scan_errors: u64,
     /// The run was stopped (signal) rather than finished (`once`).
     pub interrupted: bool,
 }
@@ -159,7 +161,7 @@ pub struct WatchSummary {
 impl WatchSummary {
     /// 0 when every file was uploaded, 1 when some failed or the run was cut short.
     pub fn exit_code(&self) -> i32 {
-        if self.failed_attempts > 0 || self.failed > 0 || self.dead > 0 || self.interrupted {
+        if self.failed_attempts > 0 || self.failed > 0 || self.dead > 0 || self.scan_errors > 0 || self.interrupted {
             1
         } else {
             0
@@ -202,6 +204,7 @@ struct Inner {
     deleted: AtomicU64,
     failed: AtomicU64,
     scans: AtomicU64,
+    scan_errors: AtomicU64,
 }
 
 /// A watch of one local directory into one destination.
@@ -231,6 +234,9 @@ impl Observer for UploadObserver {
         }
     }
 }
+
+/// Scans of new folders at once; beyond, a full scan replaces them.
+const MAX_FOLDER_SCANS: usize = 32;
 
 fn ms_of_ns(ns: i64) -> i64 {
     ns / 1_000_000
@@ -265,6 +271,7 @@ impl Watch {
                 deleted: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 scans: AtomicU64::new(0),
+                scan_errors: AtomicU64::new(0),
             }),
         })
     }
@@ -353,6 +360,12 @@ impl Watch {
                             .await
                             .map_err(|e| WatchError::Setup(format!("event task failed: {e}")))??;
                         for d in dirs {
+                            // Many new folders at once: one full scan instead.
+                            if folders.len() >= MAX_FOLDER_SCANS {
+                                overflow.store(true, Ordering::SeqCst);
+                                wake.notify_one();
+                                break;
+                            }
                             folders.spawn(inner.clone().scan(d, false));
                         }
                         if need_rescan {
@@ -461,6 +474,7 @@ impl Watch {
             failed: c.failed,
             dead: c.dead,
             scans: inner.scans.load(Ordering::Relaxed),
+            scan_errors: inner.scan_errors.load(Ordering::Relaxed),
             interrupted: interrupted && opts.once,
         })
     }
@@ -634,7 +648,10 @@ impl Inner {
                         }
                     }
                     Ok(ListEntry::Prefix(_)) => {}
-                    Err(e) => tracing::warn!(key = %e.key, error = %e, "cannot scan part of the tree"),
+                    Err(e) => {
+                        self.scan_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(key = %e.key, error = %e, "cannot scan part of the tree");
+                    }
                 }
                 if batch.len() >= 1000 {
                     flush(&mut batch, &mut queued)?;
@@ -659,6 +676,7 @@ impl Inner {
                     crate::march::SyncAction::Delete { .. } => {}
                     crate::march::SyncAction::Error(e) => {
                         flush(&mut batch, &mut queued)?;
+                        self.scan_errors.fetch_add(1, Ordering::Relaxed);
                         return Err(e.into());
                     }
                 }
