@@ -181,7 +181,7 @@ pub struct TransferArgs {
     #[arg(long, default_value_t = 8)]
     pub parts_per_object: usize,
     /// Most bytes held in memory by all transfers together.
-    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub max_buffer: u64,
 }
 
@@ -214,24 +214,8 @@ pub struct CpArgs {
 /// How new objects are written (cp and sync).
 #[derive(Debug, Args, Clone)]
 pub struct WriteArgs {
-    /// Storage class of the new objects (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, ...).
-    #[arg(long)]
-    pub storage_class: Option<String>,
-    /// Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS).
-    #[arg(long, value_parser = ["AES256", "aws:kms"])]
-    pub sse: Option<String>,
-    /// KMS key for --sse aws:kms (the bucket's default key otherwise).
-    #[arg(long)]
-    pub sse_kms_key_id: Option<String>,
-    /// User metadata key=value, repeatable (added to the source's unless --metadata-directive REPLACE).
-    #[arg(long, value_parser = parse_kv)]
-    pub metadata: Vec<(String, String)>,
-    /// Tag key=value, repeatable (replaces the source's tags).
-    #[arg(long, value_parser = parse_kv)]
-    pub tag: Vec<(String, String)>,
-    /// Content-Type of the new objects (default: the source's, else guessed from the extension).
-    #[arg(long)]
-    pub content_type: Option<String>,
+    #[command(flatten)]
+    pub object: ObjectArgs,
     /// COPY keeps the source's content-type, metadata and tags; REPLACE uses only the ones given.
     #[arg(long, value_enum, default_value_t = Directive::Copy)]
     pub metadata_directive: Directive,
@@ -295,7 +279,7 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 4)]
     pub shards_in_flight: usize,
     /// Split the source into shards only when it has at least this many keys.
-    #[arg(long, default_value_t = 5_000, hide = true)]
+    #[arg(long, default_value_t = 20_000, hide = true)]
     pub split_min_keys: usize,
     /// Where the resume journal lives (default: the user's data dir, e.g. ~/.local/share/haul).
     #[arg(long, env = "HAUL_STATE_DIR")]
@@ -471,16 +455,16 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 65_536, hide = true)]
     pub event_queue: usize,
     #[command(flatten)]
-    pub upload: UploadArgs,
+    pub upload: ObjectArgs,
     #[command(flatten)]
     pub transfer: TransferArgs,
     #[command(flatten)]
     pub conn: Conn,
 }
 
-/// How uploaded objects are written (watch).
+/// What new objects carry (cp, sync, watch).
 #[derive(Debug, Args, Clone)]
-pub struct UploadArgs {
+pub struct ObjectArgs {
     /// Storage class of the new objects (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, ...).
     #[arg(long)]
     pub storage_class: Option<String>,
@@ -490,26 +474,22 @@ pub struct UploadArgs {
     /// KMS key for --sse aws:kms (the bucket's default key otherwise).
     #[arg(long)]
     pub sse_kms_key_id: Option<String>,
-    /// User metadata key=value, repeatable.
+    /// User metadata key=value, repeatable (cp, sync: added to the source's unless --metadata-directive REPLACE).
     #[arg(long, value_parser = parse_kv)]
     pub metadata: Vec<(String, String)>,
-    /// Tag key=value, repeatable.
+    /// Tag key=value, repeatable (cp, sync: replaces the source's tags).
     #[arg(long, value_parser = parse_kv)]
     pub tag: Vec<(String, String)>,
-    /// Content-Type of the new objects (default: guessed from the extension).
+    /// Content-Type of the new objects (default: the source's, else guessed from the extension).
     #[arg(long)]
     pub content_type: Option<String>,
 }
 
-impl UploadArgs {
+impl ObjectArgs {
+    /// Written as given, from local files (watch): no source metadata to keep.
     pub fn write_args(&self) -> WriteArgs {
         WriteArgs {
-            storage_class: self.storage_class.clone(),
-            sse: self.sse.clone(),
-            sse_kms_key_id: self.sse_kms_key_id.clone(),
-            metadata: self.metadata.clone(),
-            tag: self.tag.clone(),
-            content_type: self.content_type.clone(),
+            object: self.clone(),
             metadata_directive: Directive::Copy,
             no_server_side: false,
             preserve_etag: false,

@@ -16,7 +16,8 @@ use crate::args::{CpArgs, Directive, Global, TransferArgs, WriteArgs};
 use crate::conn::{fatal, probe, split_file, Connector, Opened, Side};
 use crate::output::Output;
 
-pub(crate) fn transfer_options(t: &TransferArgs, a: &WriteArgs) -> Result<TransferOptions> {
+pub(crate) fn transfer_options(t: &TransferArgs, w: &WriteArgs) -> Result<TransferOptions> {
+    let a = &w.object;
     if t.part_size < 5 * 1024 * 1024 {
         bail!("--part-size must be at least 5MiB (S3's smallest part)");
     }
@@ -38,7 +39,7 @@ pub(crate) fn transfer_options(t: &TransferArgs, a: &WriteArgs) -> Result<Transf
         parts_per_object: t.parts_per_object.max(1),
         parts_total: (t.parts_per_object.max(1) * 4).max(t.concurrency.min(256)),
         buffer_bytes: t.max_buffer,
-        directive: match a.metadata_directive {
+        directive: match w.metadata_directive {
             Directive::Copy => MetadataDirective::Copy,
             Directive::Replace => MetadataDirective::Replace,
         },
@@ -50,8 +51,8 @@ pub(crate) fn transfer_options(t: &TransferArgs, a: &WriteArgs) -> Result<Transf
             tags: a.tag.clone(),
             ..Default::default()
         },
-        server_side: !a.no_server_side,
-        preserve_etag: a.preserve_etag,
+        server_side: !w.no_server_side,
+        preserve_etag: w.preserve_etag,
     })
 }
 

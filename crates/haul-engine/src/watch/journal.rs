@@ -223,6 +223,19 @@ impl WatchJournal {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs a query and collects its rows.
+    fn rows_of<T, P: rusqlite::Params>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, JournalError> {
+        let mut q = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = q.query_map(params, f).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<T>>>().map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> JournalError {
         JournalError {
             path: self.path.display().to_string(),
@@ -573,14 +586,10 @@ impl WatchJournal {
     pub fn counts(&self) -> Result<Counts, JournalError> {
         let conn = self.lock();
         let mut c = Counts::default();
-        let mut q = conn
-            .prepare_cached("SELECT state, COUNT(*) FROM files GROUP BY state")
-            .map_err(|e| self.err(e))?;
-        let rows = q
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (state, n) = row.map_err(|e| self.err(e))?;
+        let by_state = self.rows_of(&conn, "SELECT state, COUNT(*) FROM files GROUP BY state", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        for (state, n) in by_state {
             match FileState::from_i64(state) {
                 FileState::Pending => c.pending = n,
                 FileState::Uploading => c.uploading = n,
@@ -588,14 +597,10 @@ impl WatchJournal {
                 FileState::Dead => c.dead = n,
             }
         }
-        let mut q = conn
-            .prepare_cached("SELECT name, value FROM counters")
-            .map_err(|e| self.err(e))?;
-        let rows = q
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (name, v) = row.map_err(|e| self.err(e))?;
+        let counters = self.rows_of(&conn, "SELECT name, value FROM counters", [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        for (name, v) in counters {
             match name.as_str() {
                 "uploaded_files" => c.uploaded_files = v,
                 "uploaded_bytes" => c.uploaded_bytes = v,
@@ -625,58 +630,39 @@ impl WatchJournal {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let mut recent_failures = Vec::new();
-        {
-            let mut q = conn
-                .prepare("SELECT at, path, op, code, message, attempts FROM failures ORDER BY id DESC LIMIT ?1")
-                .map_err(|e| self.err(e))?;
-            let rows = q
-                .query_map(params![recent as i64], |r| {
-                    Ok(FailureRow {
-                        at_ms: r.get(0)?,
-                        key: r.get(1)?,
-                        op: r.get(2)?,
-                        code: r.get(3)?,
-                        message: r.get(4)?,
-                        attempts: r.get::<_, i64>(5)? as u32,
-                    })
+        let recent_failures = self.rows_of(
+            &conn,
+            "SELECT at, path, op, code, message, attempts FROM failures ORDER BY id DESC LIMIT ?1",
+            params![recent as i64],
+            |r| {
+                Ok(FailureRow {
+                    at_ms: r.get(0)?,
+                    key: r.get(1)?,
+                    op: r.get(2)?,
+                    code: r.get(3)?,
+                    message: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
                 })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                recent_failures.push(row.map_err(|e| self.err(e))?);
-            }
-        }
-        let mut dead_letters = Vec::new();
-        {
-            let mut q = conn
-                .prepare(
-                    "SELECT first_seen, path, COALESCE(last_error, ''), attempts FROM files
-                     WHERE state = 3 ORDER BY path LIMIT ?1",
-                )
-                .map_err(|e| self.err(e))?;
-            let rows = q
-                .query_map(params![recent as i64], |r| {
-                    let last: String = r.get(2)?;
-                    let mut it = last.splitn(3, ": ");
-                    let (op, code, message) = (
-                        it.next().unwrap_or_default().to_string(),
-                        it.next().unwrap_or_default().to_string(),
-                        it.next().unwrap_or_default().to_string(),
-                    );
-                    Ok(FailureRow {
-                        at_ms: r.get(0)?,
-                        key: r.get(1)?,
-                        op,
-                        code,
-                        message,
-                        attempts: r.get::<_, i64>(3)? as u32,
-                    })
+            },
+        )?;
+        let dead_letters = self.rows_of(
+            &conn,
+            "SELECT first_seen, path, COALESCE(last_error, ''), attempts FROM files
+             WHERE state = 3 ORDER BY path LIMIT ?1",
+            params![recent as i64],
+            |r| {
+                let last: String = r.get(2)?;
+                let mut it = last.splitn(3, ": ").map(str::to_string);
+                Ok(FailureRow {
+                    at_ms: r.get(0)?,
+                    key: r.get(1)?,
+                    op: it.next().unwrap_or_default(),
+                    code: it.next().unwrap_or_default(),
+                    message: it.next().unwrap_or_default(),
+                    attempts: r.get::<_, i64>(3)? as u32,
                 })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                dead_letters.push(row.map_err(|e| self.err(e))?);
-            }
-        }
+            },
+        )?;
         Ok(WatchStatus {
             root,
             destination,

@@ -617,7 +617,15 @@ impl ObjectStore for S3Store {
             }
         }
         let req = apply_put_options!(req, opts, true);
-        let out = req.send().await.map_err(|e| self.err(Op::Put, key.as_str(), e))?;
+        // With Content-MD5 (signed, and checked by the server) the payload
+        // need not be hashed again for the signature: no SHA-256 pass on
+        // either side (what AWS's own tools do over TLS).
+        let out = if opts.checksums.md5_hex.is_some() {
+            req.customize().disable_payload_signing().send().await
+        } else {
+            req.send().await
+        }
+        .map_err(|e| self.err(Op::Put, key.as_str(), e))?;
         Ok(PutResult {
             etag: out.e_tag().map(clean_etag),
             checksums: Checksums {
@@ -671,13 +679,17 @@ impl ObjectStore for S3Store {
             .part_number(part_number as i32)
             .content_length(size as i64)
             .body(SdkBody::from(payload));
-        if let Some(b64) = md5_hex_to_base64(md5) {
+        let signed_md5 = md5_hex_to_base64(md5);
+        if let Some(b64) = &signed_md5 {
             req = req.content_md5(b64);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.err(Op::UploadPart, key.as_str(), e))?;
+        // Content-MD5 protects the payload: no SHA-256 of it for the signature.
+        let out = if signed_md5.is_some() {
+            req.customize().disable_payload_signing().send().await
+        } else {
+            req.send().await
+        }
+        .map_err(|e| self.err(Op::UploadPart, key.as_str(), e))?;
         let etag = out.e_tag().map(clean_etag).unwrap_or_default();
         Ok(CompletedPart {
             part_number,
