@@ -441,3 +441,31 @@ async fn a_file_changed_while_it_uploads_is_uploaded_again_and_deleted_only_then
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn once_exits_1_when_the_destination_cannot_be_listed_and_keeps_every_file() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let state = tempfile::tempdir()?;
+    let r = root.path().to_path_buf();
+    write(&r.join("a/x.csv"), b"x")?;
+    let mem: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    let faulty = Arc::new(FaultStore::new(mem.clone(), FaultConfig::none(3)));
+    faulty.set_down(true);
+    let dst: DynStore = faulty.clone();
+    let rec = Arc::new(Rec::default());
+    // Without --delete-after-upload the scan marches against the
+    // destination's listing, which fails: a --once run must not exit 0.
+    let o = WatchOptions {
+        once: true,
+        settle: Duration::ZERO,
+        ..opts()
+    };
+    let summary = watch(&r, &dst, state.path(), o, &rec)?
+        .run(CancellationToken::new())
+        .await?;
+    assert_eq!(summary.scan_errors, 1, "{summary:?}");
+    assert_eq!(summary.exit_code(), 1);
+    assert!(r.join("a/x.csv").exists());
+    assert!(read(&mem, "in/a/x.csv").await.is_none());
+    Ok(())
+}
