@@ -179,7 +179,7 @@ async fn once_uploads_the_tree_deletes_only_verified_files_and_ignores_temp_file
     let j = WatchJournal::open_existing(state.path())?;
     assert_eq!(j.rows()?, 0, "done files leave no rows");
     let st = j.status(5)?;
-    assert_eq!((st.uploaded_files, st.deleted_files), (4, 4));
+    assert_eq!((st.counts.uploaded_files, st.counts.deleted_files), (4, 4));
     Ok(())
 }
 

@@ -279,13 +279,13 @@ fn status(g: &Global, dir: PathBuf) -> Result<u8> {
     println!("journal   {}", j.path().display());
     println!(
         "files     {} pending, {} uploading, {} failed (retrying), {} dead",
-        s.pending, s.uploading, s.failed, s.dead
+        s.counts.pending, s.counts.uploading, s.counts.failed, s.counts.dead
     );
     println!(
         "uploaded  {} file(s), {}; {} deleted locally",
-        s.uploaded_files,
-        bytesize::ByteSize::b(s.uploaded_bytes).display().si(),
-        s.deleted_files
+        s.counts.uploaded_files,
+        bytesize::ByteSize::b(s.counts.uploaded_bytes).display().si(),
+        s.counts.deleted_files
     );
     if let Some((path, since)) = &s.oldest_pending {
         println!("oldest    {path} (waiting since {})", when(*since));

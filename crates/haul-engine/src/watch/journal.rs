@@ -84,13 +84,8 @@ pub struct FailureRow {
 pub struct WatchStatus {
     pub root: String,
     pub destination: String,
-    pub pending: u64,
-    pub uploading: u64,
-    pub failed: u64,
-    pub dead: u64,
-    pub uploaded_files: u64,
-    pub uploaded_bytes: u64,
-    pub deleted_files: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// The file waiting longest (not dead), and since when (unix ms).
     pub oldest_pending: Option<(String, i64)>,
     pub recent_failures: Vec<FailureRow>,
@@ -666,13 +661,7 @@ impl WatchJournal {
         Ok(WatchStatus {
             root,
             destination,
-            pending: c.pending,
-            uploading: c.uploading,
-            failed: c.failed,
-            dead: c.dead,
-            uploaded_files: c.uploaded_files,
-            uploaded_bytes: c.uploaded_bytes,
-            deleted_files: c.deleted_files,
+            counts: c,
             oldest_pending,
             recent_failures,
             dead_letters,
@@ -738,7 +727,10 @@ mod tests {
         j.take_due(now_ms(), 10)?;
         assert_eq!(j.failed("c", "put", "AccessDenied", "no", None)?, 2);
         let st = j.status(10)?;
-        assert_eq!((st.dead, st.uploaded_files, st.uploaded_bytes), (1, 2, 6));
+        assert_eq!(
+            (st.counts.dead, st.counts.uploaded_files, st.counts.uploaded_bytes),
+            (1, 2, 6)
+        );
         assert_eq!(st.dead_letters[0].code, "AccessDenied");
         assert_eq!(st.recent_failures.len(), 2);
         assert_eq!(j.retry_dead(&[])?, 1);
