@@ -108,6 +108,14 @@ where
     task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
+/// A tree to watch and a state directory (both removed when dropped), and
+/// the tree's path.
+fn dirs() -> std::io::Result<(tempfile::TempDir, tempfile::TempDir, std::path::PathBuf)> {
+    let root = tempfile::tempdir()?;
+    let r = root.path().to_path_buf();
+    Ok((root, tempfile::tempdir()?, r))
+}
+
 fn write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
@@ -117,9 +125,8 @@ fn write(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 #[tokio::test]
 async fn once_uploads_the_tree_deletes_only_verified_files_and_ignores_temp_files() -> TestResult {
-    let root = tempfile::tempdir()?;
-    let state = tempfile::tempdir()?;
-    let r = root.path();
+    let (_root, state, r) = dirs()?;
+    let r = r.as_path();
     let mut files = Vec::new();
     for (i, rel) in ["2026/11/20/a.csv", "2026/11/20/b.csv", "2026/11/21/c.json", "top.bin"]
         .iter()
@@ -185,9 +192,7 @@ async fn once_uploads_the_tree_deletes_only_verified_files_and_ignores_temp_file
 
 #[tokio::test]
 async fn a_slowly_written_file_is_uploaded_once_complete_and_again_when_changed() -> TestResult {
-    let root = tempfile::tempdir()?;
-    let state = tempfile::tempdir()?;
-    let r = root.path().to_path_buf();
+    let (_root, state, r) = dirs()?;
     let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
     let rec = Arc::new(Rec::default());
     let o = WatchOptions {
@@ -239,9 +244,7 @@ async fn a_slowly_written_file_is_uploaded_once_complete_and_again_when_changed(
 
 #[tokio::test]
 async fn an_outage_is_retried_with_backoff_across_a_restart_and_nothing_is_deleted_before_upload() -> TestResult {
-    let root = tempfile::tempdir()?;
-    let state = tempfile::tempdir()?;
-    let r = root.path().to_path_buf();
+    let (_root, state, r) = dirs()?;
     let mem: DynStore = Arc::new(MemoryServer::new().bucket("b"));
     let faulty = Arc::new(FaultStore::new(mem.clone(), FaultConfig::none(1)));
     let dst: DynStore = faulty.clone();
@@ -310,9 +313,7 @@ async fn an_outage_is_retried_with_backoff_across_a_restart_and_nothing_is_delet
 
 #[tokio::test]
 async fn a_burst_of_20000_files_all_arrive_even_when_the_event_queue_overflows() -> TestResult {
-    let root = tempfile::tempdir()?;
-    let state = tempfile::tempdir()?;
-    let r = root.path().to_path_buf();
+    let (_root, state, r) = dirs()?;
     let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
     let rec = Arc::new(Rec::default());
     let o = WatchOptions {
@@ -351,9 +352,8 @@ async fn a_burst_of_20000_files_all_arrive_even_when_the_event_queue_overflows()
 
 #[tokio::test]
 async fn a_restart_aborts_the_multipart_upload_of_a_crashed_run_and_uploads_again() -> TestResult {
-    let root = tempfile::tempdir()?;
-    let state = tempfile::tempdir()?;
-    let r = root.path();
+    let (_root, state, r) = dirs()?;
+    let r = r.as_path();
     let server = MemoryServer::new();
     let mem = server.bucket("b");
     let dst: DynStore = Arc::new(mem.clone());
@@ -399,9 +399,7 @@ async fn a_restart_aborts_the_multipart_upload_of_a_crashed_run_and_uploads_agai
 
 #[tokio::test]
 async fn a_file_changed_while_it_uploads_is_uploaded_again_and_deleted_only_then() -> TestResult {
-    let root = tempfile::tempdir()?;
-    let state = tempfile::tempdir()?;
-    let r = root.path().to_path_buf();
+    let (_root, state, r) = dirs()?;
     let mem: DynStore = Arc::new(MemoryServer::new().bucket("b"));
     // Slow requests: the file is rewritten while its upload is under way.
     let cfg = FaultConfig {
@@ -444,9 +442,7 @@ async fn a_file_changed_while_it_uploads_is_uploaded_again_and_deleted_only_then
 
 #[tokio::test]
 async fn once_exits_1_when_the_destination_cannot_be_listed_and_keeps_every_file() -> TestResult {
-    let root = tempfile::tempdir()?;
-    let state = tempfile::tempdir()?;
-    let r = root.path().to_path_buf();
+    let (_root, state, r) = dirs()?;
     write(&r.join("a/x.csv"), b"x")?;
     let mem: DynStore = Arc::new(MemoryServer::new().bucket("b"));
     let faulty = Arc::new(FaultStore::new(mem.clone(), FaultConfig::none(3)));
