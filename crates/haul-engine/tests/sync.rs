@@ -284,7 +284,13 @@ async fn verify_finds_missing_changed_and_checks_incomparable_etags() -> Result<
         let md5 = haul_store::checksum::md5_hex(c);
         parts.push(
             src_mem
-                .upload_part(&k, &id, i as u32 + 1, body.slice_ref(c), &md5)
+                .upload_part(
+                    &k,
+                    &id,
+                    i as u32 + 1,
+                    body.slice_ref(c),
+                    &haul_store::Checksums::md5(&md5),
+                )
                 .await?,
         );
     }

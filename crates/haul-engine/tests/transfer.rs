@@ -179,7 +179,7 @@ async fn multipart_copy_reuses_the_source_layout_and_keeps_the_etag() -> TestRes
     let mut parts = Vec::new();
     for (i, c) in body.chunks(2 * MIB).enumerate() {
         parts.push(
-            src.upload_part(&k, &id, i as u32 + 1, body.slice_ref(c), &md5_hex(c))
+            src.upload_part(&k, &id, i as u32 + 1, body.slice_ref(c), &Checksums::md5(&md5_hex(c)))
                 .await?,
         );
     }
@@ -414,7 +414,10 @@ async fn a_source_with_uneven_parts_is_copied_not_failed() -> TestResult {
     for (i, n) in sizes.iter().enumerate() {
         let c = body.slice(at..at + n);
         at += n;
-        parts.push(src.upload_part(&k, &id, i as u32 + 1, c.clone(), &md5_hex(&c)).await?);
+        parts.push(
+            src.upload_part(&k, &id, i as u32 + 1, c.clone(), &Checksums::md5(&md5_hex(&c)))
+                .await?,
+        );
     }
     src.complete_multipart(&k, &id, &parts).await?;
     let meta = src.head(&k).await?;
@@ -460,5 +463,102 @@ async fn an_object_beyond_5_gib_is_copied_with_upload_part_copy() -> TestResult 
         d.get_tags(&key("copy.tar")).await?,
         vec![("class".to_string(), "cold".to_string())]
     );
+    Ok(())
+}
+
+/// A source keeping full-object CRC64NVMEs (as AWS S3 does for every new
+/// object) is downloaded without any MD5: the parts' CRCs, combined, must
+/// equal the source's, and the local file takes the source's ETag and CRC.
+#[tokio::test]
+async fn a_download_is_checked_by_the_source_crc64_without_md5() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src_mem = MemoryStore::new("src")
+        .with_limits(MIB as u64, 5 << 30)
+        .with_default_crc64();
+    let body = data(5 * MIB + 123, 21);
+    let k = key("2026/11/21/big.bin");
+    let parts = body.chunks(2 * MIB).map(Bytes::copy_from_slice).collect::<Vec<_>>();
+    let id = src_mem.create_multipart(&k, &PutOptions::default()).await?;
+    let mut done = Vec::new();
+    for (i, c) in parts.iter().enumerate() {
+        let sums = Checksums::md5(&md5_hex(c));
+        done.push(src_mem.upload_part(&k, &id, i as u32 + 1, c.clone(), &sums).await?);
+    }
+    src_mem.complete_multipart(&k, &id, &done).await?;
+    let src: DynStore = Arc::new(src_mem);
+    let meta = src.head(&k).await?;
+    let want_crc = haul_store::checksum::crc64_to_b64(haul_store::checksum::crc64(&body));
+    assert_eq!(meta.checksums.crc64nvme.as_deref(), Some(want_crc.as_str()));
+
+    let local: DynStore = Arc::new(LocalStore::create(dir.path())?);
+    let t = Transfer::new(small_parts(), CancellationToken::new());
+    let out = t.copy(&src, &meta, &local, &k, &NoObserver).await?;
+    assert_eq!(out.strategy, Strategy::Multipart { parts: 3 }, "the source's layout");
+    assert_eq!(out.verified, Verified::SourceChecksum);
+    assert_eq!(std::fs::read(dir.path().join("2026/11/21/big.bin"))?, body.to_vec());
+    // The file carries the source's ETag, taken rather than recomputed,
+    // and its CRC64NVME.
+    let got = local.head(&k).await?;
+    assert_eq!(got.etag, meta.etag);
+    assert_eq!(got.checksums.crc64nvme.as_deref(), Some(want_crc.as_str()));
+    assert_eq!(out.etag, meta.etag);
+    Ok(())
+}
+
+/// A corrupted read fails the CRC64NVME check before the destination is
+/// completed: nothing lands, no upload is left behind.
+#[tokio::test]
+async fn a_corrupted_download_fails_the_crc64_check_and_nothing_lands() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src_mem = MemoryStore::new("src")
+        .with_limits(MIB as u64, 5 << 30)
+        .with_default_crc64();
+    let k = key("x.bin");
+    src_mem.put(&k, data(3 * MIB, 22), &PutOptions::default()).await?;
+    let cfg = FaultConfig {
+        corrupt_rate: 0.5,
+        ..FaultConfig::none(5)
+    };
+    let src: DynStore = Arc::new(FaultStore::new(Arc::new(src_mem), cfg));
+    let local: DynStore = Arc::new(LocalStore::create(dir.path())?);
+    let t = Transfer::new(small_parts(), CancellationToken::new());
+    let meta = src.head(&k).await?;
+    let e = match t.copy(&src, &meta, &local, &k, &NoObserver).await {
+        Ok(o) => return Err(format!("a corrupted read was accepted: {o:?}").into()),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind, ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("does not match the source CRC64NVME"), "{e}");
+    assert!(!dir.path().join("x.bin").exists(), "nothing lands");
+    assert!(
+        std::fs::read_dir(dir.path().join(".haul-tmp"))?.next().is_none(),
+        "the upload was aborted"
+    );
+    Ok(())
+}
+
+/// Into a store that keeps CRC64NVMEs, every part carries its CRC and the
+/// object gets a full-object CRC64NVME equal to the data's.
+#[tokio::test]
+async fn an_upload_to_a_crc64_store_gets_a_full_object_crc() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let body = data(4 * MIB + 5, 23);
+    std::fs::write(dir.path().join("up.bin"), &body)?;
+    let local: DynStore = Arc::new(LocalStore::new(dir.path())?);
+    let dst: DynStore = Arc::new(
+        MemoryStore::new("dst")
+            .with_limits(MIB as u64, 5 << 30)
+            .with_default_crc64(),
+    );
+    let t = Transfer::new(small_parts(), CancellationToken::new());
+    let k = key("up.bin");
+    let meta = local.head(&k).await?;
+    let out = t.copy(&local, &meta, &dst, &k, &NoObserver).await?;
+    assert_eq!(out.strategy, Strategy::Multipart { parts: 5 });
+    assert_eq!(out.verified, Verified::Etag);
+    let got = dst.head(&k).await?;
+    let want = haul_store::checksum::crc64_to_b64(haul_store::checksum::crc64(&body));
+    assert_eq!(got.checksums.crc64nvme.as_deref(), Some(want.as_str()));
+    assert_eq!(read_all(&dst, &k).await?, body);
     Ok(())
 }

@@ -79,15 +79,42 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// Starts a multipart upload.
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId>;
 
-    /// Uploads one part (numbered from 1). `md5_hex` is sent for the server to check.
+    /// Uploads one part (numbered from 1). The checksums given go with it
+    /// for the server to check: `md5_hex` as Content-MD5, `crc64nvme` as
+    /// `x-amz-checksum-crc64nvme` (uploads created with
+    /// [`PutOptions::full_object_crc64`]). A part sent with neither is hashed
+    /// by a local store, which returns its MD5 as the part's ETag.
     async fn upload_part(
         &self,
         key: &Key,
         upload: &MultipartId,
         part_number: u32,
         payload: Bytes,
-        md5_hex: &str,
+        sums: &Checksums,
     ) -> Result<CompletedPart>;
+
+    /// Uploads part `part_number` from a stream of exactly `size` bytes,
+    /// written as the chunks arrive: no part-sized buffer. Stores that write
+    /// in place (a local directory: [`Capabilities::local_root`]) support
+    /// it; they hash what they write and return its CRC64NVME in
+    /// `checksums` and its MD5 as the ETag (empty when the upload was given
+    /// the object's ETag, [`PutOptions::etag`]).
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<CompletedPart> {
+        let _ = (upload, part_number, size, body);
+        Err(StoreError::new(
+            Op::UploadPart,
+            key.as_str(),
+            ErrorKind::NotSupported,
+            "this store takes parts as whole buffers",
+        ))
+    }
 
     /// Copies a byte range of another object into a part, server-side.
     async fn upload_part_copy(

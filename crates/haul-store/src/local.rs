@@ -72,6 +72,9 @@ struct Attrs {
     tags: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sse: Option<String>,
+    /// Full-object CRC64NVME (base64), when the writer provided part CRCs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crc64nvme: Option<String>,
 }
 
 impl LocalStore {
@@ -190,6 +193,7 @@ fn meta_from(key: Key, path: &Path, md: &fs::Metadata, full: bool) -> ObjectMeta
     if meta.etag.as_deref().is_some_and(crate::checksum::etag_is_plain_md5) {
         meta.checksums.md5_hex = meta.etag.clone();
     }
+    meta.checksums.crc64nvme = attrs.as_ref().and_then(|a| a.crc64nvme.clone());
     if full {
         if let Some(a) = attrs {
             meta.content_type = a.content_type;
@@ -357,7 +361,17 @@ impl Inner {
             .map_err(|e| StoreError::new(op, key, ErrorKind::Other, format!("corrupt upload state: {e}")))
     }
 
-    fn write_part(&self, key: &str, dir: &Path, state: &UploadState, n: u32, data: &[u8], md5: &str) -> Result<()> {
+    /// Writes part `n` and its record: `size md5 crc64` (`-` for a
+    /// checksum not known).
+    fn write_part(
+        &self,
+        key: &str,
+        dir: &Path,
+        state: &UploadState,
+        n: u32,
+        data: &[u8],
+        sums: &Checksums,
+    ) -> Result<()> {
         let io = |e| StoreError::io(Op::UploadPart, key, e);
         match state.opts.part_size {
             Some(ps) => {
@@ -371,24 +385,35 @@ impl Inner {
             }
             None => fs::write(dir.join(format!("p{n}.data")), data).map_err(io)?,
         }
-        fs::write(dir.join(format!("p{n}.md5")), format!("{} {}", data.len(), md5)).map_err(io)
+        self.write_part_record(key, dir, n, data.len() as u64, sums)
     }
 
-    fn complete(&self, key: &str, id: &MultipartId, parts: &[CompletedPart]) -> Result<String> {
+    fn write_part_record(&self, key: &str, dir: &Path, n: u32, size: u64, sums: &Checksums) -> Result<()> {
+        let field = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let rec = format!("{size} {} {}", field(&sums.md5_hex), field(&sums.crc64nvme));
+        fs::write(dir.join(format!("p{n}.md5")), rec).map_err(|e| StoreError::io(Op::UploadPart, key, e))
+    }
+
+    /// Assembles the parts; returns the ETag and the full-object CRC64NVME.
+    fn complete(&self, key: &str, id: &MultipartId, parts: &[CompletedPart]) -> Result<(String, Option<String>)> {
         let op = Op::CompleteMultipart;
         let io = |e| StoreError::io(op, key, e);
         let dir = self.upload_dir(op, key, id)?;
         let state = self.load_upload(op, key, &dir)?;
         let invalid = |msg: String| StoreError::new(op, key, ErrorKind::InvalidRequest, msg).with_code("InvalidPart");
         let mut md5s = Vec::with_capacity(parts.len());
+        let mut crcs = Vec::with_capacity(parts.len());
         let mut total = 0u64;
         for (i, p) in parts.iter().enumerate() {
             let rec = fs::read_to_string(dir.join(format!("p{}.md5", p.part_number)))
                 .map_err(|_| invalid(format!("part {} was not uploaded", p.part_number)))?;
-            let (size, md5) = rec
-                .split_once(' ')
-                .ok_or_else(|| invalid("corrupt part record".into()))?;
+            let mut fields = rec.split(' ');
+            let (Some(size), Some(md5), crc) = (fields.next(), fields.next(), fields.next()) else {
+                return Err(invalid("corrupt part record".into()));
+            };
             let size: u64 = size.parse().map_err(|_| invalid("corrupt part record".into()))?;
+            let md5 = if md5 == "-" { "" } else { md5 };
+            crcs.push(crc.and_then(crate::checksum::crc64_from_b64).map(|c| (c, size)));
             if md5 != p.etag {
                 return Err(invalid(format!("part {} ETag does not match", p.part_number)));
             }
@@ -402,8 +427,20 @@ impl Inner {
                 }
             }
             total += size;
-            md5s.push(md5.to_string());
+            if !md5.is_empty() {
+                md5s.push(md5.to_string());
+            }
         }
+        let etag = match (&state.opts.etag, md5s.len() == parts.len()) {
+            (Some(given), _) => given.clone(),
+            (None, true) => multipart_etag(md5s.iter().map(String::as_str)).unwrap_or_default(),
+            (None, false) => return Err(invalid("parts without an MD5 need the object's ETag".into())),
+        };
+        let crc64 = crcs
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .and_then(crate::checksum::crc64_of_parts)
+            .map(crate::checksum::crc64_to_b64);
         let data = dir.join("data");
         if state.opts.part_size.is_none() {
             let mut out = File::create(&data).map_err(io)?;
@@ -416,17 +453,13 @@ impl Inner {
         }
         let file = OpenOptions::new().write(true).open(&data).map_err(io)?;
         file.set_len(total).map_err(io)?;
-        let etag = multipart_etag(md5s.iter().map(String::as_str)).unwrap_or_default();
-        self.commit(
-            op,
-            key,
-            &data,
-            file,
-            attrs_from(&state.opts, etag.clone()),
-            state.opts.mtime,
-        )?;
+        let attrs = Attrs {
+            crc64nvme: crc64.clone(),
+            ..attrs_from(&state.opts, etag.clone())
+        };
+        self.commit(op, key, &data, file, attrs, state.opts.mtime)?;
         let _ = fs::remove_dir_all(&dir);
-        Ok(etag)
+        Ok((etag, crc64))
     }
 
     fn read_range(&self, op: Op, key: &str, path: &Path, range: Range<u64>) -> Result<Bytes> {
@@ -583,12 +616,12 @@ impl ObjectStore for LocalStore {
         upload: &MultipartId,
         part_number: u32,
         payload: Bytes,
-        md5: &str,
+        sums: &Checksums,
     ) -> Result<CompletedPart> {
         let inner = self.inner.clone();
         let k = key.as_str().to_string();
         let id = upload.clone();
-        let md5 = md5.to_string();
+        let given = sums.clone();
         blocking(Op::UploadPart, key.as_str(), move || {
             let op = Op::UploadPart;
             if part_number == 0 {
@@ -598,18 +631,6 @@ impl ObjectStore for LocalStore {
                     ErrorKind::InvalidRequest,
                     "part numbers start at 1",
                 ));
-            }
-            // An empty MD5: the caller (in this process) did not hash the
-            // part and takes the ETag returned as its MD5.
-            let got = md5_hex(&payload);
-            if !md5.is_empty() && got != md5 {
-                return Err(StoreError::new(
-                    op,
-                    &k,
-                    ErrorKind::Integrity,
-                    format!("Content-MD5 {md5} does not match the part ({got})"),
-                )
-                .with_code("BadDigest"));
             }
             let dir = inner.upload_dir(op, &k, &id)?;
             let state = inner.load_upload(op, &k, &dir)?;
@@ -621,16 +642,164 @@ impl ObjectStore for LocalStore {
                     "part larger than the declared part size",
                 ));
             }
-            inner.write_part(&k, &dir, &state, part_number, &payload, &got)?;
+            let bad = |what: &str, want: &str, got: &str| {
+                StoreError::new(
+                    op,
+                    &k,
+                    ErrorKind::Integrity,
+                    format!("{what} {want} does not match the part ({got})"),
+                )
+                .with_code("BadDigest")
+            };
+            let mut kept = Checksums::default();
+            if let Some(want) = &given.crc64nvme {
+                let got = crate::checksum::crc64_to_b64(crate::checksum::crc64(&payload));
+                if *want != got {
+                    return Err(bad("x-amz-checksum-crc64nvme", want, &got));
+                }
+                kept.crc64nvme = Some(got);
+            }
+            // Without an MD5 from the caller the part is hashed, and its MD5
+            // returned as the ETag — unless the caller checks the object by
+            // its CRC64NVME and gave its ETag (PutOptions::etag).
+            let crc_only = given.md5_hex.is_none() && kept.crc64nvme.is_some() && state.opts.etag.is_some();
+            if !crc_only {
+                let got = md5_hex(&payload);
+                if let Some(want) = given.md5_hex.as_deref().filter(|m| *m != got) {
+                    return Err(bad("Content-MD5", want, &got));
+                }
+                kept.md5_hex = Some(got);
+            }
+            inner.write_part(&k, &dir, &state, part_number, &payload, &kept)?;
             Ok(CompletedPart {
                 part_number,
-                etag: got,
+                etag: kept.md5_hex.clone().unwrap_or_default(),
                 size: payload.len() as u64,
-                checksums: Checksums::default(),
+                checksums: Checksums { md5_hex: None, ..kept },
                 sse: None,
             })
         })
         .await
+    }
+
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        size: u64,
+        mut body: ByteStream,
+    ) -> Result<CompletedPart> {
+        let op = Op::UploadPart;
+        let inner = self.inner.clone();
+        let k = key.as_str().to_string();
+        let id = upload.clone();
+        // A writer thread takes the chunks as they arrive and hashes what it
+        // writes; a few chunks in flight bound the memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let writer = tokio::task::spawn_blocking(move || {
+            if part_number == 0 {
+                return Err(StoreError::new(
+                    op,
+                    &k,
+                    ErrorKind::InvalidRequest,
+                    "part numbers start at 1",
+                ));
+            }
+            let dir = inner.upload_dir(op, &k, &id)?;
+            let state = inner.load_upload(op, &k, &dir)?;
+            if state.opts.part_size.is_some_and(|ps| size > ps) {
+                return Err(StoreError::new(
+                    op,
+                    &k,
+                    ErrorKind::InvalidRequest,
+                    "part larger than the declared part size",
+                ));
+            }
+            let io = |e| StoreError::io(op, &k, e);
+            let (path, start) = match state.opts.part_size {
+                Some(ps) => (dir.join("data"), (u64::from(part_number) - 1) * ps),
+                None => (dir.join(format!("p{part_number}.data")), 0),
+            };
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+            let mut md5 = state.opts.etag.is_none().then(<md5::Md5 as md5::Digest>::new);
+            let mut at = start;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all_at(&chunk, at).map_err(io)?;
+                at += chunk.len() as u64;
+                crc.update(&chunk);
+                if let Some(h) = md5.as_mut() {
+                    md5::Digest::update(h, &chunk);
+                }
+            }
+            if at - start != size {
+                // The body ended early; the caller reports why.
+                return Err(StoreError::new(
+                    op,
+                    &k,
+                    ErrorKind::PreconditionFailed,
+                    format!("part {part_number}: {} bytes arrived, {size} expected", at - start),
+                ));
+            }
+            // Flushing each part as it completes, in parallel with the
+            // parts still arriving, leaves little for the fsync before the
+            // rename at the end (which otherwise waits for the whole file).
+            if inner.durable {
+                file.sync_data().map_err(io)?;
+            }
+            let kept = Checksums {
+                md5_hex: md5.map(|h| hex::encode(md5::Digest::finalize(h))),
+                crc64nvme: Some(crate::checksum::crc64_to_b64(crc.finalize())),
+                ..Default::default()
+            };
+            inner.write_part_record(&k, &dir, part_number, size, &kept)?;
+            Ok(CompletedPart {
+                part_number,
+                etag: kept.md5_hex.clone().unwrap_or_default(),
+                size,
+                checksums: Checksums { md5_hex: None, ..kept },
+                sse: None,
+            })
+        });
+        let mut sent = 0u64;
+        let mut failed = None;
+        while let Some(next) = body.next().await {
+            match next {
+                Ok(chunk) => {
+                    sent += chunk.len() as u64;
+                    if sent > size {
+                        failed = Some(StoreError::new(
+                            Op::Get,
+                            key.as_str(),
+                            ErrorKind::PreconditionFailed,
+                            format!("part {part_number}: more than the {size} bytes expected arrived"),
+                        ));
+                        break;
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        break; // The writer failed: its error is reported.
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| StoreError::new(op, key.as_str(), ErrorKind::Other, format!("writer thread failed: {e}")));
+        match (failed, written) {
+            (Some(e), _) => Err(e),
+            (None, r) => r?,
+        }
     }
 
     async fn upload_part_copy(
@@ -649,8 +818,8 @@ impl ObjectStore for LocalStore {
             inner.read_range(Op::UploadPartCopy, &k, &path, range)
         })
         .await?;
-        let md5 = md5_hex(&data);
-        self.upload_part(key, upload, part_number, data, &md5)
+        let sums = Checksums::md5(&md5_hex(&data));
+        self.upload_part(key, upload, part_number, data, &sums)
             .await
             .map_err(|e| e.during(Op::UploadPartCopy))
     }
@@ -660,13 +829,16 @@ impl ObjectStore for LocalStore {
         let k = key.as_str().to_string();
         let id = upload.clone();
         let parts = parts.to_vec();
-        let etag = blocking(Op::CompleteMultipart, key.as_str(), move || {
+        let (etag, crc64nvme) = blocking(Op::CompleteMultipart, key.as_str(), move || {
             inner.complete(&k, &id, &parts)
         })
         .await?;
         Ok(PutResult {
             etag: Some(etag),
-            checksums: Checksums::default(),
+            checksums: Checksums {
+                crc64nvme,
+                ..Default::default()
+            },
             sse: None,
         })
     }

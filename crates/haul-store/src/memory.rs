@@ -75,6 +75,7 @@ impl MemoryServer {
             objects: map,
             caps,
             default_kms: false,
+            default_crc64: false,
         }
     }
 }
@@ -93,6 +94,8 @@ pub struct MemoryStore {
     caps: Capabilities,
     /// Encrypt every write with SSE-KMS, as a bucket with that default does.
     default_kms: bool,
+    /// Keep a full-object CRC64NVME of every object, as AWS S3 does.
+    default_crc64: bool,
 }
 
 impl MemoryStore {
@@ -136,6 +139,21 @@ impl MemoryStore {
     pub fn with_default_kms(mut self) -> Self {
         self.default_kms = true;
         self
+    }
+
+    /// Behaves like AWS S3 since 2025: every object written gets a
+    /// full-object CRC64NVME (returned by `head` and `get`), and CRC64NVMEs
+    /// sent with uploads are checked.
+    pub fn with_default_crc64(mut self) -> Self {
+        self.default_crc64 = true;
+        self.caps.upload_checksums.push(ChecksumKind::Crc64Nvme);
+        self
+    }
+
+    /// The full-object CRC64NVME kept for `data`, when this bucket keeps one.
+    fn crc64_of(&self, data: &[u8]) -> Option<String> {
+        self.default_crc64
+            .then(|| crate::checksum::crc64_to_b64(crate::checksum::crc64(data)))
     }
 
     fn kms(&self, opts: &PutOptions) -> bool {
@@ -202,6 +220,22 @@ fn check_md5(op: Op, key: &str, data: &[u8], given: Option<&str>) -> Result<Stri
         .with_code("BadDigest")),
         _ => Ok(got),
     }
+}
+
+/// Checks a CRC64NVME sent with a payload.
+fn check_crc64(op: Op, key: &str, data: &[u8], given: Option<&str>) -> Result<Option<String>> {
+    let Some(want) = given else { return Ok(None) };
+    let got = crate::checksum::crc64_to_b64(crate::checksum::crc64(data));
+    if want != got {
+        return Err(StoreError::new(
+            op,
+            key,
+            ErrorKind::Integrity,
+            format!("x-amz-checksum-crc64nvme {want} does not match the payload ({got})"),
+        )
+        .with_code("BadDigest"));
+    }
+    Ok(Some(got))
 }
 
 fn list_meta(s: &Stored) -> ObjectMeta {
@@ -353,12 +387,15 @@ impl ObjectStore for MemoryStore {
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
         let mut etag = check_md5(Op::Put, key.as_str(), &payload, opts.checksums.md5_hex.as_deref())?;
+        check_crc64(Op::Put, key.as_str(), &payload, opts.checksums.crc64nvme.as_deref())?;
         let kms = self.kms(opts);
         if kms {
             etag = Self::kms_etag(&etag);
         }
         let mut meta = meta_for(key.as_str(), &payload, etag.clone(), opts);
         meta.sse = meta.sse.or(Self::sse_of(kms));
+        meta.checksums.crc64nvme = self.crc64_of(&payload);
+        let checksums = meta.checksums.clone();
         lock(&self.objects).insert(
             key.as_str().to_string(),
             Stored {
@@ -371,7 +408,7 @@ impl ObjectStore for MemoryStore {
         );
         Ok(PutResult {
             etag: Some(etag),
-            checksums: Checksums::default(),
+            checksums,
             sse: Self::sse_of(kms),
         })
     }
@@ -395,9 +432,10 @@ impl ObjectStore for MemoryStore {
         upload: &MultipartId,
         part_number: u32,
         payload: Bytes,
-        md5: &str,
+        sums: &Checksums,
     ) -> Result<CompletedPart> {
-        let mut etag = check_md5(Op::UploadPart, key.as_str(), &payload, Some(md5))?;
+        let mut etag = check_md5(Op::UploadPart, key.as_str(), &payload, sums.md5_hex.as_deref())?;
+        let crc64nvme = check_crc64(Op::UploadPart, key.as_str(), &payload, sums.crc64nvme.as_deref())?;
         let size = payload.len() as u64;
         let mut uploads = lock(&self.server.uploads);
         let u = uploads
@@ -412,7 +450,10 @@ impl ObjectStore for MemoryStore {
             part_number,
             etag,
             size,
-            checksums: Checksums::default(),
+            checksums: Checksums {
+                crc64nvme,
+                ..Default::default()
+            },
             sse: Self::sse_of(kms),
         })
     }
@@ -467,8 +508,8 @@ impl ObjectStore for MemoryStore {
             }
             s.data.slice(range.start as usize..range.end as usize)
         };
-        let md5 = md5_hex(&data);
-        self.upload_part(key, upload, part_number, data, &md5).await
+        let sums = Checksums::md5(&md5_hex(&data));
+        self.upload_part(key, upload, part_number, data, &sums).await
     }
 
     async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
@@ -517,6 +558,10 @@ impl ObjectStore for MemoryStore {
         meta.size = total;
         meta.sse = meta.sse.or(Self::sse_of(kms));
         meta.parts_count = Some(parts.len() as u32);
+        if virtual_size.is_none() {
+            meta.checksums.crc64nvme = self.crc64_of(&data);
+        }
+        let checksums = meta.checksums.clone();
         lock(&self.objects).insert(
             u.key.clone(),
             Stored {
@@ -529,7 +574,7 @@ impl ObjectStore for MemoryStore {
         );
         Ok(PutResult {
             etag: Some(etag),
-            checksums: Checksums::default(),
+            checksums,
             sse: Self::sse_of(kms),
         })
     }

@@ -146,7 +146,9 @@ async fn multipart_put(
     let mut parts = Vec::new();
     for (i, chunk) in body.chunks(part).enumerate() {
         let md5 = md5_hex(chunk);
-        let p = s.upload_part(k, &id, i as u32 + 1, body.slice_ref(chunk), &md5).await?;
+        let p = s
+            .upload_part(k, &id, i as u32 + 1, body.slice_ref(chunk), &Checksums::md5(&md5))
+            .await?;
         assert_eq!(p.etag, md5, "part ETag is the part's MD5");
         parts.push(p);
     }
@@ -542,7 +544,9 @@ async fn errors(be: Backend) -> TestResult {
     // An aborted upload cannot be completed.
     let k = key("nope/aborted");
     let id = be.a.create_multipart(&k, &PutOptions::default()).await?;
-    let p = be.a.upload_part(&k, &id, 1, body.clone(), &md5_hex(&body)).await?;
+    let p =
+        be.a.upload_part(&k, &id, 1, body.clone(), &Checksums::md5(&md5_hex(&body)))
+            .await?;
     be.a.abort_multipart(&k, &id).await?;
     assert!(be.a.complete_multipart(&k, &id, &[p]).await.is_err());
     assert!(be.a.head(&k).await.err().is_some_and(|e| e.is_not_found()));

@@ -25,8 +25,8 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{
-    ChecksumMode, CompletedMultipartUpload, CompletedPart as SdkPart, Delete, MetadataDirective as SdkDirective,
-    ObjectIdentifier, ServerSideEncryption, StorageClass, TaggingDirective,
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart as SdkPart, Delete,
+    MetadataDirective as SdkDirective, ObjectIdentifier, ServerSideEncryption, StorageClass, TaggingDirective,
 };
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -644,6 +644,12 @@ impl ObjectStore for S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str());
+        let req = if opts.full_object_crc64 && self.conn.send_crc64 {
+            req.checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .checksum_type(ChecksumType::FullObject)
+        } else {
+            req
+        };
         let req = apply_put_options!(req, opts, true);
         let out = req
             .send()
@@ -666,7 +672,7 @@ impl ObjectStore for S3Store {
         upload: &MultipartId,
         part_number: u32,
         payload: Bytes,
-        md5: &str,
+        sums: &Checksums,
     ) -> Result<CompletedPart> {
         let size = payload.len() as u64;
         let mut req = self
@@ -679,9 +685,13 @@ impl ObjectStore for S3Store {
             .part_number(part_number as i32)
             .content_length(size as i64)
             .body(SdkBody::from(payload));
-        let signed_md5 = md5_hex_to_base64(md5);
+        let signed_md5 = sums.md5_hex.as_deref().and_then(md5_hex_to_base64);
         if let Some(b64) = &signed_md5 {
             req = req.content_md5(b64);
+        }
+        let crc64 = sums.crc64nvme.as_ref().filter(|_| self.conn.send_crc64);
+        if let Some(c) = crc64 {
+            req = req.checksum_crc64_nvme(c);
         }
         // Content-MD5 protects the payload: no SHA-256 of it for the signature.
         let out = if signed_md5.is_some() {
@@ -695,7 +705,10 @@ impl ObjectStore for S3Store {
             part_number,
             etag,
             size,
-            checksums: Checksums::default(),
+            checksums: Checksums {
+                crc64nvme: out.checksum_crc64_nvme().map(str::to_string).or(crc64.cloned()),
+                ..Default::default()
+            },
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
     }
@@ -742,31 +755,48 @@ impl ObjectStore for S3Store {
     }
 
     async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
-        let parts = parts
+        // Parts that carry CRC64NVMEs make a full-object CRC64NVME, sent for
+        // the server to check against the one it combines.
+        let part_crcs = parts
+            .iter()
+            .map(|p| p.checksums.full_crc64().map(|c| (c, p.size)))
+            .collect::<Option<Vec<_>>>()
+            .filter(|_| self.conn.send_crc64 && !parts.is_empty());
+        let full_crc = part_crcs.and_then(crate::checksum::crc64_of_parts);
+        let sdk_parts = parts
             .iter()
             .map(|p| {
-                SdkPart::builder()
+                let b = SdkPart::builder()
                     .part_number(p.part_number as i32)
-                    .e_tag(format!("\"{}\"", p.etag))
-                    .build()
+                    .e_tag(format!("\"{}\"", p.etag));
+                match (&full_crc, &p.checksums.crc64nvme) {
+                    (Some(_), Some(c)) => b.checksum_crc64_nvme(c),
+                    _ => b,
+                }
+                .build()
             })
             .collect::<Vec<_>>();
-        let res = self
+        let mut req = self
             .conn
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str())
             .upload_id(&upload.0)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .customize()
-            .config_override(Self::no_stall())
-            .send()
-            .await;
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(sdk_parts)).build());
+        if let Some(c) = full_crc {
+            req = req
+                .checksum_crc64_nvme(crate::checksum::crc64_to_b64(c))
+                .checksum_type(ChecksumType::FullObject);
+        }
+        let res = req.customize().config_override(Self::no_stall()).send().await;
         match res {
             Ok(out) => Ok(PutResult {
                 etag: out.e_tag().map(clean_etag),
-                checksums: Checksums::default(),
+                checksums: Checksums {
+                    crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
+                    ..Default::default()
+                },
                 sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
             }),
             // Some servers answer 200 with a body the SDK cannot parse (moto

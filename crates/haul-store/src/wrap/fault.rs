@@ -236,15 +236,31 @@ impl ObjectStore for FaultStore {
         u: &MultipartId,
         n: u32,
         payload: Bytes,
-        md5: &str,
+        sums: &Checksums,
     ) -> Result<CompletedPart> {
         faulty!(
             self,
             Op::UploadPart,
             key.as_str(),
-            self.inner.upload_part(key, u, n, payload, md5)
+            self.inner.upload_part(key, u, n, payload, sums)
         )
     }
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<CompletedPart> {
+        faulty!(
+            self,
+            Op::UploadPart,
+            key.as_str(),
+            self.inner.upload_part_stream(key, u, n, size, body)
+        )
+    }
+
     async fn upload_part_copy(
         &self,
         key: &Key,

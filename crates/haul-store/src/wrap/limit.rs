@@ -215,10 +215,21 @@ impl ObjectStore for LimitStore {
         u: &MultipartId,
         n: u32,
         payload: Bytes,
-        md5: &str,
+        sums: &Checksums,
     ) -> Result<CompletedPart> {
-        limited!(self, self.inner.upload_part(key, u, n, payload, md5))
+        limited!(self, self.inner.upload_part(key, u, n, payload, sums))
     }
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<CompletedPart> {
+        limited!(self, self.inner.upload_part_stream(key, u, n, size, body))
+    }
+
     async fn upload_part_copy(
         &self,
         key: &Key,

@@ -247,9 +247,21 @@ impl ObjectStore for RetryStore {
         u: &MultipartId,
         n: u32,
         payload: Bytes,
-        md5: &str,
+        sums: &Checksums,
     ) -> Result<CompletedPart> {
-        retried!(self, self.inner.upload_part(key, u, n, payload.clone(), md5))
+        retried!(self, self.inner.upload_part(key, u, n, payload.clone(), sums))
+    }
+
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        u: &MultipartId,
+        n: u32,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<CompletedPart> {
+        // A stream cannot be replayed: the caller retries the part.
+        self.inner.upload_part_stream(key, u, n, size, body).await
     }
 
     async fn upload_part_copy(
