@@ -85,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let res = rt.block_on(async move {
+    let command = async move {
         let g = &cli.global;
         match cli.cmd {
             Command::Ls(a) => cmd::ls::run(g, a).await,
@@ -98,6 +98,15 @@ fn main() -> ExitCode {
             Command::Cat(a) => cmd::cat::run(g, a).await,
             Command::Watch(a) => cmd::watch::run(g, *a).await,
         }
+    };
+    // The command runs as a task on the runtime's workers, beside the I/O
+    // driver: polled from `block_on` on the main thread instead, every
+    // socket event would cost a cross-thread wake-up (two context switches
+    // per request, measured).
+    let res = rt.block_on(async move {
+        tokio::spawn(command)
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the command's task failed: {e}")))
     });
     // Do not wait for blocked reads of stdin or workers on the way out.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -40,6 +40,8 @@ pub const TMP_DIR: &str = ".haul-tmp";
 const XATTR: &str = "user.haul";
 /// Reads up to this size are done in one step.
 const SMALL_READ: usize = 256 * 1024;
+/// Listing entries sent to the reader at a time.
+const LIST_BATCH: usize = 256;
 const READ_CHUNK: usize = 1 << 20;
 
 /// A local directory used as a bucket.
@@ -53,6 +55,9 @@ struct Inner {
     root: PathBuf,
     caps: Capabilities,
     durable: bool,
+    /// Stats and page-cache reads run on the async threads (a local disk
+    /// filesystem), not in the blocking pool (network filesystems).
+    inline: bool,
 }
 
 /// Attributes kept in the `user.haul` xattr.
@@ -107,11 +112,13 @@ impl LocalStore {
         caps.upload_checksums = vec![ChecksumKind::Md5];
         caps.any_key = false;
         caps.local_root = Some(root.clone());
+        let inline = on_local_disk(&root);
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 root,
                 caps,
                 durable: true,
+                inline,
             }),
         })
     }
@@ -202,6 +209,58 @@ fn meta_from(key: Key, path: &Path, md: &fs::Metadata, full: bool) -> ObjectMeta
         }
     }
     meta
+}
+
+/// Whether `root` is on a local disk filesystem, where a stat of a file just
+/// listed and a read from the page cache take microseconds: cheaper done in
+/// place than with a trip to a blocking thread (two context switches).
+/// Network and FUSE filesystems, and any not known, use the blocking pool.
+fn on_local_disk(root: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const LOCAL: [u64; 10] = [
+            0xEF53,      // ext2/3/4
+            0x5846_5342, // xfs
+            0x9123_683E, // btrfs
+            0x0102_1994, // tmpfs
+            0x2FC1_2FC1, // zfs
+            0xF2F5_2010, // f2fs
+            0x794C_7630, // overlayfs
+            0x8584_58F6, // ramfs
+            0xCA45_1A4E, // bcachefs
+            0x4244,      // hfs
+        ];
+        rustix::fs::statfs(root).is_ok_and(|st| LOCAL.contains(&(st.f_type as u64)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        false
+    }
+}
+
+/// Reads `range` only if the page cache holds all of it (`preadv2` with
+/// `RWF_NOWAIT`): never waits for the disk. `None`: read it elsewhere.
+fn read_cached(file: &File, range: Range<u64>) -> Option<Bytes> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut buf = BytesMut::zeroed((range.end - range.start) as usize);
+        let mut filled = 0;
+        while filled < buf.len() {
+            let mut slice = [std::io::IoSliceMut::new(&mut buf[filled..])];
+            let at = range.start + filled as u64;
+            match rustix::io::preadv2(file, &mut slice, at, rustix::io::ReadWriteFlags::NOWAIT) {
+                Ok(n) if n > 0 => filled += n,
+                _ => return None,
+            }
+        }
+        Some(buf.freeze())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, range);
+        None
+    }
 }
 
 /// Runs blocking filesystem work off the async runtime.
@@ -482,23 +541,44 @@ impl ObjectStore for LocalStore {
     }
 
     fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        // Entries travel in batches: one wake-up of the reader per batch,
+        // not per entry.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Result<ListEntry>>>(8);
         let root = self.inner.root.clone();
-        tokio::task::spawn_blocking(move || walk(&root, &req, &tx));
-        tokio_stream_from(rx)
+        tokio::task::spawn_blocking(move || {
+            let batch = std::cell::RefCell::new(Vec::with_capacity(LIST_BATCH));
+            let open = std::cell::Cell::new(true);
+            walk(&root, &req, &|e| {
+                let mut b = batch.borrow_mut();
+                b.push(e);
+                if b.len() >= LIST_BATCH {
+                    let full = std::mem::replace(&mut *b, Vec::with_capacity(LIST_BATCH));
+                    open.set(tx.blocking_send(full).is_ok());
+                }
+                open.get()
+            });
+            let rest = batch.into_inner();
+            if open.get() && !rest.is_empty() {
+                let _ = tx.blocking_send(rest);
+            }
+        });
+        tokio_stream_from(rx).flat_map(futures::stream::iter).boxed()
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let path = self.path_of(Op::Head, key)?;
         let k = key.clone();
-        blocking(Op::Head, key.as_str(), move || {
+        let head = move || {
             let md = fs::metadata(&path).map_err(|e| StoreError::io(Op::Head, k.as_str(), e))?;
             if !md.is_file() {
                 return Err(StoreError::new(Op::Head, k.as_str(), ErrorKind::NotFound, "not a file"));
             }
             Ok(meta_from(k, &path, &md, true))
-        })
-        .await
+        };
+        if self.inner.inline {
+            return head();
+        }
+        blocking(Op::Head, key.as_str(), head).await
     }
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
@@ -506,7 +586,8 @@ impl ObjectStore for LocalStore {
         let k = key.as_str().to_string();
         // Open first, then describe the open file: metadata and data are of
         // the same file even if the path is replaced meanwhile.
-        let (file, meta, small) = blocking(Op::Get, key.as_str(), {
+        let inline = self.inner.inline;
+        let open = {
             let (k, key, range) = (k.clone(), key.clone(), range.clone());
             move || {
                 let mut file = File::open(&path).map_err(|e| StoreError::io(Op::Get, &k, e))?;
@@ -515,18 +596,38 @@ impl ObjectStore for LocalStore {
                     return Err(StoreError::new(Op::Get, &k, ErrorKind::NotFound, "not a file"));
                 }
                 let meta = meta_from(key, &path, &md, true);
-                // A small read is done here, in the same trip to a blocking
-                // thread (most files of a big tree are small).
+                // A small read is done at once (most files of a big tree
+                // are small): in place only from the page cache, else in
+                // the same trip to a blocking thread.
                 let r = range.clone().unwrap_or(0..meta.size);
                 let small = if r.start <= r.end && r.end <= meta.size && r.end - r.start <= SMALL_READ as u64 {
-                    Some(read_range(&mut file, r).map_err(|e| StoreError::io(Op::Get, &k, e))?)
+                    match inline {
+                        true => read_cached(&file, r),
+                        false => Some(read_range(&mut file, r).map_err(|e| StoreError::io(Op::Get, &k, e))?),
+                    }
                 } else {
                     None
                 };
                 Ok((file, meta, small))
             }
-        })
-        .await?;
+        };
+        let (mut file, meta, mut small) = if inline {
+            open()?
+        } else {
+            blocking(Op::Get, key.as_str(), open).await?
+        };
+        let r = range.clone().unwrap_or(0..meta.size);
+        if small.is_none() && inline && r.start <= r.end && r.end <= meta.size && r.end - r.start <= SMALL_READ as u64 {
+            // Not in the page cache: read it where waiting is allowed.
+            let (k, r) = (k.clone(), r.clone());
+            let (f, data) = blocking(Op::Get, &k.clone(), move || {
+                let data = read_range(&mut file, r).map_err(|e| StoreError::io(Op::Get, &k, e))?;
+                Ok((file, data))
+            })
+            .await?;
+            file = f;
+            small = Some(data);
+        }
         let r = range.unwrap_or(0..meta.size);
         if r.start > r.end || r.end > meta.size {
             return Err(StoreError::new(
@@ -1002,9 +1103,8 @@ struct Frame {
 }
 
 /// Walks the tree under the request's prefix in byte order, sending entries.
-fn walk(root: &Path, req: &ListRequest, tx: &tokio::sync::mpsc::Sender<Result<ListEntry>>) {
+fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool) {
     let prefix = req.prefix.as_str();
-    let send = |e: Result<ListEntry>| tx.blocking_send(e).is_ok();
     if req.delimiter.is_some_and(|d| d != '/') {
         send(Err(StoreError::new(
             Op::List,
@@ -1168,4 +1268,27 @@ fn read_sorted(
     }
     out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok((out, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn page_cache_reads_return_the_bytes_or_nothing() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &data)?;
+        let f = File::open(&path)?;
+        // Just written: in the page cache.
+        assert_eq!(read_cached(&f, 0..100_000).as_deref(), Some(&data[..]));
+        assert_eq!(read_cached(&f, 500..4596).as_deref(), Some(&data[500..4596]));
+        // Past the end: nothing, never a short buffer.
+        assert_eq!(read_cached(&f, 99_000..100_001), None);
+        // The filesystem of the test directory (ext4 or tmpfs on CI) is local.
+        assert!(on_local_disk(dir.path()));
+        Ok(())
+    }
 }
