@@ -239,6 +239,11 @@ fn on_local_disk(root: &Path) -> bool {
     }
 }
 
+/// A valid range of an object of `size` bytes, small enough to read at once.
+fn is_small_read(r: &Range<u64>, size: u64) -> bool {
+    r.start <= r.end && r.end <= size && r.end - r.start <= SMALL_READ as u64
+}
+
 /// Reads `range` only if the page cache holds all of it (`preadv2` with
 /// `RWF_NOWAIT`): never waits for the disk. `None`: read it elsewhere.
 fn read_cached(file: &File, range: Range<u64>) -> Option<Bytes> {
@@ -600,7 +605,7 @@ impl ObjectStore for LocalStore {
                 // are small): in place only from the page cache, else in
                 // the same trip to a blocking thread.
                 let r = range.clone().unwrap_or(0..meta.size);
-                let small = if r.start <= r.end && r.end <= meta.size && r.end - r.start <= SMALL_READ as u64 {
+                let small = if is_small_read(&r, meta.size) {
                     match inline {
                         true => read_cached(&file, r),
                         false => Some(read_range(&mut file, r).map_err(|e| StoreError::io(Op::Get, &k, e))?),
@@ -617,9 +622,9 @@ impl ObjectStore for LocalStore {
             blocking(Op::Get, key.as_str(), open).await?
         };
         let r = range.clone().unwrap_or(0..meta.size);
-        if small.is_none() && inline && r.start <= r.end && r.end <= meta.size && r.end - r.start <= SMALL_READ as u64 {
+        if small.is_none() && inline && is_small_read(&r, meta.size) {
             // Not in the page cache: read it where waiting is allowed.
-            let (k, r) = (k.clone(), r.clone());
+            let k = k.clone();
             let (f, data) = blocking(Op::Get, &k.clone(), move || {
                 let data = read_range(&mut file, r).map_err(|e| StoreError::io(Op::Get, &k, e))?;
                 Ok((file, data))
