@@ -425,6 +425,31 @@ impl Inner {
             .map_err(|e| StoreError::new(op, key, ErrorKind::Other, format!("corrupt upload state: {e}")))
     }
 
+    /// The directory and state of the upload a part of `size` bytes goes
+    /// to, after checking the part number and size.
+    fn part_target(&self, key: &str, id: &MultipartId, part_number: u32, size: u64) -> Result<(PathBuf, UploadState)> {
+        let op = Op::UploadPart;
+        if part_number == 0 {
+            return Err(StoreError::new(
+                op,
+                key,
+                ErrorKind::InvalidRequest,
+                "part numbers start at 1",
+            ));
+        }
+        let dir = self.upload_dir(op, key, id)?;
+        let state = self.load_upload(op, key, &dir)?;
+        if state.opts.part_size.is_some_and(|ps| size > ps) {
+            return Err(StoreError::new(
+                op,
+                key,
+                ErrorKind::InvalidRequest,
+                "part larger than the declared part size",
+            ));
+        }
+        Ok((dir, state))
+    }
+
     /// Writes part `n` and its record: `size md5 crc64` (`-` for a
     /// checksum not known).
     fn write_part(
@@ -730,24 +755,7 @@ impl ObjectStore for LocalStore {
         let given = sums.clone();
         blocking(Op::UploadPart, key.as_str(), move || {
             let op = Op::UploadPart;
-            if part_number == 0 {
-                return Err(StoreError::new(
-                    op,
-                    &k,
-                    ErrorKind::InvalidRequest,
-                    "part numbers start at 1",
-                ));
-            }
-            let dir = inner.upload_dir(op, &k, &id)?;
-            let state = inner.load_upload(op, &k, &dir)?;
-            if state.opts.part_size.is_some_and(|ps| payload.len() as u64 > ps) {
-                return Err(StoreError::new(
-                    op,
-                    &k,
-                    ErrorKind::InvalidRequest,
-                    "part larger than the declared part size",
-                ));
-            }
+            let (dir, state) = inner.part_target(&k, &id, part_number, payload.len() as u64)?;
             let bad = |what: &str, want: &str, got: &str| {
                 StoreError::new(
                     op,
@@ -804,24 +812,7 @@ impl ObjectStore for LocalStore {
         // writes; a few chunks in flight bound the memory.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let writer = tokio::task::spawn_blocking(move || {
-            if part_number == 0 {
-                return Err(StoreError::new(
-                    op,
-                    &k,
-                    ErrorKind::InvalidRequest,
-                    "part numbers start at 1",
-                ));
-            }
-            let dir = inner.upload_dir(op, &k, &id)?;
-            let state = inner.load_upload(op, &k, &dir)?;
-            if state.opts.part_size.is_some_and(|ps| size > ps) {
-                return Err(StoreError::new(
-                    op,
-                    &k,
-                    ErrorKind::InvalidRequest,
-                    "part larger than the declared part size",
-                ));
-            }
+            let (dir, state) = inner.part_target(&k, &id, part_number, size)?;
             let io = |e| StoreError::io(op, &k, e);
             let (path, start) = match state.opts.part_size {
                 Some(ps) => (dir.join("data"), (u64::from(part_number) - 1) * ps),
