@@ -204,11 +204,6 @@ async fn collect(g: GetResult, key: &Key, obs: &dyn Observer) -> Result<Bytes> {
     Ok(data)
 }
 
-/// The MD5 (always) and CRC64NVME (on request) of a buffer.
-async fn hash(data: Bytes, crc64: bool) -> haul_store::Checksums {
-    sums_of(data, true, crc64).await
-}
-
 /// The MD5 and/or CRC64NVME of a buffer, off the async threads when it is big.
 async fn sums_of(data: Bytes, md5: bool, crc64: bool) -> haul_store::Checksums {
     if !md5 && !crc64 {
@@ -236,7 +231,7 @@ async fn sums_of(data: Bytes, md5: bool, crc64: bool) -> haul_store::Checksums {
 }
 
 async fn md5_of(data: Bytes) -> String {
-    hash(data, false).await.md5_hex.unwrap_or_default()
+    sums_of(data, true, false).await.md5_hex.unwrap_or_default()
 }
 
 /// How the parts of a multipart copy are hashed.
@@ -452,7 +447,7 @@ impl Transfer {
                 ..Default::default()
             }
         } else {
-            hash(data.clone(), crc64).await
+            sums_of(data.clone(), true, crc64).await
         };
         let mut verified = Verified::Etag;
         // Checked before anything is written (a local destination checks
@@ -749,16 +744,8 @@ impl Transfer {
                 // A local destination hashes what it writes (one pass over
                 // the data, not two): its part ETag is the MD5.
                 let sums = sums_of(data.clone(), !hashing.dst_hashes, hashing.crc64).await;
-                let sent = if hashing.dst_hashes && !hashing.crc_only {
-                    haul_store::Checksums {
-                        crc64nvme: None,
-                        ..sums.clone()
-                    }
-                } else {
-                    sums.clone()
-                };
                 let part = dst
-                    .upload_part(dst_key, upload, i as u32 + 1, data.clone(), &sent)
+                    .upload_part(dst_key, upload, i as u32 + 1, data.clone(), &sums)
                     .await?;
                 let crc = sums.full_crc64().map(|c| (c, len));
                 let md5 = match sums.md5_hex {
@@ -984,7 +971,7 @@ impl Transfer {
         if (first.len() as u64) < threshold {
             let size = first.len() as u64;
             let crc64 = caps.upload_checksums.contains(&ChecksumKind::Crc64Nvme);
-            put.checksums = hash(first.clone(), crc64).await;
+            put.checksums = sums_of(first.clone(), true, crc64).await;
             let md5 = put.checksums.md5_hex.clone().unwrap_or_default();
             let res = dst.put(key, first, &put).await?;
             let verified = self.check_written(dst, key, &put, &res, &md5, size).await?;

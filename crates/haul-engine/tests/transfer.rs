@@ -466,15 +466,20 @@ async fn an_object_beyond_5_gib_is_copied_with_upload_part_copy() -> TestResult 
     Ok(())
 }
 
+/// A bucket with 1 MiB parts that keeps full-object CRC64NVMEs, as AWS S3 does.
+fn crc_bucket(name: &str) -> MemoryStore {
+    MemoryStore::new(name)
+        .with_limits(MIB as u64, 5 << 30)
+        .with_default_crc64()
+}
+
 /// A source keeping full-object CRC64NVMEs (as AWS S3 does for every new
 /// object) is downloaded without any MD5: the parts' CRCs, combined, must
 /// equal the source's, and the local file takes the source's ETag and CRC.
 #[tokio::test]
 async fn a_download_is_checked_by_the_source_crc64_without_md5() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let src_mem = MemoryStore::new("src")
-        .with_limits(MIB as u64, 5 << 30)
-        .with_default_crc64();
+    let src_mem = crc_bucket("src");
     let body = data(5 * MIB + 123, 21);
     let k = key("2026/11/21/big.bin");
     let parts = body.chunks(2 * MIB).map(Bytes::copy_from_slice).collect::<Vec<_>>();
@@ -510,9 +515,7 @@ async fn a_download_is_checked_by_the_source_crc64_without_md5() -> TestResult {
 #[tokio::test]
 async fn a_corrupted_download_fails_the_crc64_check_and_nothing_lands() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let src_mem = MemoryStore::new("src")
-        .with_limits(MIB as u64, 5 << 30)
-        .with_default_crc64();
+    let src_mem = crc_bucket("src");
     let k = key("x.bin");
     src_mem.put(&k, data(3 * MIB, 22), &PutOptions::default()).await?;
     let cfg = FaultConfig {
@@ -545,11 +548,7 @@ async fn an_upload_to_a_crc64_store_gets_a_full_object_crc() -> TestResult {
     let body = data(4 * MIB + 5, 23);
     std::fs::write(dir.path().join("up.bin"), &body)?;
     let local: DynStore = Arc::new(LocalStore::new(dir.path())?);
-    let dst: DynStore = Arc::new(
-        MemoryStore::new("dst")
-            .with_limits(MIB as u64, 5 << 30)
-            .with_default_crc64(),
-    );
+    let dst: DynStore = Arc::new(crc_bucket("dst"));
     let t = Transfer::new(small_parts(), CancellationToken::new());
     let k = key("up.bin");
     let meta = local.head(&k).await?;

@@ -49,6 +49,23 @@ impl Hasher {
     }
 }
 
+/// Checks a CRC64NVME sent with a payload (as S3 checks
+/// `x-amz-checksum-crc64nvme`); returns it when one was given.
+pub(crate) fn check_crc64(op: crate::Op, key: &str, data: &[u8], given: Option<&str>) -> crate::Result<Option<String>> {
+    let Some(want) = given else { return Ok(None) };
+    let got = crc64_to_b64(crc64(data));
+    if want != got {
+        return Err(crate::StoreError::new(
+            op,
+            key,
+            crate::ErrorKind::Integrity,
+            format!("x-amz-checksum-crc64nvme {want} does not match the payload ({got})"),
+        )
+        .with_code("BadDigest"));
+    }
+    Ok(Some(got))
+}
+
 /// CRC64NVME of `data` (hardware-accelerated: about 0.1 s per GiB).
 pub fn crc64(data: &[u8]) -> u64 {
     crc_fast::checksum(CrcAlgorithm::Crc64Nvme, data)

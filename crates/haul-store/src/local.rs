@@ -646,18 +646,6 @@ impl ObjectStore for LocalStore {
         } else {
             blocking(Op::Get, key.as_str(), open).await?
         };
-        let r = range.clone().unwrap_or(0..meta.size);
-        if small.is_none() && inline && is_small_read(&r, meta.size) {
-            // Not in the page cache: read it where waiting is allowed.
-            let k = k.clone();
-            let (f, data) = blocking(Op::Get, &k.clone(), move || {
-                let data = read_range(&mut file, r).map_err(|e| StoreError::io(Op::Get, &k, e))?;
-                Ok((file, data))
-            })
-            .await?;
-            file = f;
-            small = Some(data);
-        }
         let r = range.unwrap_or(0..meta.size);
         if r.start > r.end || r.end > meta.size {
             return Err(StoreError::new(
@@ -666,6 +654,17 @@ impl ObjectStore for LocalStore {
                 ErrorKind::InvalidRequest,
                 format!("range {r:?} outside object of {} bytes", meta.size),
             ));
+        }
+        if small.is_none() && inline && is_small_read(&r, meta.size) {
+            // Not in the page cache: read it where waiting is allowed.
+            let (k, r) = (k.clone(), r.clone());
+            let (f, data) = blocking(Op::Get, &k.clone(), move || {
+                let data = read_range(&mut file, r).map_err(|e| StoreError::io(Op::Get, &k, e))?;
+                Ok((file, data))
+            })
+            .await?;
+            file = f;
+            small = Some(data);
         }
         let body = match small {
             Some(data) => futures::stream::once(async move { Ok(data) }).boxed(),
@@ -756,23 +755,10 @@ impl ObjectStore for LocalStore {
         blocking(Op::UploadPart, key.as_str(), move || {
             let op = Op::UploadPart;
             let (dir, state) = inner.part_target(&k, &id, part_number, payload.len() as u64)?;
-            let bad = |what: &str, want: &str, got: &str| {
-                StoreError::new(
-                    op,
-                    &k,
-                    ErrorKind::Integrity,
-                    format!("{what} {want} does not match the part ({got})"),
-                )
-                .with_code("BadDigest")
+            let mut kept = Checksums {
+                crc64nvme: crate::checksum::check_crc64(op, &k, &payload, given.crc64nvme.as_deref())?,
+                ..Default::default()
             };
-            let mut kept = Checksums::default();
-            if let Some(want) = &given.crc64nvme {
-                let got = crate::checksum::crc64_to_b64(crate::checksum::crc64(&payload));
-                if *want != got {
-                    return Err(bad("x-amz-checksum-crc64nvme", want, &got));
-                }
-                kept.crc64nvme = Some(got);
-            }
             // Without an MD5 from the caller the part is hashed, and its MD5
             // returned as the ETag — unless the caller checks the object by
             // its CRC64NVME and gave its ETag (PutOptions::etag).
@@ -780,7 +766,13 @@ impl ObjectStore for LocalStore {
             if !crc_only {
                 let got = md5_hex(&payload);
                 if let Some(want) = given.md5_hex.as_deref().filter(|m| *m != got) {
-                    return Err(bad("Content-MD5", want, &got));
+                    return Err(StoreError::new(
+                        op,
+                        &k,
+                        ErrorKind::Integrity,
+                        format!("Content-MD5 {want} does not match the part ({got})"),
+                    )
+                    .with_code("BadDigest"));
                 }
                 kept.md5_hex = Some(got);
             }

@@ -222,22 +222,6 @@ fn check_md5(op: Op, key: &str, data: &[u8], given: Option<&str>) -> Result<Stri
     }
 }
 
-/// Checks a CRC64NVME sent with a payload.
-fn check_crc64(op: Op, key: &str, data: &[u8], given: Option<&str>) -> Result<Option<String>> {
-    let Some(want) = given else { return Ok(None) };
-    let got = crate::checksum::crc64_to_b64(crate::checksum::crc64(data));
-    if want != got {
-        return Err(StoreError::new(
-            op,
-            key,
-            ErrorKind::Integrity,
-            format!("x-amz-checksum-crc64nvme {want} does not match the payload ({got})"),
-        )
-        .with_code("BadDigest"));
-    }
-    Ok(Some(got))
-}
-
 fn list_meta(s: &Stored) -> ObjectMeta {
     ObjectMeta {
         content_type: None,
@@ -387,7 +371,7 @@ impl ObjectStore for MemoryStore {
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
         let mut etag = check_md5(Op::Put, key.as_str(), &payload, opts.checksums.md5_hex.as_deref())?;
-        check_crc64(Op::Put, key.as_str(), &payload, opts.checksums.crc64nvme.as_deref())?;
+        crate::checksum::check_crc64(Op::Put, key.as_str(), &payload, opts.checksums.crc64nvme.as_deref())?;
         let kms = self.kms(opts);
         if kms {
             etag = Self::kms_etag(&etag);
@@ -435,7 +419,8 @@ impl ObjectStore for MemoryStore {
         sums: &Checksums,
     ) -> Result<CompletedPart> {
         let mut etag = check_md5(Op::UploadPart, key.as_str(), &payload, sums.md5_hex.as_deref())?;
-        let crc64nvme = check_crc64(Op::UploadPart, key.as_str(), &payload, sums.crc64nvme.as_deref())?;
+        let crc64nvme =
+            crate::checksum::check_crc64(Op::UploadPart, key.as_str(), &payload, sums.crc64nvme.as_deref())?;
         let size = payload.len() as u64;
         let mut uploads = lock(&self.server.uploads);
         let u = uploads

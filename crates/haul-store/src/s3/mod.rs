@@ -761,7 +761,7 @@ impl ObjectStore for S3Store {
             .iter()
             .map(|p| p.checksums.full_crc64().map(|c| (c, p.size)))
             .collect::<Option<Vec<_>>>()
-            .filter(|_| self.conn.send_crc64 && !parts.is_empty());
+            .filter(|_| self.conn.send_crc64);
         let full_crc = part_crcs.and_then(crate::checksum::crc64_of_parts);
         let sdk_parts = parts
             .iter()
