@@ -65,6 +65,9 @@ pub enum Verified {
     /// The data read has the source's full-object CRC64NVME (combined from
     /// the parts' CRCs before the destination was completed).
     SourceChecksum,
+    /// The destination's full-object CRC64NVME equals the one of the data
+    /// sent, and the server checked every part's (no MD5 computed).
+    DestChecksum,
 }
 
 /// The result of one object.
@@ -240,6 +243,9 @@ struct PartHashing {
     /// The destination hashes what it writes (a local directory): no MD5
     /// here, its part ETag is the MD5.
     dst_hashes: bool,
+    /// The destination checks each part's CRC64NVME and says so: no MD5
+    /// here unless it does not (then the part's ETag is checked by MD5).
+    dst_checks_crc: bool,
     /// Each part's CRC64NVME is computed: to check the source's full-object
     /// CRC64NVME, and/or for a destination keeping one.
     crc64: bool,
@@ -471,7 +477,9 @@ impl Transfer {
             (None, Some(e)) if local_dst => e.clone(),
             _ => String::new(),
         };
-        let v = self.check_written(dst, dst_key, &put, &res, &md5, meta.size).await?;
+        let v = self
+            .check_written(dst, dst_key, &put, &res, Some(&md5), meta.size)
+            .await?;
         Ok(Outcome {
             strategy: Strategy::Single,
             verified: if v == Verified::Etag { verified } else { v },
@@ -481,29 +489,36 @@ impl Transfer {
     }
 
     /// Checks what the destination answered against what was sent: the
-    /// ETag when it is an MD5, the size (with the server's Content-MD5
-    /// checks) when it is not.
+    /// full-object CRC64NVME when it returns one, the ETag when it is an
+    /// MD5 and the one expected is known, else the size (with the server's
+    /// checks of each request's Content-MD5 or CRC64NVME).
     async fn check_written(
         &self,
         dst: &DynStore,
         key: &Key,
         put: &PutOptions,
         res: &haul_store::PutResult,
-        expected: &str,
+        expected: Option<&str>,
         size: u64,
     ) -> Result<Verified> {
         // A full-object CRC the server computed must equal the one sent.
-        if let (Some(sent), Some(got)) = (&put.checksums.crc64nvme, &res.checksums.crc64nvme) {
-            if sent != got {
+        let crc_matched = match (put.checksums.full_crc64(), res.checksums.full_crc64()) {
+            (Some(sent), Some(got)) if sent != got => {
                 return Err(err(
                     Op::Verify,
                     key,
                     ErrorKind::Integrity,
-                    format!("the destination CRC64NVME {got} does not match the data sent ({sent})"),
+                    format!(
+                        "the destination CRC64NVME {} does not match the data sent ({})",
+                        crc64_to_b64(got),
+                        crc64_to_b64(sent)
+                    ),
                 ));
             }
-        }
-        if etag_is_md5(dst, put, res.sse.as_deref()) {
+            (Some(_), Some(_)) => true,
+            _ => false,
+        };
+        if let (true, Some(expected)) = (etag_is_md5(dst, put, res.sse.as_deref()), expected) {
             if let Some(got) = res.etag.as_deref() {
                 if got != expected {
                     return Err(err(
@@ -515,6 +530,9 @@ impl Transfer {
                 }
                 return Ok(Verified::Etag);
             }
+        }
+        if crc_matched {
+            return Ok(Verified::DestChecksum);
         }
         let head = dst.head(key).await.map_err(|e| e.during(Op::Verify))?;
         if head.size != size {
@@ -603,17 +621,20 @@ impl Transfer {
         let src_crc = full.checksums.full_crc64();
         let dst_local = dst.capabilities().local_root.is_some();
         put.full_object_crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
+        // The whole-object MD5 is needed only to check a single-part source
+        // ETag, when no CRC64NVME checks the data.
+        let whole = source_md5(&full).filter(|_| src_crc.is_none()).map(|_| md5::Md5::new());
+        // Part MD5s reproduce a multipart ETag to compare with the source's.
+        let etag_to_match = full.etag.is_some() && (same_layout || self.opts.preserve_etag);
         let hashing = PartHashing {
             dst_hashes: dst_local,
+            dst_checks_crc: !dst_local && put.full_object_crc64 && whole.is_none() && !etag_to_match,
             crc64: src_crc.is_some() || put.full_object_crc64,
             crc_only: dst_local && src_crc.is_some() && full.etag.is_some(),
         };
         if hashing.crc_only {
             put.etag = full.etag.clone();
         }
-        // The whole-object MD5 is needed only to check a single-part source
-        // ETag, when no CRC64NVME checks the data.
-        let whole = source_md5(&full).filter(|_| src_crc.is_none()).map(|_| md5::Md5::new());
         let upload = dst.create_multipart(dst_key, &put).await?;
         obs.upload_started(dst_key, &upload);
         let run = self.upload_parts(src, &full, dst, dst_key, &upload, ranges, whole, hashing, obs);
@@ -641,16 +662,20 @@ impl Transfer {
         };
         put.checksums.crc64nvme = done.crc64.map(crc64_to_b64);
         let (parts, md5s, whole_md5) = (done.parts, done.md5s, done.whole_md5);
+        // The ETag expected, when every part's MD5 is known.
         let expected = if hashing.crc_only {
-            put.etag.clone().unwrap_or_default()
+            put.etag.clone()
+        } else if md5s.len() == parts.len() {
+            multipart_etag(md5s.iter().map(String::as_str))
         } else {
-            multipart_etag(md5s.iter().map(String::as_str)).unwrap_or_default()
+            None
         };
         let done = dst.complete_multipart(dst_key, &upload, &parts).await;
         let done = or_abort(dst, dst_key, &upload, done).await?;
         let mut verified = self
-            .check_written(dst, dst_key, &put, &done, &expected, meta.size)
+            .check_written(dst, dst_key, &put, &done, expected.as_deref(), meta.size)
             .await?;
+        let expected = expected.unwrap_or_default();
         let src_kms = full.sse.as_deref() == Some(KMS);
         if verified == Verified::Etag && hashing.crc_only {
             verified = Verified::SourceChecksum;
@@ -682,7 +707,12 @@ impl Transfer {
                 verified = Verified::SourceEtag;
             }
         }
-        if crc_checked && matches!(verified, Verified::Etag | Verified::ServerChecked) {
+        if crc_checked
+            && matches!(
+                verified,
+                Verified::Etag | Verified::ServerChecked | Verified::DestChecksum
+            )
+        {
             verified = Verified::SourceChecksum;
         }
         Ok(Outcome {
@@ -742,19 +772,48 @@ impl Transfer {
                 }
                 let data = collect(g, &full.key, obs).await?;
                 // A local destination hashes what it writes (one pass over
-                // the data, not two): its part ETag is the MD5.
-                let sums = sums_of(data.clone(), !hashing.dst_hashes, hashing.crc64).await;
-                let part = dst
-                    .upload_part(dst_key, upload, i as u32 + 1, data.clone(), &sums)
-                    .await?;
-                let crc = sums.full_crc64().map(|c| (c, len));
+                // the data, not two): its part ETag is the MD5. A store that
+                // checks CRC64NVMEs is sent only the CRC.
+                let md5_here = !hashing.dst_hashes && !hashing.dst_checks_crc;
+                let mut sums = sums_of(data.clone(), md5_here, hashing.crc64).await;
+                let n = i as u32 + 1;
+                let mut part = dst.upload_part(dst_key, upload, n, data.clone(), &sums).await?;
+                let crc = sums.full_crc64();
+                if hashing.dst_checks_crc {
+                    match (crc, part.checksums.full_crc64()) {
+                        // The server checked the part's CRC64NVME.
+                        (Some(sent), Some(got)) if sent == got => {}
+                        (Some(sent), Some(got)) => {
+                            return Err(err(
+                                Op::UploadPart,
+                                dst_key,
+                                ErrorKind::Integrity,
+                                format!(
+                                    "part {n}: the destination's CRC64NVME {} does not match the data sent ({})",
+                                    crc64_to_b64(got),
+                                    crc64_to_b64(sent)
+                                ),
+                            ));
+                        }
+                        // It did not say it checked one: the part's ETag is
+                        // checked by MD5 instead, the data still at hand.
+                        _ => sums.md5_hex = Some(md5_of(data.clone()).await),
+                    }
+                }
+                // The part's CRC, for the full-object one at completion.
+                if part.checksums.crc64nvme.is_none() {
+                    part.checksums.crc64nvme = sums.crc64nvme.clone();
+                }
                 let md5 = match sums.md5_hex {
                     Some(md5) => {
                         check_part(dst, &self.opts.put, dst_key, &part, &md5)?;
                         md5
                     }
+                    // Checked by its CRC64NVME: no MD5 of this part.
+                    None if hashing.dst_checks_crc => String::new(),
                     None => part.etag.clone(),
                 };
+                let crc = crc.map(|c| (c, len));
                 Ok::<_, StoreError>((part, md5, crc, keep.then_some((data, permit))))
             })
             .buffered(self.opts.parts_per_object.max(1));
@@ -927,7 +986,7 @@ impl Transfer {
         let done = dst.complete_multipart(dst_key, &upload, &parts).await;
         let done = or_abort(dst, dst_key, &upload, done).await?;
         let mut verified = self
-            .check_written(dst, dst_key, &put, &done, &expected, meta.size)
+            .check_written(dst, dst_key, &put, &done, Some(&expected), meta.size)
             .await?;
         if verified == Verified::Etag && same_layout && full.sse.as_deref() != Some(KMS) {
             if full.etag.as_deref() != Some(expected.as_str()) {
@@ -974,7 +1033,7 @@ impl Transfer {
             put.checksums = sums_of(first.clone(), true, crc64).await;
             let md5 = put.checksums.md5_hex.clone().unwrap_or_default();
             let res = dst.put(key, first, &put).await?;
-            let verified = self.check_written(dst, key, &put, &res, &md5, size).await?;
+            let verified = self.check_written(dst, key, &put, &res, Some(&md5), size).await?;
             return Ok(Outcome {
                 strategy: Strategy::Single,
                 verified,
@@ -1056,7 +1115,9 @@ impl Transfer {
         let parts: Vec<CompletedPart> = parts.into_iter().map(|(p, _)| p).collect();
         let done = dst.complete_multipart(key, &upload, &parts).await;
         let done = or_abort(dst, key, &upload, done).await?;
-        let verified = self.check_written(dst, key, &put, &done, &expected, total).await?;
+        let verified = self
+            .check_written(dst, key, &put, &done, Some(&expected), total)
+            .await?;
         Ok(Outcome {
             strategy: Strategy::Multipart {
                 parts: parts.len() as u32,

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use haul_engine::job::JobOptions;
 use haul_engine::plan::Planner;
 use haul_engine::report::NoObserver;
-use haul_engine::transfer::{Strategy, Verified};
+use haul_engine::transfer::{Outcome, Strategy, Verified};
 use haul_engine::{Executor, Filter, Transfer, TransferOptions};
 use haul_store::checksum::md5_hex;
 use haul_store::local::LocalStore;
@@ -540,25 +540,94 @@ async fn a_corrupted_download_fails_the_crc64_check_and_nothing_lands() -> TestR
     Ok(())
 }
 
-/// Into a store that keeps CRC64NVMEs, every part carries its CRC and the
-/// object gets a full-object CRC64NVME equal to the data's.
-#[tokio::test]
-async fn an_upload_to_a_crc64_store_gets_a_full_object_crc() -> TestResult {
+/// Uploads one local file through `faults` into a bucket of `server` that
+/// keeps CRC64NVMEs; returns the outcome, the bucket and the file's bytes.
+async fn upload_to_crc_bucket(
+    server: &Arc<MemoryServer>,
+    faults: FaultConfig,
+) -> Result<(Outcome, DynStore, Bytes), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let body = data(4 * MIB + 5, 23);
     std::fs::write(dir.path().join("up.bin"), &body)?;
     let local: DynStore = Arc::new(LocalStore::new(dir.path())?);
-    let dst: DynStore = Arc::new(crc_bucket("dst"));
+    let bucket: DynStore = Arc::new(
+        server
+            .bucket("dst")
+            .with_limits(MIB as u64, 5 << 30)
+            .with_default_crc64(),
+    );
+    let dst: DynStore = Arc::new(FaultStore::new(bucket.clone(), faults));
     let t = Transfer::new(small_parts(), CancellationToken::new());
     let k = key("up.bin");
     let meta = local.head(&k).await?;
     let out = t.copy(&local, &meta, &dst, &k, &NoObserver).await?;
+    Ok((out, bucket, body))
+}
+
+/// Into a store that checks CRC64NVMEs, every part carries only its CRC
+/// (no MD5 is computed), and the object's full-object CRC64NVME, returned
+/// at completion, must equal the data's. Its ETag is still the right one.
+#[tokio::test]
+async fn an_upload_to_a_crc64_store_is_checked_by_crc_without_md5() -> TestResult {
+    let server = MemoryServer::new();
+    let (out, dst, body) = upload_to_crc_bucket(&server, FaultConfig::none(1)).await?;
     assert_eq!(out.strategy, Strategy::Multipart { parts: 5 });
-    assert_eq!(out.verified, Verified::Etag);
+    assert_eq!(out.verified, Verified::DestChecksum);
+    let k = key("up.bin");
     let got = dst.head(&k).await?;
     let want = haul_store::checksum::crc64_to_b64(haul_store::checksum::crc64(&body));
     assert_eq!(got.checksums.crc64nvme.as_deref(), Some(want.as_str()));
+    let part_md5s = body.chunks(MIB).map(md5_hex).collect::<Vec<_>>();
+    let want_etag = haul_store::checksum::multipart_etag(part_md5s.iter().map(String::as_str));
+    assert_eq!(got.etag, want_etag);
+    assert_eq!(out.etag, want_etag);
     assert_eq!(read_all(&dst, &k).await?, body);
+    Ok(())
+}
+
+/// A store that ignores the CRC64NVME sent with each part does not confirm
+/// it: each part's ETag is then checked by MD5, and the upload still ends
+/// verified.
+#[tokio::test]
+async fn an_upload_falls_back_to_md5_when_the_store_does_not_confirm_crcs() -> TestResult {
+    let server = MemoryServer::new();
+    let faults = FaultConfig {
+        ignore_part_crc: true,
+        ..FaultConfig::none(2)
+    };
+    let (out, dst, body) = upload_to_crc_bucket(&server, faults).await?;
+    assert_eq!(out.verified, Verified::Etag);
+    assert_eq!(read_all(&dst, &key("up.bin")).await?, body);
+    Ok(())
+}
+
+/// Parts corrupted on the way are refused — by the store that checks their
+/// CRC64NVME, or by haul's MD5 check of the part's ETag when the store does
+/// not — and nothing lands, no upload is left open.
+#[tokio::test]
+async fn a_part_corrupted_on_the_way_is_caught_with_and_without_crc_checks() -> TestResult {
+    for ignore_part_crc in [false, true] {
+        let server = MemoryServer::new();
+        let faults = FaultConfig {
+            corrupt_write_rate: 1.0,
+            ignore_part_crc,
+            ..FaultConfig::none(3)
+        };
+        let e = match upload_to_crc_bucket(&server, faults).await {
+            Ok((o, _, _)) => return Err(format!("a corrupted part was accepted: {o:?}").into()),
+            Err(e) => e,
+        };
+        let msg = e.to_string();
+        let want = if ignore_part_crc {
+            "does not match the data sent"
+        } else {
+            "x-amz-checksum-crc64nvme"
+        };
+        assert!(msg.contains(want), "ignore_part_crc={ignore_part_crc}: {msg}");
+        let dst = server.bucket("dst");
+        assert!(dst.head(&key("up.bin")).await.is_err(), "nothing lands");
+        assert_eq!(server.open_uploads(), 0, "the upload was aborted");
+    }
     Ok(())
 }
 

@@ -617,10 +617,11 @@ impl ObjectStore for S3Store {
             }
         }
         let req = apply_put_options!(req, opts, true);
-        // With Content-MD5 (signed, and checked by the server) the payload
-        // need not be hashed again for the signature: no SHA-256 pass on
-        // either side (what AWS's own tools do over TLS).
-        let out = if opts.checksums.md5_hex.is_some() {
+        // With Content-MD5 or a CRC64NVME (signed, and checked by the
+        // server) the payload need not be hashed again for the signature:
+        // no SHA-256 pass on either side (what AWS's own tools do over TLS).
+        let crc64 = self.conn.send_crc64 && opts.checksums.crc64nvme.is_some();
+        let out = if opts.checksums.md5_hex.is_some() || crc64 {
             req.customize().disable_payload_signing().send().await
         } else {
             req.send().await
@@ -693,8 +694,9 @@ impl ObjectStore for S3Store {
         if let Some(c) = crc64 {
             req = req.checksum_crc64_nvme(c);
         }
-        // Content-MD5 protects the payload: no SHA-256 of it for the signature.
-        let out = if signed_md5.is_some() {
+        // Content-MD5 or a CRC64NVME the server checks protects the payload:
+        // no SHA-256 of it for the signature.
+        let out = if signed_md5.is_some() || crc64.is_some() {
             req.customize().disable_payload_signing().send().await
         } else {
             req.send().await
@@ -706,7 +708,8 @@ impl ObjectStore for S3Store {
             etag,
             size,
             checksums: Checksums {
-                crc64nvme: out.checksum_crc64_nvme().map(str::to_string).or(crc64.cloned()),
+                // Only what the server confirms: the caller knows what it sent.
+                crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
                 ..Default::default()
             },
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),

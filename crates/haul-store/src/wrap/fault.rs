@@ -33,6 +33,13 @@ pub struct FaultConfig {
     /// Fraction of read bodies with one byte flipped (silent corruption:
     /// only verification can catch it).
     pub corrupt_rate: f64,
+    /// Fraction of uploaded parts with one byte flipped on the way to the
+    /// store (the checksums sent with them are kept: a store that checks
+    /// them refuses the part).
+    pub corrupt_write_rate: f64,
+    /// The store neither checks nor confirms the CRC64NVME sent with a part
+    /// (a server that ignores `x-amz-checksum-crc64nvme`).
+    pub ignore_part_crc: bool,
     /// Added to every request.
     pub latency: std::time::Duration,
 }
@@ -47,6 +54,8 @@ impl FaultConfig {
             body_rate: rate,
             list_rate: rate,
             corrupt_rate: 0.0,
+            corrupt_write_rate: 0.0,
+            ignore_part_crc: false,
             latency: std::time::Duration::ZERO,
         }
     }
@@ -238,12 +247,34 @@ impl ObjectStore for FaultStore {
         payload: Bytes,
         sums: &Checksums,
     ) -> Result<CompletedPart> {
-        faulty!(
+        let payload = match self.roll(self.cfg.corrupt_write_rate) {
+            Some(_) if !payload.is_empty() => {
+                let mut v = payload.to_vec();
+                v[0] ^= 0x01;
+                Bytes::from(v)
+            }
+            _ => payload,
+        };
+        if !self.cfg.ignore_part_crc {
+            return faulty!(
+                self,
+                Op::UploadPart,
+                key.as_str(),
+                self.inner.upload_part(key, u, n, payload, sums)
+            );
+        }
+        let sums = Checksums {
+            crc64nvme: None,
+            ..sums.clone()
+        };
+        let mut part = faulty!(
             self,
             Op::UploadPart,
             key.as_str(),
-            self.inner.upload_part(key, u, n, payload, sums)
-        )
+            self.inner.upload_part(key, u, n, payload, &sums)
+        )?;
+        part.checksums = Checksums::default();
+        Ok(part)
     }
     async fn upload_part_stream(
         &self,
