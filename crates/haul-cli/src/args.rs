@@ -136,7 +136,8 @@ pub struct Conn {
     /// custom endpoints (S3-compatible servers), when supported for AWS.
     #[arg(long, value_enum, default_value_t = ChecksumPolicyArg::Auto)]
     pub request_checksums: ChecksumPolicyArg,
-    /// Also send a CRC64NVME checksum header with uploads (default: on for AWS, off for custom endpoints).
+    /// Send CRC64NVMEs with uploads and check large uploads by them instead of MD5 (default: on for AWS;
+    /// on a custom endpoint, on once the server acknowledges the algorithm, as garage 2 and MinIO do).
     #[arg(long)]
     pub crc64nvme: Option<bool>,
     /// Most requests in flight to one endpoint (lowered automatically on throttling).

@@ -552,3 +552,54 @@ async fn errors(be: Backend) -> TestResult {
     assert!(be.a.head(&k).await.err().is_some_and(|e| e.is_not_found()));
     Ok(())
 }
+
+/// On a custom endpoint, CRC64NVME uploads are learnt from the server: moto
+/// acknowledges the algorithm when a multipart upload is created, so the
+/// upload gets a full-object checksum; `--crc64nvme false` sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_crc64_uploads_are_learnt_from_the_server() -> TestResult {
+    if !haul_testkit::s3_enabled() {
+        eprintln!("HAUL_TEST_S3=off: S3 backend not tested");
+        return Ok(());
+    }
+    haul_testkit::set_aws_env();
+    let server = haul_testkit::moto();
+    for setting in [None, Some(false)] {
+        let conn = S3Connection::connect(&S3Config {
+            endpoint_url: Some(server.endpoint.clone()),
+            path_style: true,
+            send_crc64nvme: setting,
+            ..Default::default()
+        })
+        .await?;
+        let b = haul_testkit::unique_bucket("crc");
+        haul_testkit::create_bucket(server, &b)?;
+        let store = conn.bucket(&b);
+        // Until the server says otherwise, uploads are worth a CRC.
+        let offered = store.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
+        assert_eq!(offered, setting.is_none(), "{setting:?}");
+        let k = key("big.bin");
+        let body = data(5 * 1024 * 1024 + 7, 9);
+        let opts = PutOptions {
+            full_object_crc64: true,
+            ..Default::default()
+        };
+        let id = store.create_multipart(&k, &opts).await?;
+        let sums = Checksums {
+            md5_hex: Some(md5_hex(&body)),
+            crc64nvme: Some(checksum::crc64_to_b64(checksum::crc64(&body))),
+            ..Default::default()
+        };
+        let part = store.upload_part(&k, &id, 1, body.clone(), &sums).await?;
+        store.complete_multipart(&k, &id, &[part]).await?;
+        let head = store.head(&k).await?;
+        assert_eq!(
+            head.checksums.crc64nvme.is_some(),
+            setting.is_none(),
+            "{setting:?}: {head:?}"
+        );
+        let s: DynStore = Arc::new(store);
+        assert_eq!(read_all(&s, &k, None).await?, body);
+    }
+    Ok(())
+}

@@ -18,6 +18,8 @@ mod error;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -62,9 +64,52 @@ pub struct S3Config {
     /// Path-style addressing (`http://host/bucket/key`).
     pub path_style: bool,
     pub checksum_policy: ChecksumPolicy,
-    /// Also send a CRC64NVME checksum header with uploads (AWS supports it;
-    /// many S3-compatible servers do not). Defaults to on for AWS endpoints.
+    /// Send CRC64NVMEs with uploads (multipart uploads get a full-object
+    /// CRC64NVME). Unset: on for AWS; on a custom endpoint, on once the
+    /// server acknowledges the algorithm when a multipart upload is
+    /// created (garage 2, MinIO), off otherwise.
     pub send_crc64nvme: Option<bool>,
+}
+
+/// Whether uploads carry CRC64NVMEs: decided, or to be learnt from the
+/// server's first CreateMultipartUpload answer.
+#[derive(Debug)]
+struct Crc64Support(AtomicU8);
+
+impl Crc64Support {
+    const UNKNOWN: u8 = 0;
+    const YES: u8 = 1;
+    const NO: u8 = 2;
+
+    fn new(setting: Option<bool>) -> Self {
+        Crc64Support(AtomicU8::new(match setting {
+            Some(true) => Self::YES,
+            Some(false) => Self::NO,
+            None => Self::UNKNOWN,
+        }))
+    }
+
+    /// Requests carry CRC64NVME headers.
+    fn on(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::YES
+    }
+
+    /// Still worth asking for (not known to be unsupported).
+    fn maybe(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != Self::NO
+    }
+
+    fn unknown(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::UNKNOWN
+    }
+
+    fn learn(&self, supported: bool) {
+        let v = if supported { Self::YES } else { Self::NO };
+        // Only an unknown setting is learnt; an explicit one stays.
+        let _ = self
+            .0
+            .compare_exchange(Self::UNKNOWN, v, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// A configured client for one endpoint and identity; cheap to clone.
@@ -72,7 +117,7 @@ pub struct S3Config {
 pub struct S3Connection {
     client: Client,
     domain: String,
-    send_crc64: bool,
+    crc64: Arc<Crc64Support>,
 }
 
 impl S3Connection {
@@ -135,7 +180,9 @@ impl S3Connection {
         Ok(S3Connection {
             client,
             domain,
-            send_crc64: cfg.send_crc64nvme.unwrap_or(!custom_endpoint),
+            crc64: Arc::new(Crc64Support::new(
+                cfg.send_crc64nvme.or((!custom_endpoint).then_some(true)),
+            )),
         })
     }
 
@@ -143,7 +190,7 @@ impl S3Connection {
     pub fn bucket(&self, bucket: &str) -> S3Store {
         let mut caps = Capabilities::s3_like(bucket);
         caps.copy_domain = Some(self.domain.clone());
-        if self.send_crc64 {
+        if self.crc64.maybe() {
             caps.upload_checksums.push(ChecksumKind::Crc64Nvme);
         }
         S3Store {
@@ -304,6 +351,30 @@ impl S3Store {
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         map_sdk_error(op, key, &self.bucket, e)
+    }
+
+    async fn send_create_multipart(
+        &self,
+        key: &Key,
+        opts: &PutOptions,
+        crc64: bool,
+    ) -> Result<aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput> {
+        let req = self
+            .conn
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str());
+        let req = if crc64 {
+            req.checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .checksum_type(ChecksumType::FullObject)
+        } else {
+            req
+        };
+        apply_put_options!(req, opts, true)
+            .send()
+            .await
+            .map_err(|e| self.err(Op::CreateMultipart, key.as_str(), e))
     }
 
     fn no_stall() -> aws_sdk_s3::config::Builder {
@@ -611,7 +682,7 @@ impl ObjectStore for S3Store {
         if let Some(b64) = opts.checksums.md5_hex.as_deref().and_then(md5_hex_to_base64) {
             req = req.content_md5(b64);
         }
-        if self.conn.send_crc64 {
+        if self.conn.crc64.on() {
             if let Some(c) = &opts.checksums.crc64nvme {
                 req = req.checksum_crc64_nvme(c);
             }
@@ -620,7 +691,7 @@ impl ObjectStore for S3Store {
         // With Content-MD5 or a CRC64NVME (signed, and checked by the
         // server) the payload need not be hashed again for the signature:
         // no SHA-256 pass on either side (what AWS's own tools do over TLS).
-        let crc64 = self.conn.send_crc64 && opts.checksums.crc64nvme.is_some();
+        let crc64 = self.conn.crc64.on() && opts.checksums.crc64nvme.is_some();
         let out = if opts.checksums.md5_hex.is_some() || crc64 {
             req.customize().disable_payload_signing().send().await
         } else {
@@ -639,23 +710,28 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
-        let req = self
-            .conn
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key.as_str());
-        let req = if opts.full_object_crc64 && self.conn.send_crc64 {
-            req.checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                .checksum_type(ChecksumType::FullObject)
-        } else {
-            req
+        let crc = opts.full_object_crc64 && self.conn.crc64.maybe();
+        let out = match self.send_create_multipart(key, opts, crc).await {
+            Ok(out) => out,
+            // A server that does not know the algorithm may refuse it: learn
+            // that, and create the upload without.
+            Err(e)
+                if crc
+                    && self.conn.crc64.unknown()
+                    && matches!(e.kind, ErrorKind::InvalidRequest | ErrorKind::NotSupported) =>
+            {
+                tracing::info!(endpoint = %self.conn.domain, error = %e, "no CRC64NVME uploads: the server refused the algorithm");
+                self.conn.crc64.learn(false);
+                self.send_create_multipart(key, opts, false).await?
+            }
+            Err(e) => return Err(e),
         };
-        let req = apply_put_options!(req, opts, true);
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.err(Op::CreateMultipart, key.as_str(), e))?;
+        if crc && self.conn.crc64.unknown() {
+            // A server that takes the algorithm says so in its answer.
+            let acked = out.checksum_algorithm() == Some(&ChecksumAlgorithm::Crc64Nvme);
+            tracing::debug!(endpoint = %self.conn.domain, acked, "CRC64NVME uploads");
+            self.conn.crc64.learn(acked);
+        }
         let id = out.upload_id().ok_or_else(|| {
             StoreError::new(
                 Op::CreateMultipart,
@@ -690,7 +766,7 @@ impl ObjectStore for S3Store {
         if let Some(b64) = &signed_md5 {
             req = req.content_md5(b64);
         }
-        let crc64 = sums.crc64nvme.as_ref().filter(|_| self.conn.send_crc64);
+        let crc64 = sums.crc64nvme.as_ref().filter(|_| self.conn.crc64.on());
         if let Some(c) = crc64 {
             req = req.checksum_crc64_nvme(c);
         }
@@ -764,7 +840,7 @@ impl ObjectStore for S3Store {
             .iter()
             .map(|p| p.checksums.full_crc64().map(|c| (c, p.size)))
             .collect::<Option<Vec<_>>>()
-            .filter(|_| self.conn.send_crc64);
+            .filter(|_| self.conn.crc64.on());
         let full_crc = part_crcs.and_then(crate::checksum::crc64_of_parts);
         let sdk_parts = parts
             .iter()
