@@ -12,6 +12,7 @@
 //! [`Capabilities`], which the engine reads to pick a strategy.
 
 pub mod checksum;
+mod direct;
 pub mod error;
 pub mod key;
 pub mod local;

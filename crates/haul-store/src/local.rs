@@ -58,6 +58,8 @@ struct Inner {
     /// Stats and page-cache reads run on the async threads (a local disk
     /// filesystem), not in the blocking pool (network filesystems).
     inline: bool,
+    /// Aligned buffers for direct writes, reused.
+    buffers: Arc<crate::direct::BufferPool>,
 }
 
 /// Attributes kept in the `user.haul` xattr.
@@ -119,6 +121,7 @@ impl LocalStore {
                 caps,
                 durable: true,
                 inline,
+                buffers: Arc::default(),
             }),
         })
     }
@@ -215,7 +218,7 @@ fn meta_from(key: Key, path: &Path, md: &fs::Metadata, full: bool) -> ObjectMeta
 /// listed and a read from the page cache take microseconds: cheaper done in
 /// place than with a trip to a blocking thread (two context switches).
 /// Network and FUSE filesystems, and any not known, use the blocking pool.
-fn on_local_disk(root: &Path) -> bool {
+pub(crate) fn on_local_disk(root: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
         const LOCAL: [u64; 10] = [
@@ -816,11 +819,13 @@ impl ObjectStore for LocalStore {
                 .truncate(false)
                 .open(&path)
                 .map_err(io)?;
+            // On a local disk, whole blocks bypass the page cache.
+            let mut out = crate::direct::RangeWriter::open(&path, file, start, inner.inline, &inner.buffers);
             let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
             let mut md5 = state.opts.etag.is_none().then(<md5::Md5 as md5::Digest>::new);
             let mut at = start;
             while let Some(chunk) = rx.blocking_recv() {
-                file.write_all_at(&chunk, at).map_err(io)?;
+                out.write(&chunk).map_err(io)?;
                 at += chunk.len() as u64;
                 crc.update(&chunk);
                 if let Some(h) = md5.as_mut() {
@@ -836,11 +841,12 @@ impl ObjectStore for LocalStore {
                     format!("part {part_number}: {} bytes arrived, {size} expected", at - start),
                 ));
             }
+            out.finish().map_err(io)?;
             // Flushing each part as it completes, in parallel with the
             // parts still arriving, leaves little for the fsync before the
             // rename at the end (which otherwise waits for the whole file).
             if inner.durable {
-                file.sync_data().map_err(io)?;
+                out.sync_data().map_err(io)?;
             }
             let kept = Checksums {
                 md5_hex: md5.map(|h| hex::encode(md5::Digest::finalize(h))),
