@@ -445,6 +445,10 @@ impl Transfer {
         // A local destination hashes what it writes and returns the MD5 as
         // its ETag: no second pass here.
         let local_dst = dst.capabilities().local_root.is_some() && !crc64;
+        // Into a store that keeps CRC64NVMEs, with no source MD5 to compare,
+        // the CRC goes alone (the store protects the payload with an MD5 of
+        // its own while it does not know whether the server checks CRCs).
+        let crc_only = crc64 && !local_dst && source_md5(&full).is_none();
         // The source's MD5, when known, goes as Content-MD5: the store refuses
         // data that does not match before anything replaces the destination.
         let sums = if local_dst {
@@ -453,7 +457,7 @@ impl Transfer {
                 ..Default::default()
             }
         } else {
-            sums_of(data.clone(), true, crc64).await
+            sums_of(data.clone(), !crc_only, crc64).await
         };
         let mut verified = Verified::Etag;
         // Checked before anything is written (a local destination checks
@@ -471,14 +475,25 @@ impl Transfer {
         }
         let mut put = self.dest_options(src, dst, &full, tags);
         put.checksums = sums;
-        let res = dst.put(dst_key, data, &put).await?;
+        let res = dst.put(dst_key, data.clone(), &put).await?;
+        let crc_confirmed = matches!(
+            (put.checksums.full_crc64(), res.checksums.full_crc64()),
+            (Some(sent), Some(got)) if sent == got
+        );
         let md5 = match (&put.checksums.md5_hex, &res.etag) {
-            (Some(m), _) => m.clone(),
-            (None, Some(e)) if local_dst => e.clone(),
-            _ => String::new(),
+            (Some(m), _) => Some(m.clone()),
+            (None, Some(e)) if local_dst => Some(e.clone()),
+            // The server's CRC64NVME of what it stored is the data's.
+            _ if crc_only && crc_confirmed => None,
+            // Not confirmed: the ETag is checked by MD5 instead.
+            _ if crc_only => Some(match &res.checksums.md5_hex {
+                Some(m) => m.clone(),
+                None => md5_of(data).await,
+            }),
+            _ => Some(String::new()),
         };
         let v = self
-            .check_written(dst, dst_key, &put, &res, Some(&md5), meta.size)
+            .check_written(dst, dst_key, &put, &res, md5.as_deref(), meta.size)
             .await?;
         Ok(Outcome {
             strategy: Strategy::Single,

@@ -540,14 +540,16 @@ async fn a_corrupted_download_fails_the_crc64_check_and_nothing_lands() -> TestR
     Ok(())
 }
 
-/// Uploads one local file through `faults` into a bucket of `server` that
-/// keeps CRC64NVMEs; returns the outcome, the bucket and the file's bytes.
+/// Uploads one local file of `size` bytes through `faults` into a bucket of
+/// `server` that keeps CRC64NVMEs; returns the outcome, the bucket and the
+/// file's bytes.
 async fn upload_to_crc_bucket(
     server: &Arc<MemoryServer>,
+    size: usize,
     faults: FaultConfig,
 ) -> Result<(Outcome, DynStore, Bytes), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let body = data(4 * MIB + 5, 23);
+    let body = data(size, 23);
     std::fs::write(dir.path().join("up.bin"), &body)?;
     let local: DynStore = Arc::new(LocalStore::new(dir.path())?);
     let bucket: DynStore = Arc::new(
@@ -564,69 +566,91 @@ async fn upload_to_crc_bucket(
     Ok((out, bucket, body))
 }
 
-/// Into a store that checks CRC64NVMEs, every part carries only its CRC
-/// (no MD5 is computed), and the object's full-object CRC64NVME, returned
-/// at completion, must equal the data's. Its ETag is still the right one.
+/// A single PUT and a 5-part upload.
+const UPLOAD_SIZES: [(usize, Strategy); 2] = [
+    (300_001, Strategy::Single),
+    (4 * MIB + 5, Strategy::Multipart { parts: 5 }),
+];
+
+/// Into a store that checks CRC64NVMEs, a PUT and every part carry only
+/// their CRC (no MD5 is computed), and the CRC64NVME the store returns must
+/// equal the data's. The object's ETag is still the right one.
 #[tokio::test]
 async fn an_upload_to_a_crc64_store_is_checked_by_crc_without_md5() -> TestResult {
-    let server = MemoryServer::new();
-    let (out, dst, body) = upload_to_crc_bucket(&server, FaultConfig::none(1)).await?;
-    assert_eq!(out.strategy, Strategy::Multipart { parts: 5 });
-    assert_eq!(out.verified, Verified::DestChecksum);
-    let k = key("up.bin");
-    let got = dst.head(&k).await?;
-    let want = haul_store::checksum::crc64_to_b64(haul_store::checksum::crc64(&body));
-    assert_eq!(got.checksums.crc64nvme.as_deref(), Some(want.as_str()));
-    let part_md5s = body.chunks(MIB).map(md5_hex).collect::<Vec<_>>();
-    let want_etag = haul_store::checksum::multipart_etag(part_md5s.iter().map(String::as_str));
-    assert_eq!(got.etag, want_etag);
-    assert_eq!(out.etag, want_etag);
-    assert_eq!(read_all(&dst, &k).await?, body);
+    for (size, strategy) in UPLOAD_SIZES {
+        let server = MemoryServer::new();
+        let (out, dst, body) = upload_to_crc_bucket(&server, size, FaultConfig::none(1)).await?;
+        assert_eq!(out.strategy, strategy);
+        assert_eq!(out.verified, Verified::DestChecksum, "{strategy:?}");
+        let k = key("up.bin");
+        let got = dst.head(&k).await?;
+        let want = haul_store::checksum::crc64_to_b64(haul_store::checksum::crc64(&body));
+        assert_eq!(got.checksums.crc64nvme.as_deref(), Some(want.as_str()));
+        let part_md5s = body.chunks(MIB).map(md5_hex).collect::<Vec<_>>();
+        let want_etag = match strategy {
+            Strategy::Single => Some(md5_hex(&body)),
+            _ => haul_store::checksum::multipart_etag(part_md5s.iter().map(String::as_str)),
+        };
+        assert_eq!(got.etag, want_etag, "{strategy:?}");
+        assert_eq!(out.etag, want_etag, "{strategy:?}");
+        assert_eq!(read_all(&dst, &k).await?, body);
+    }
     Ok(())
 }
 
-/// A store that ignores the CRC64NVME sent with each part does not confirm
-/// it: each part's ETag is then checked by MD5, and the upload still ends
+/// A store that ignores the CRC64NVME sent with a PUT or a part does not
+/// confirm it: the ETag is then checked by MD5, and the upload still ends
 /// verified.
 #[tokio::test]
 async fn an_upload_falls_back_to_md5_when_the_store_does_not_confirm_crcs() -> TestResult {
-    let server = MemoryServer::new();
-    let faults = FaultConfig {
-        ignore_part_crc: true,
-        ..FaultConfig::none(2)
-    };
-    let (out, dst, body) = upload_to_crc_bucket(&server, faults).await?;
-    assert_eq!(out.verified, Verified::Etag);
-    assert_eq!(read_all(&dst, &key("up.bin")).await?, body);
+    for (size, strategy) in UPLOAD_SIZES {
+        let server = MemoryServer::new();
+        let faults = FaultConfig {
+            ignore_crc: true,
+            ..FaultConfig::none(2)
+        };
+        let (out, dst, body) = upload_to_crc_bucket(&server, size, faults).await?;
+        assert_eq!(out.strategy, strategy);
+        assert_eq!(out.verified, Verified::Etag, "{strategy:?}");
+        assert_eq!(read_all(&dst, &key("up.bin")).await?, body);
+    }
     Ok(())
 }
 
-/// Parts corrupted on the way are refused — by the store that checks their
-/// CRC64NVME, or by haul's MD5 check of the part's ETag when the store does
-/// not — and nothing lands, no upload is left open.
+/// Data corrupted on the way is refused — by the store that checks its
+/// CRC64NVME (nothing lands), or by haul's MD5 check of the ETag when the
+/// store does not (for parts, before anything is completed).
 #[tokio::test]
-async fn a_part_corrupted_on_the_way_is_caught_with_and_without_crc_checks() -> TestResult {
-    for ignore_part_crc in [false, true] {
-        let server = MemoryServer::new();
-        let faults = FaultConfig {
-            corrupt_write_rate: 1.0,
-            ignore_part_crc,
-            ..FaultConfig::none(3)
-        };
-        let e = match upload_to_crc_bucket(&server, faults).await {
-            Ok((o, _, _)) => return Err(format!("a corrupted part was accepted: {o:?}").into()),
-            Err(e) => e,
-        };
-        let msg = e.to_string();
-        let want = if ignore_part_crc {
-            "does not match the data sent"
-        } else {
-            "x-amz-checksum-crc64nvme"
-        };
-        assert!(msg.contains(want), "ignore_part_crc={ignore_part_crc}: {msg}");
-        let dst = server.bucket("dst");
-        assert!(dst.head(&key("up.bin")).await.is_err(), "nothing lands");
-        assert_eq!(server.open_uploads(), 0, "the upload was aborted");
+async fn data_corrupted_on_the_way_is_caught_with_and_without_crc_checks() -> TestResult {
+    for (size, strategy) in UPLOAD_SIZES {
+        for ignore_crc in [false, true] {
+            let server = MemoryServer::new();
+            let faults = FaultConfig {
+                corrupt_write_rate: 1.0,
+                ignore_crc,
+                ..FaultConfig::none(3)
+            };
+            let e = match upload_to_crc_bucket(&server, size, faults).await {
+                Ok((o, _, _)) => return Err(format!("corrupted data was accepted: {o:?}").into()),
+                Err(e) => e,
+            };
+            let msg = e.to_string();
+            let want = if ignore_crc {
+                "does not match the data sent"
+            } else {
+                "x-amz-checksum-crc64nvme"
+            };
+            assert!(msg.contains(want), "{strategy:?}, ignore_crc={ignore_crc}: {msg}");
+            let landed = server.bucket("dst").head(&key("up.bin")).await.is_ok();
+            // A store that checks nothing keeps a corrupted single PUT; the
+            // failure is reported all the same. Parts never complete.
+            let may_land = ignore_crc && strategy == Strategy::Single;
+            assert!(
+                !landed || may_land,
+                "{strategy:?}, ignore_crc={ignore_crc}: corrupted data landed"
+            );
+            assert_eq!(server.open_uploads(), 0, "the upload was aborted");
+        }
     }
     Ok(())
 }

@@ -671,6 +671,21 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        let crc64 = self.conn.crc64.on() && opts.checksums.crc64nvme.is_some();
+        // A CRC64NVME this server is not known to check does not protect
+        // the payload: an MD5 does (returned, for the caller's ETag check).
+        let own_md5 = if opts.checksums.md5_hex.is_none() && opts.checksums.crc64nvme.is_some() && !crc64 {
+            let data = payload.clone();
+            let md5 = tokio::task::spawn_blocking(move || crate::checksum::md5_hex(&data))
+                .await
+                .map_err(|e| {
+                    StoreError::new(Op::Put, key.as_str(), ErrorKind::Other, format!("hashing failed: {e}"))
+                })?;
+            Some(md5)
+        } else {
+            None
+        };
+        let md5 = opts.checksums.md5_hex.as_ref().or(own_md5.as_ref());
         let mut req = self
             .conn
             .client
@@ -679,10 +694,10 @@ impl ObjectStore for S3Store {
             .key(key.as_str())
             .content_length(payload.len() as i64)
             .body(SdkBody::from(payload));
-        if let Some(b64) = opts.checksums.md5_hex.as_deref().and_then(md5_hex_to_base64) {
+        if let Some(b64) = md5.map(String::as_str).and_then(md5_hex_to_base64) {
             req = req.content_md5(b64);
         }
-        if self.conn.crc64.on() {
+        if crc64 {
             if let Some(c) = &opts.checksums.crc64nvme {
                 req = req.checksum_crc64_nvme(c);
             }
@@ -691,8 +706,7 @@ impl ObjectStore for S3Store {
         // With Content-MD5 or a CRC64NVME (signed, and checked by the
         // server) the payload need not be hashed again for the signature:
         // no SHA-256 pass on either side (what AWS's own tools do over TLS).
-        let crc64 = self.conn.crc64.on() && opts.checksums.crc64nvme.is_some();
-        let out = if opts.checksums.md5_hex.is_some() || crc64 {
+        let out = if md5.is_some() || crc64 {
             req.customize().disable_payload_signing().send().await
         } else {
             req.send().await
@@ -701,6 +715,7 @@ impl ObjectStore for S3Store {
         Ok(PutResult {
             etag: out.e_tag().map(clean_etag),
             checksums: Checksums {
+                md5_hex: own_md5,
                 crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
                 crc32c: out.checksum_crc32_c().map(str::to_string),
                 ..Default::default()

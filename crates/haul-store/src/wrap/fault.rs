@@ -33,13 +33,13 @@ pub struct FaultConfig {
     /// Fraction of read bodies with one byte flipped (silent corruption:
     /// only verification can catch it).
     pub corrupt_rate: f64,
-    /// Fraction of uploaded parts with one byte flipped on the way to the
-    /// store (the checksums sent with them are kept: a store that checks
-    /// them refuses the part).
+    /// Fraction of written payloads (puts and parts) with one byte flipped
+    /// on the way to the store (the checksums sent with them are kept: a
+    /// store that checks them refuses the write).
     pub corrupt_write_rate: f64,
-    /// The store neither checks nor confirms the CRC64NVME sent with a part
-    /// (a server that ignores `x-amz-checksum-crc64nvme`).
-    pub ignore_part_crc: bool,
+    /// The store neither checks nor confirms the CRC64NVME sent with a put
+    /// or a part (a server that ignores `x-amz-checksum-crc64nvme`).
+    pub ignore_crc: bool,
     /// Added to every request.
     pub latency: std::time::Duration,
 }
@@ -55,7 +55,7 @@ impl FaultConfig {
             list_rate: rate,
             corrupt_rate: 0.0,
             corrupt_write_rate: 0.0,
-            ignore_part_crc: false,
+            ignore_crc: false,
             latency: std::time::Duration::ZERO,
         }
     }
@@ -134,6 +134,18 @@ impl FaultStore {
         match self.roll(self.cfg.before_rate) {
             Some(w) => Err(Self::fault(op, key, w)),
             None => Ok(()),
+        }
+    }
+
+    /// A written payload, with one byte flipped at `corrupt_write_rate`.
+    fn maybe_corrupt(&self, payload: Bytes) -> Bytes {
+        match self.roll(self.cfg.corrupt_write_rate) {
+            Some(_) if !payload.is_empty() => {
+                let mut v = payload.to_vec();
+                v[0] ^= 0x01;
+                Bytes::from(v)
+            }
+            _ => payload,
         }
     }
 
@@ -233,7 +245,15 @@ impl ObjectStore for FaultStore {
         self.inner.get_tags(key).await
     }
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
-        faulty!(self, Op::Put, key.as_str(), self.inner.put(key, payload, opts))
+        let payload = self.maybe_corrupt(payload);
+        if !self.cfg.ignore_crc {
+            return faulty!(self, Op::Put, key.as_str(), self.inner.put(key, payload, opts));
+        }
+        let mut opts = opts.clone();
+        opts.checksums.crc64nvme = None;
+        let mut res = faulty!(self, Op::Put, key.as_str(), self.inner.put(key, payload, &opts))?;
+        res.checksums = Checksums::default();
+        Ok(res)
     }
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
         self.before(Op::CreateMultipart, key.as_str()).await?;
@@ -247,15 +267,8 @@ impl ObjectStore for FaultStore {
         payload: Bytes,
         sums: &Checksums,
     ) -> Result<CompletedPart> {
-        let payload = match self.roll(self.cfg.corrupt_write_rate) {
-            Some(_) if !payload.is_empty() => {
-                let mut v = payload.to_vec();
-                v[0] ^= 0x01;
-                Bytes::from(v)
-            }
-            _ => payload,
-        };
-        if !self.cfg.ignore_part_crc {
+        let payload = self.maybe_corrupt(payload);
+        if !self.cfg.ignore_crc {
             return faulty!(
                 self,
                 Op::UploadPart,
