@@ -675,12 +675,17 @@ impl ObjectStore for S3Store {
         // A CRC64NVME this server is not known to check does not protect
         // the payload: an MD5 does (returned, for the caller's ETag check).
         let own_md5 = if opts.checksums.md5_hex.is_none() && opts.checksums.crc64nvme.is_some() && !crc64 {
-            let data = payload.clone();
-            let md5 = tokio::task::spawn_blocking(move || crate::checksum::md5_hex(&data))
-                .await
-                .map_err(|e| {
-                    StoreError::new(Op::Put, key.as_str(), ErrorKind::Other, format!("hashing failed: {e}"))
-                })?;
+            let md5 = if payload.len() <= 256 * 1024 {
+                // Small: hashed in place (no thread hop per object).
+                crate::checksum::md5_hex(&payload)
+            } else {
+                let data = payload.clone();
+                tokio::task::spawn_blocking(move || crate::checksum::md5_hex(&data))
+                    .await
+                    .map_err(|e| {
+                        StoreError::new(Op::Put, key.as_str(), ErrorKind::Other, format!("hashing failed: {e}"))
+                    })?
+            };
             Some(md5)
         } else {
             None
