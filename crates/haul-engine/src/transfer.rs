@@ -475,21 +475,28 @@ impl Transfer {
         }
         let mut put = self.dest_options(src, dst, &full, tags);
         put.checksums = sums;
-        let res = dst.put(dst_key, data.clone(), &put).await?;
+        let mut res = dst.put(dst_key, data.clone(), &put).await?;
         let crc_confirmed = matches!(
             (put.checksums.full_crc64(), res.checksums.full_crc64()),
             (Some(sent), Some(got)) if sent == got
         );
+        if crc_only && !crc_confirmed {
+            match res.checksums.md5_hex.take() {
+                // The store sent an MD5 of its own as Content-MD5: the server
+                // checked it; the ETag is checked against it below.
+                Some(own) => put.checksums.md5_hex = Some(own),
+                // Nothing checked the payload: it goes again with its MD5.
+                None => {
+                    put.checksums.md5_hex = Some(md5_of(data.clone()).await);
+                    res = dst.put(dst_key, data, &put).await?;
+                }
+            }
+        }
         let md5 = match (&put.checksums.md5_hex, &res.etag) {
             (Some(m), _) => Some(m.clone()),
             (None, Some(e)) if local_dst => Some(e.clone()),
             // The server's CRC64NVME of what it stored is the data's.
-            _ if crc_only && crc_confirmed => None,
-            // Not confirmed: the ETag is checked by MD5 instead.
-            _ if crc_only => Some(match &res.checksums.md5_hex {
-                Some(m) => m.clone(),
-                None => md5_of(data).await,
-            }),
+            _ if crc_confirmed => None,
             _ => Some(String::new()),
         };
         let v = self
@@ -810,9 +817,17 @@ impl Transfer {
                                 ),
                             ));
                         }
-                        // It did not say it checked one: the part's ETag is
-                        // checked by MD5 instead, the data still at hand.
-                        _ => sums.md5_hex = Some(md5_of(data.clone()).await),
+                        // It did not say it checked one. An MD5 the store
+                        // sent as Content-MD5 was checked by the server;
+                        // otherwise nothing checked the part: it goes again
+                        // with its MD5 (the data is still at hand).
+                        _ => match part.checksums.md5_hex.take() {
+                            Some(own) => sums.md5_hex = Some(own),
+                            None => {
+                                sums.md5_hex = Some(md5_of(data.clone()).await);
+                                part = dst.upload_part(dst_key, upload, n, data.clone(), &sums).await?;
+                            }
+                        },
                     }
                 }
                 // The part's CRC, for the full-object one at completion.

@@ -599,8 +599,8 @@ async fn an_upload_to_a_crc64_store_is_checked_by_crc_without_md5() -> TestResul
 }
 
 /// A store that ignores the CRC64NVME sent with a PUT or a part does not
-/// confirm it: the ETag is then checked by MD5, and the upload still ends
-/// verified.
+/// confirm it: nothing checked the payload, so it is sent again with its
+/// MD5 as Content-MD5, and the upload still ends verified by its ETag.
 #[tokio::test]
 async fn an_upload_falls_back_to_md5_when_the_store_does_not_confirm_crcs() -> TestResult {
     for (size, strategy) in UPLOAD_SIZES {
@@ -618,8 +618,9 @@ async fn an_upload_falls_back_to_md5_when_the_store_does_not_confirm_crcs() -> T
 }
 
 /// Data corrupted on the way is refused — by the store that checks its
-/// CRC64NVME (nothing lands), or by haul's MD5 check of the ETag when the
-/// store does not (for parts, before anything is completed).
+/// CRC64NVME (nothing lands), or, when the store ignores CRCs, by its check
+/// of the Content-MD5 the payload is sent again with (for parts, before
+/// anything is completed).
 #[tokio::test]
 async fn data_corrupted_on_the_way_is_caught_with_and_without_crc_checks() -> TestResult {
     for (size, strategy) in UPLOAD_SIZES {
@@ -636,7 +637,7 @@ async fn data_corrupted_on_the_way_is_caught_with_and_without_crc_checks() -> Te
             };
             let msg = e.to_string();
             let want = if ignore_crc {
-                "does not match the data sent"
+                "Content-MD5"
             } else {
                 "x-amz-checksum-crc64nvme"
             };

@@ -16,11 +16,16 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// Offsets, lengths and buffer addresses of direct writes are multiples of
-/// this (the largest logical block size in use).
-const ALIGN: usize = 4096;
-/// Bytes gathered before one direct write.
+/// Bytes gathered before one direct write (a multiple of any page size).
 const BUF: usize = 1 << 20;
+
+/// Offsets, lengths and buffer addresses of direct writes are multiples of
+/// this: 4 KiB (the largest logical block size in use) or the page size if
+/// larger, so that a page the neighbouring range writes through the page
+/// cache never holds a block written directly.
+fn align() -> usize {
+    rustix::param::page_size().max(4096)
+}
 
 /// Aligned buffers kept for the next writers: a fresh one costs a page
 /// fault per 4 KiB on first touch.
@@ -33,12 +38,12 @@ impl BufferPool {
 
     fn take(&self) -> Vec<u8> {
         let pooled = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        pooled.unwrap_or_else(|| vec![0u8; BUF + ALIGN])
+        pooled.unwrap_or_else(|| vec![0u8; BUF + align()])
     }
 
     fn give(&self, buf: Vec<u8>) {
         let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < Self::KEEP && buf.len() == BUF + ALIGN {
+        if pool.len() < Self::KEEP && buf.len() == BUF + align() {
             pool.push(buf);
         }
     }
@@ -51,9 +56,10 @@ pub(crate) struct RangeWriter {
     buffered: File,
     /// The same file opened with `O_DIRECT`; `None` when refused.
     direct: Option<File>,
-    /// `BUF + ALIGN` bytes; the gathered bytes start at `buf[base]`, an
+    /// `BUF + align` bytes; the gathered bytes start at `buf[base]`, an
     /// aligned address.
     buf: Vec<u8>,
+    align: usize,
     base: usize,
     /// Bytes gathered, and the file offset of the first.
     len: usize,
@@ -77,7 +83,7 @@ impl RangeWriter {
             .flatten();
         let (buf, base) = if direct.is_some() {
             let buf = pool.take();
-            let base = buf.as_ptr().align_offset(ALIGN);
+            let base = buf.as_ptr().align_offset(align());
             (buf, base)
         } else {
             (Vec::new(), 0)
@@ -87,6 +93,7 @@ impl RangeWriter {
             buffered,
             direct,
             buf,
+            align: align(),
             base,
             len: 0,
             pending_at: start,
@@ -114,10 +121,10 @@ impl RangeWriter {
         }
         while !data.is_empty() {
             if self.len == 0 {
-                let misaligned = (self.at % ALIGN as u64) as usize;
+                let misaligned = (self.at % self.align as u64) as usize;
                 if misaligned != 0 {
                     // The head, up to the first block boundary.
-                    let n = (ALIGN - misaligned).min(data.len());
+                    let n = (self.align - misaligned).min(data.len());
                     self.buffered.write_all_at(&data[..n], self.at)?;
                     self.at += n as u64;
                     data = &data[n..];
@@ -140,7 +147,7 @@ impl RangeWriter {
 
     /// Writes what is gathered: whole blocks directly, the tail buffered.
     pub(crate) fn finish(&mut self) -> io::Result<()> {
-        let blocks = self.len / ALIGN * ALIGN;
+        let blocks = self.len / self.align * self.align;
         if blocks > 0 {
             self.flush_blocks(blocks)?;
         }
@@ -154,7 +161,7 @@ impl RangeWriter {
         Ok(())
     }
 
-    /// Writes the first `n` gathered bytes (a multiple of `ALIGN`) and keeps
+    /// Writes the first `n` gathered bytes (a multiple of `align`) and keeps
     /// the rest; a refused direct write is made buffered, and so is every
     /// later one.
     fn flush_blocks(&mut self, n: usize) -> io::Result<()> {
@@ -203,7 +210,8 @@ mod tests {
     /// buffered, which must be just as exact).
     #[test]
     fn ranges_land_exactly_in_any_chunking() -> io::Result<()> {
-        let dir = tempfile::tempdir()?;
+        // Beside the sources (not /tmp, which may be tmpfs: no O_DIRECT).
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR"))?;
         let pool = Arc::default();
         for direct in [true, false] {
             let path = dir.path().join(format!("f-{direct}"));
@@ -229,6 +237,9 @@ mod tests {
                     }
                 }
                 w.finish()?;
+                if direct && crate::local::on_local_disk(dir.path()) {
+                    assert!(w.is_direct(), "O_DIRECT was refused on a local disk");
+                }
             }
             let got = std::fs::read(&path)?;
             let first_bad = got.iter().zip(body.iter()).position(|(a, b)| a != b);

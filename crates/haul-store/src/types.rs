@@ -219,6 +219,8 @@ pub struct CopyOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutResult {
     pub etag: Option<String>,
+    /// Checksums the server returned; `md5_hex` only when the store computed
+    /// an MD5 itself and sent it as Content-MD5 (the server checked it).
     pub checksums: Checksums,
     /// Server-side encryption the server applied (`aws:kms` means the ETag
     /// is not an MD5), when it says.
@@ -236,6 +238,7 @@ pub struct CompletedPart {
     pub part_number: u32,
     pub etag: String,
     pub size: u64,
+    /// As in [`PutResult::checksums`].
     #[serde(default)]
     pub checksums: Checksums,
     /// Server-side encryption applied to the part (`aws:kms`: the ETag is not an MD5).

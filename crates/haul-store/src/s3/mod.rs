@@ -71,6 +71,31 @@ pub struct S3Config {
     pub send_crc64nvme: Option<bool>,
 }
 
+/// A server's refusal of the checksum algorithm (not of anything else in
+/// the request: storage class, tags, KMS key).
+fn refuses_checksums(e: &StoreError) -> bool {
+    let msg = e.to_string().to_ascii_lowercase();
+    e.kind == ErrorKind::NotSupported || (e.kind == ErrorKind::InvalidRequest && msg.contains("checksum"))
+}
+
+/// The MD5 a write carries as Content-MD5 when the caller gave none and no
+/// CRC64NVME the server checks protects the payload (`crc_checked`):
+/// computed here, and returned in the result's `checksums.md5_hex`.
+async fn own_md5(op: Op, key: &Key, payload: &Bytes, given: &Checksums, crc_checked: bool) -> Result<Option<String>> {
+    if given.md5_hex.is_some() || given.crc64nvme.is_none() || crc_checked {
+        return Ok(None);
+    }
+    if payload.len() <= 256 * 1024 {
+        // Small: hashed in place (no thread hop per object).
+        return Ok(Some(crate::checksum::md5_hex(payload)));
+    }
+    let data = payload.clone();
+    tokio::task::spawn_blocking(move || crate::checksum::md5_hex(&data))
+        .await
+        .map(Some)
+        .map_err(|e| StoreError::new(op, key.as_str(), ErrorKind::Other, format!("hashing failed: {e}")))
+}
+
 /// Whether uploads carry CRC64NVMEs: decided, or to be learnt from the
 /// server's first CreateMultipartUpload answer.
 #[derive(Debug)]
@@ -674,22 +699,7 @@ impl ObjectStore for S3Store {
         let crc64 = self.conn.crc64.on() && opts.checksums.crc64nvme.is_some();
         // A CRC64NVME this server is not known to check does not protect
         // the payload: an MD5 does (returned, for the caller's ETag check).
-        let own_md5 = if opts.checksums.md5_hex.is_none() && opts.checksums.crc64nvme.is_some() && !crc64 {
-            let md5 = if payload.len() <= 256 * 1024 {
-                // Small: hashed in place (no thread hop per object).
-                crate::checksum::md5_hex(&payload)
-            } else {
-                let data = payload.clone();
-                tokio::task::spawn_blocking(move || crate::checksum::md5_hex(&data))
-                    .await
-                    .map_err(|e| {
-                        StoreError::new(Op::Put, key.as_str(), ErrorKind::Other, format!("hashing failed: {e}"))
-                    })?
-            };
-            Some(md5)
-        } else {
-            None
-        };
+        let own_md5 = own_md5(Op::Put, key, &payload, &opts.checksums, crc64).await?;
         let md5 = opts.checksums.md5_hex.as_ref().or(own_md5.as_ref());
         let mut req = self
             .conn
@@ -735,11 +745,7 @@ impl ObjectStore for S3Store {
             Ok(out) => out,
             // A server that does not know the algorithm may refuse it: learn
             // that, and create the upload without.
-            Err(e)
-                if crc
-                    && self.conn.crc64.unknown()
-                    && matches!(e.kind, ErrorKind::InvalidRequest | ErrorKind::NotSupported) =>
-            {
+            Err(e) if crc && self.conn.crc64.unknown() && refuses_checksums(&e) => {
                 tracing::info!(endpoint = %self.conn.domain, error = %e, "no CRC64NVME uploads: the server refused the algorithm");
                 self.conn.crc64.learn(false);
                 self.send_create_multipart(key, opts, false).await?
@@ -772,6 +778,8 @@ impl ObjectStore for S3Store {
         sums: &Checksums,
     ) -> Result<CompletedPart> {
         let size = payload.len() as u64;
+        let crc64 = sums.crc64nvme.as_ref().filter(|_| self.conn.crc64.on());
+        let own_md5 = own_md5(Op::UploadPart, key, &payload, sums, crc64.is_some()).await?;
         let mut req = self
             .conn
             .client
@@ -782,11 +790,14 @@ impl ObjectStore for S3Store {
             .part_number(part_number as i32)
             .content_length(size as i64)
             .body(SdkBody::from(payload));
-        let signed_md5 = sums.md5_hex.as_deref().and_then(md5_hex_to_base64);
+        let signed_md5 = sums
+            .md5_hex
+            .as_ref()
+            .or(own_md5.as_ref())
+            .and_then(|m| md5_hex_to_base64(m));
         if let Some(b64) = &signed_md5 {
             req = req.content_md5(b64);
         }
-        let crc64 = sums.crc64nvme.as_ref().filter(|_| self.conn.crc64.on());
         if let Some(c) = crc64 {
             req = req.checksum_crc64_nvme(c);
         }
@@ -804,6 +815,7 @@ impl ObjectStore for S3Store {
             etag,
             size,
             checksums: Checksums {
+                md5_hex: own_md5,
                 // Only what the server confirms: the caller knows what it sent.
                 crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
                 ..Default::default()
@@ -910,7 +922,12 @@ impl ObjectStore for S3Store {
                 let head = self.head(key).await.map_err(|e| e.during(Op::CompleteMultipart))?;
                 Ok(PutResult {
                     etag: head.etag,
-                    checksums: Checksums::default(),
+                    // The object's CRC64NVME, for the caller's check when the
+                    // parts were checked by theirs.
+                    checksums: Checksums {
+                        crc64nvme: head.checksums.crc64nvme,
+                        ..Default::default()
+                    },
                     sse: head.sse,
                 })
             }
@@ -1052,6 +1069,39 @@ use TryStreamExt as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a refusal of the checksum turns CRC64NVME uploads off for a
+    /// connection; any other rejected create (storage class, tags, KMS key)
+    /// is the request's own error.
+    #[test]
+    fn only_checksum_refusals_turn_crc64_off() {
+        let e = |kind, msg: &str| StoreError::new(Op::CreateMultipart, "k", kind, msg.to_string());
+        assert!(refuses_checksums(&e(ErrorKind::NotSupported, "NotImplemented (501)")));
+        assert!(refuses_checksums(&e(
+            ErrorKind::InvalidRequest,
+            "InvalidArgument (400): Checksum algorithm CRC64NVME is not supported"
+        )));
+        assert!(!refuses_checksums(&e(
+            ErrorKind::InvalidRequest,
+            "InvalidStorageClass (400)"
+        )));
+        assert!(!refuses_checksums(&e(
+            ErrorKind::InvalidRequest,
+            "InvalidTag (400): bad tag"
+        )));
+        assert!(!refuses_checksums(&e(
+            ErrorKind::PermissionDenied,
+            "AccessDenied: checksum"
+        )));
+        let s = Crc64Support::new(None);
+        assert!(s.maybe() && !s.on());
+        s.learn(true);
+        s.learn(false);
+        assert!(s.on(), "learnt once");
+        let off = Crc64Support::new(Some(false));
+        off.learn(true);
+        assert!(!off.maybe(), "an explicit setting is not overridden");
+    }
 
     #[test]
     fn mtime_metadata_roundtrips_and_never_panics() {
