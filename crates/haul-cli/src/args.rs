@@ -137,7 +137,7 @@ pub struct Conn {
     #[arg(long, value_enum, default_value_t = ChecksumPolicyArg::Auto)]
     pub request_checksums: ChecksumPolicyArg,
     /// Send CRC64NVMEs with uploads and check large uploads by them instead of MD5 (default: on for AWS;
-    /// on a custom endpoint, on once the server acknowledges the algorithm, as garage 2 and MinIO do).
+    /// on a custom endpoint, on once the server acknowledges the algorithm, as garage 2 does).
     #[arg(long)]
     pub crc64nvme: Option<bool>,
     /// Most requests in flight to one endpoint (lowered automatically on throttling).

@@ -67,7 +67,7 @@ pub struct S3Config {
     /// Send CRC64NVMEs with uploads (multipart uploads get a full-object
     /// CRC64NVME). Unset: on for AWS; on a custom endpoint, on once the
     /// server acknowledges the algorithm when a multipart upload is
-    /// created (garage 2, MinIO), off otherwise.
+    /// created (garage 2 does), off otherwise.
     pub send_crc64nvme: Option<bool>,
 }
 
