@@ -65,8 +65,9 @@ pub enum Verified {
     /// The data read has the source's full-object CRC64NVME (combined from
     /// the parts' CRCs before the destination was completed).
     SourceChecksum,
-    /// The destination's full-object CRC64NVME equals the one of the data
-    /// sent, and the server checked every part's (no MD5 computed).
+    /// The destination's CRC64NVME equals the one of the data sent, and the
+    /// server confirmed it checked the CRC of every request (no MD5
+    /// computed).
     DestChecksum,
 }
 
@@ -244,7 +245,8 @@ struct PartHashing {
     /// here, its part ETag is the MD5.
     dst_hashes: bool,
     /// The destination checks each part's CRC64NVME and says so: no MD5
-    /// here unless it does not (then the part's ETag is checked by MD5).
+    /// here. A part whose CRC it does not confirm was protected by the
+    /// store's own Content-MD5, or is sent again with its MD5.
     dst_checks_crc: bool,
     /// Each part's CRC64NVME is computed: to check the source's full-object
     /// CRC64NVME, and/or for a destination keeping one.
