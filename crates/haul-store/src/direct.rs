@@ -106,6 +106,11 @@ impl RangeWriter {
         self.buffered.sync_data()
     }
 
+    /// The file offset of the next byte (the start plus the bytes written).
+    pub(crate) fn offset(&self) -> u64 {
+        self.at
+    }
+
     /// Whether whole blocks still go straight to the device.
     #[cfg(test)]
     pub(crate) fn is_direct(&self) -> bool {

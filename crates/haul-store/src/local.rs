@@ -823,22 +823,21 @@ impl ObjectStore for LocalStore {
             let mut out = crate::direct::RangeWriter::open(&path, file, start, inner.inline, &inner.buffers);
             let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
             let mut md5 = state.opts.etag.is_none().then(<md5::Md5 as md5::Digest>::new);
-            let mut at = start;
             while let Some(chunk) = rx.blocking_recv() {
                 out.write(&chunk).map_err(io)?;
-                at += chunk.len() as u64;
                 crc.update(&chunk);
                 if let Some(h) = md5.as_mut() {
                     md5::Digest::update(h, &chunk);
                 }
             }
-            if at - start != size {
+            let arrived = out.offset() - start;
+            if arrived != size {
                 // The body ended early; the caller reports why.
                 return Err(StoreError::new(
                     op,
                     &k,
                     ErrorKind::PreconditionFailed,
-                    format!("part {part_number}: {} bytes arrived, {size} expected", at - start),
+                    format!("part {part_number}: {arrived} bytes arrived, {size} expected"),
                 ));
             }
             out.finish().map_err(io)?;
