@@ -228,6 +228,11 @@ pub struct WriteArgs {
     /// rule); objects whose ETag cannot be kept are reported as failed.
     #[arg(long)]
     pub preserve_etag: bool,
+    /// Fail objects whose tags cannot be carried over because a server
+    /// lacks the tagging API (garage, R2); without it they are copied
+    /// untagged and the summary says so once.
+    #[arg(long)]
+    pub require_tags: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -494,6 +499,7 @@ impl ObjectArgs {
             metadata_directive: Directive::Copy,
             no_server_side: false,
             preserve_etag: false,
+            require_tags: false,
         }
     }
 }

@@ -191,6 +191,10 @@ impl std::error::Error for Fatal {}
 pub async fn probe(store: &DynStore, prefix: &Key, what: &str, must_read: bool) -> Result<()> {
     let mut s = store.list(ListRequest::prefix(prefix.clone()));
     if let Some(Err(e)) = s.next().await {
+        if e.is_unreachable() {
+            // "cannot reach http://127.0.0.1:5999: connection refused"
+            return Err(anyhow!(e.message));
+        }
         let stop = match e.kind {
             ErrorKind::NoSuchBucket | ErrorKind::Credentials => true,
             ErrorKind::PermissionDenied => must_read,

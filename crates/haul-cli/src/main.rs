@@ -61,9 +61,15 @@ fn init_logging(verbose: u8, quiet: bool, cmd: &Command) -> Result<(), String> {
             .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
         let _ = builder.with_writer(appender).with_ansi(false).try_init();
     } else {
-        let _ = builder.with_writer(std::io::stderr).try_init();
+        let _ = builder.with_writer(std::io::stderr).with_ansi(colour_stderr()).try_init();
     }
     Ok(())
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn colour_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn main() -> ExitCode {

@@ -207,6 +207,9 @@ impl Output {
             s.skipped,
             s.failed,
         );
+        for n in &s.notices {
+            eprintln!("note: {n}");
+        }
         if s.failed > s.first_failures.len() as u64 {
             eprintln!(
                 "(first {} failures shown; use --json for all of them)",

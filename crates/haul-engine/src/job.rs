@@ -146,7 +146,9 @@ impl Executor {
             .with_code("Interrupted");
             self.report.fail(Failure::from_error("", &e), self.observer.as_ref());
         }
-        self.report.summary(self.opts.dry_run)
+        let mut summary = self.report.summary(self.opts.dry_run);
+        summary.notices = self.transfer.notices();
+        summary
     }
 
     /// Copies one object; false if it failed (and was reported).

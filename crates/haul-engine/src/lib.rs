@@ -23,6 +23,7 @@ pub mod restore;
 pub mod shard;
 pub mod source;
 pub mod sync;
+pub mod tags;
 pub mod transfer;
 pub mod verify;
 pub mod watch;

@@ -128,6 +128,7 @@ impl Report {
             dry_run,
             elapsed_secs: elapsed.as_secs_f64(),
             bytes_per_sec: rate(bytes, elapsed),
+            notices: Vec::new(),
             first_failures: self.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         }
     }
@@ -164,6 +165,10 @@ pub struct Summary {
     pub dry_run: bool,
     pub elapsed_secs: f64,
     pub bytes_per_sec: f64,
+    /// What could not be done for every object, said once each (e.g.
+    /// "tags not copied: the source does not support object tagging").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
     #[serde(skip)]
     pub first_failures: Vec<Failure>,
 }

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::ByteBudget;
 use crate::report::Observer;
+use crate::tags::{explicit_tags, tags_to_set, Notices};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -104,6 +105,9 @@ pub struct TransferOptions {
     /// request, multipart sources part by part with the source's layout;
     /// an object whose ETag cannot be reproduced fails (and is reported).
     pub preserve_etag: bool,
+    /// Fail an object whose tags cannot be carried over (a server without
+    /// the tagging API) instead of copying it without them.
+    pub require_tags: bool,
 }
 
 impl Default for TransferOptions {
@@ -118,6 +122,7 @@ impl Default for TransferOptions {
             put: PutOptions::default(),
             server_side: true,
             preserve_etag: false,
+            require_tags: false,
         }
     }
 }
@@ -129,6 +134,7 @@ pub struct Transfer {
     budget: ByteBudget,
     parts: Arc<Semaphore>,
     cancel: CancellationToken,
+    notices: Arc<Notices>,
 }
 
 fn err(op: Op, key: &Key, kind: ErrorKind, msg: impl Into<String>) -> StoreError {
@@ -290,6 +296,7 @@ impl Transfer {
             parts: Arc::new(Semaphore::new(opts.parts_total.max(1))),
             opts: Arc::new(opts),
             cancel,
+            notices: Arc::new(Notices::default()),
         }
     }
 
@@ -347,12 +354,12 @@ impl Transfer {
                     .or_else(|| Some(guessed()));
                 put.metadata = full.metadata.clone();
                 put.metadata.extend(o.metadata.clone());
-                put.tags = if o.tags.is_empty() { tags } else { o.tags.clone() };
+                put.tags = tags;
             }
             MetadataDirective::Replace => {
                 put.content_type = o.content_type.clone().or_else(|| Some(guessed()));
                 put.metadata = o.metadata.clone();
-                put.tags = o.tags.clone();
+                put.tags = tags;
             }
         }
         // Keep modification times across the filesystem boundary.
@@ -365,20 +372,14 @@ impl Transfer {
         put
     }
 
-    /// Source tags, when they are to be kept (bucket to bucket, Copy directive).
+    /// The tags to set on the copy (explicit, or the source's): see [`crate::tags`].
     async fn source_tags(&self, src: &DynStore, dst: &DynStore, key: &Key) -> Result<Vec<(String, String)>> {
-        let (s, d) = (src.capabilities(), dst.capabilities());
-        if self.opts.directive == MetadataDirective::Copy
-            && self.opts.put.tags.is_empty()
-            && s.tags
-            && d.tags
-            && s.local_root.is_none()
-            && d.local_root.is_none()
-        {
-            src.get_tags(key).await
-        } else {
-            Ok(Vec::new())
-        }
+        tags_to_set(&self.opts, &self.notices, src, dst, key).await
+    }
+
+    /// What this transfer could not do for every object (said once each).
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.list()
     }
 
     /// Copies one object (listed as `meta`) from `src` to `dst_key` in `dst`, verified.
@@ -428,6 +429,8 @@ impl Transfer {
         obs: &dyn Observer,
     ) -> Result<Outcome> {
         let _permit = self.budget.acquire(meta.size).await;
+        // Before the GET: its request slot is held until the body is read.
+        let tags = self.source_tags(src, dst, &meta.key).await?;
         let g = src.get(&meta.key, None).await?;
         let full = g.meta.clone();
         if g.range.end != meta.size {
@@ -441,7 +444,6 @@ impl Transfer {
                 ),
             ));
         }
-        let tags = self.source_tags(src, dst, &meta.key).await?;
         let data = collect(g, &meta.key, obs).await?;
         let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
         // A local destination hashes what it writes and returns the MD5 as
@@ -888,11 +890,7 @@ impl Transfer {
             // merge into the source's and replace.
             MetadataDirective::Copy if !o.metadata.is_empty() || o.content_type.is_some() || !o.tags.is_empty() => {
                 let full = src.head(&meta.key).await?;
-                let tags = if o.tags.is_empty() && src.capabilities().tags {
-                    src.get_tags(&meta.key).await?
-                } else {
-                    Vec::new()
-                };
+                let tags = self.source_tags(src, dst, &meta.key).await?;
                 (MetadataDirective::Replace, self.dest_options(src, dst, &full, tags))
             }
             MetadataDirective::Copy => (
@@ -908,10 +906,8 @@ impl Transfer {
                     key: meta.key.clone(),
                     ..Default::default()
                 };
-                (
-                    MetadataDirective::Replace,
-                    self.dest_options(src, dst, &full, Vec::new()),
-                )
+                let tags = self.source_tags(src, dst, &meta.key).await?;
+                (MetadataDirective::Replace, self.dest_options(src, dst, &full, tags))
             }
         };
         let res = dst
@@ -1055,6 +1051,7 @@ impl Transfer {
     ) -> Result<Outcome> {
         let read_err = |e: std::io::Error| StoreError::io(Op::Get, "-", e);
         let mut put = self.dest_options_for_new(key);
+        put.tags = explicit_tags(&self.opts, dst, key).await?;
         let caps = dst.capabilities();
         let threshold = self.opts.multipart_threshold.clamp(1, caps.max_put_size);
         let mut first = read_up_to(&mut reader, threshold as usize).await.map_err(read_err)?;

@@ -185,6 +185,14 @@ impl StoreError {
         matches!(self.kind, ErrorKind::Throttled | ErrorKind::Transient)
     }
 
+    /// The request never reached a server: connection refused, or a host
+    /// name that does not resolve (`code` `ConnectionRefused` /
+    /// `DnsFailure`). Retryable once a server has answered (it may be
+    /// restarting), not before: a wrong endpoint fails at once.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.code.as_deref(), Some("ConnectionRefused" | "DnsFailure"))
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound
     }

@@ -74,6 +74,15 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// The object's tags.
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>>;
 
+    /// Whether the server keeps object tags (GetObjectTagging, PutObject's
+    /// `x-amz-tagging`). [`Capabilities::tags`] says what the backend can
+    /// do in principle; S3-compatible servers that lack the API (garage,
+    /// Cloudflare R2) answer `501 NotImplemented`, which an S3 store learns
+    /// once per connection. The default trusts the capabilities.
+    async fn tagging_supported(&self) -> Result<bool> {
+        Ok(self.capabilities().tags)
+    }
+
     /// Writes an object in one request.
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult>;
 

@@ -76,6 +76,7 @@ impl MemoryServer {
             caps,
             default_kms: false,
             default_crc64: false,
+            no_tagging: false,
         }
     }
 }
@@ -96,6 +97,8 @@ pub struct MemoryStore {
     default_kms: bool,
     /// Keep a full-object CRC64NVME of every object, as AWS S3 does.
     default_crc64: bool,
+    /// No tagging API, as on garage or R2.
+    no_tagging: bool,
 }
 
 impl MemoryStore {
@@ -127,7 +130,7 @@ impl MemoryStore {
             Stored {
                 data: Bytes::new(),
                 meta,
-                tags: opts.tags.clone(),
+                tags: self.kept(&opts.tags),
                 parts: Vec::new(),
                 virtual_size: Some(size),
             },
@@ -148,6 +151,23 @@ impl MemoryStore {
         self.default_crc64 = true;
         self.caps.upload_checksums.push(ChecksumKind::Crc64Nvme);
         self
+    }
+
+    /// Behaves like a server without the tagging API (garage, R2):
+    /// `get_tags` answers 501 NotImplemented and tags sent with writes are
+    /// dropped. The capabilities still claim tags, as an S3 endpoint's do.
+    pub fn without_tagging(mut self) -> Self {
+        self.no_tagging = true;
+        self
+    }
+
+    /// The tags a write keeps.
+    fn kept(&self, tags: &[(String, String)]) -> Vec<(String, String)> {
+        if self.no_tagging {
+            Vec::new()
+        } else {
+            tags.to_vec()
+        }
     }
 
     /// The full-object CRC64NVME kept for `data`, when this bucket keeps one.
@@ -362,11 +382,24 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
+        if self.no_tagging {
+            return Err(StoreError::new(
+                Op::GetTags,
+                key.as_str(),
+                ErrorKind::NotSupported,
+                "NotImplemented (501): GetObjectTagging",
+            )
+            .with_code("NotImplemented"));
+        }
         let map = lock(&self.objects);
         let s = map
             .get(key.as_str())
             .ok_or_else(|| Self::not_found(Op::GetTags, key.as_str()))?;
         Ok(s.tags.clone())
+    }
+
+    async fn tagging_supported(&self) -> Result<bool> {
+        Ok(!self.no_tagging)
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
@@ -385,7 +418,7 @@ impl ObjectStore for MemoryStore {
             Stored {
                 data: payload,
                 meta,
-                tags: opts.tags.clone(),
+                tags: self.kept(&opts.tags),
                 parts: Vec::new(),
                 virtual_size: None,
             },
@@ -552,7 +585,7 @@ impl ObjectStore for MemoryStore {
             Stored {
                 data,
                 meta,
-                tags: u.opts.tags.clone(),
+                tags: self.kept(&u.opts.tags),
                 parts: sizes,
                 virtual_size,
             },
@@ -603,7 +636,7 @@ impl ObjectStore for MemoryStore {
             md5_hex(&s.data)
         };
         let mut meta = s.meta.clone();
-        let mut tags = s.tags.clone();
+        let mut tags = self.kept(&s.tags);
         meta.key = dst.clone();
         meta.etag = Some(etag.clone());
         meta.parts_count = None;
@@ -612,7 +645,7 @@ impl ObjectStore for MemoryStore {
             let m = meta_for(dst.as_str(), &s.data, etag.clone(), &opts.put);
             meta.content_type = m.content_type;
             meta.metadata = m.metadata;
-            tags = opts.put.tags.clone();
+            tags = self.kept(&opts.put.tags);
         }
         if let Some(sc) = &opts.put.storage_class {
             meta.storage_class = Some(sc.clone());

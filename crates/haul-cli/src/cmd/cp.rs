@@ -53,6 +53,7 @@ pub(crate) fn transfer_options(t: &TransferArgs, w: &WriteArgs) -> Result<Transf
         },
         server_side: !w.no_server_side,
         preserve_etag: w.preserve_etag,
+        require_tags: w.require_tags,
     })
 }
 

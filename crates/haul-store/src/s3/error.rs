@@ -2,6 +2,7 @@
 //! throttling, what the user must fix (credentials, access, missing bucket).
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_types::request_id::RequestId;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use crate::error::{ErrorKind, Op, StoreError};
@@ -32,6 +33,8 @@ pub(crate) fn kind_for(code: &str, status: u16) -> ErrorKind {
             403 => ErrorKind::PermissionDenied,
             412 => ErrorKind::PreconditionFailed,
             429 | 503 => ErrorKind::Throttled,
+            // Not implemented is an answer, not a hiccup: never retried.
+            501 => ErrorKind::NotSupported,
             500..=599 | 408 => ErrorKind::Transient,
             400..=499 => ErrorKind::InvalidRequest,
             _ => ErrorKind::Other,
@@ -62,8 +65,13 @@ where
                     m.or(code.as_deref()).unwrap_or("invalid credentials")
                 ),
                 (_, Some(m)) => format!("{} ({status}): {m}", code.as_deref().unwrap_or("error")),
-                (_, None) if code.is_none() => format!("unexpected response (HTTP {status}): {}", short(&full)),
+                // A 4xx/5xx whose body is not S3's XML error document.
+                (_, None) if code.is_none() => format!("unexpected response (HTTP {status})"),
                 (_, None) => format!("{} (HTTP {status})", code.as_deref().unwrap_or("error")),
+            };
+            let message = match err.request_id() {
+                Some(id) if !id.is_empty() => format!("{message} [request id {id}]"),
+                _ => message,
             };
             let mut e = StoreError::new(op, key, kind, message);
             if let Some(c) = code {
@@ -75,25 +83,98 @@ where
             StoreError::new(op, key, ErrorKind::Transient, "request timed out").with_source(err)
         }
         SdkError::ResponseError(_) => {
-            StoreError::new(op, key, ErrorKind::Transient, format!("bad response: {full}")).with_source(err)
+            let message = format!("unreadable response: {}", causes(&err));
+            StoreError::new(op, key, ErrorKind::Transient, message).with_source(err)
         }
         SdkError::DispatchFailure(df) => {
-            if df.is_io() || df.is_timeout() {
-                let message = format!("connection failed: {}", short(&full));
+            if let Some(reason) = unreachable(&err) {
+                // The endpoint is filled in by the store, which knows it.
+                StoreError::new(op, key, ErrorKind::Transient, reason.message())
+                    .with_code(reason.code())
+                    .with_source(err)
+            } else if df.is_io() || df.is_timeout() {
+                let message = format!(
+                    "connection failed: {}",
+                    df.as_connector_error().map(|c| causes(c)).unwrap_or_else(|| causes(&err))
+                );
                 StoreError::new(op, key, ErrorKind::Transient, message).with_source(err)
             } else if mentions_credentials(&full) {
                 credentials_error(op, key, &full).with_source(err)
             } else {
-                StoreError::new(op, key, ErrorKind::Other, short(&full)).with_source(err)
+                StoreError::new(op, key, ErrorKind::Other, causes(&err)).with_source(err)
             }
         }
         _ => {
             if mentions_credentials(&full) {
                 credentials_error(op, key, &full).with_source(err)
             } else {
-                StoreError::new(op, key, ErrorKind::Other, short(&full)).with_source(err)
+                StoreError::new(op, key, ErrorKind::Other, causes(&err)).with_source(err)
             }
         }
+    }
+}
+
+/// Why a request never reached a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    Refused,
+    Dns,
+}
+
+impl Unreachable {
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Unreachable::Refused => "ConnectionRefused",
+            Unreachable::Dns => "DnsFailure",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Unreachable::Refused => "connection refused",
+            Unreachable::Dns => "the host name does not resolve",
+        }
+    }
+}
+
+/// A connection refused, or a host name that does not resolve: found in
+/// the error's causes (an `io::Error` of kind `ConnectionRefused`, or
+/// hyper's "dns error").
+fn unreachable(err: &(dyn std::error::Error + 'static)) -> Option<Unreachable> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return Some(Unreachable::Refused);
+            }
+        }
+        let text = e.to_string().to_ascii_lowercase();
+        if text.starts_with("dns error") || text.contains("failed to lookup address") {
+            return Some(Unreachable::Dns);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The error's causes, each one's `Display` once, innermost last: readable
+/// text where the SDK's context (`DisplayErrorContext`) would print
+/// `Debug` structures.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        let debris = s.contains('{') || s.contains("Some(") || s.is_empty();
+        if !debris && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    if parts.is_empty() {
+        "no further detail".into()
+    } else {
+        parts.join(": ")
     }
 }
 
@@ -110,11 +191,4 @@ fn credentials_error(op: Op, key: &str, full: &str) -> StoreError {
         ErrorKind::Credentials,
         "no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, choose a profile with --profile (or AWS_PROFILE), or configure SSO or credential_process",
     )
-}
-
-/// The SDK's context chain repeats itself; keep the most specific part.
-fn short(full: &str) -> String {
-    let parts: Vec<&str> = full.split(": ").collect();
-    let tail = parts.iter().rev().take(2).rev().cloned().collect::<Vec<_>>().join(": ");
-    tail.chars().take(300).collect()
 }

@@ -15,6 +15,7 @@
 //!   take minutes before the server answers.
 
 mod error;
+mod tagging;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -142,7 +143,10 @@ impl Crc64Support {
 pub struct S3Connection {
     client: Client,
     domain: String,
+    /// The endpoint as shown in messages ("AWS S3" for the default).
+    endpoint: String,
     crc64: Arc<Crc64Support>,
+    tagging: Arc<tagging::TaggingSupport>,
 }
 
 impl S3Connection {
@@ -205,9 +209,11 @@ impl S3Connection {
         Ok(S3Connection {
             client,
             domain,
+            endpoint: endpoint.unwrap_or_else(|| "AWS S3".to_string()),
             crc64: Arc::new(Crc64Support::new(
                 cfg.send_crc64nvme.or((!custom_endpoint).then_some(true)),
             )),
+            tagging: Arc::default(),
         })
     }
 
@@ -375,7 +381,11 @@ impl S3Store {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        map_sdk_error(op, key, &self.bucket, e)
+        let mut e = map_sdk_error(op, key, &self.bucket, e);
+        if e.is_unreachable() {
+            e.message = format!("cannot reach {}: {}", self.conn.endpoint, e.message);
+        }
+        e
     }
 
     async fn send_create_multipart(
@@ -679,6 +689,15 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
+        if self.conn.tagging.missing() {
+            return Err(StoreError::new(
+                Op::GetTags,
+                key.as_str(),
+                ErrorKind::NotSupported,
+                "the server does not support object tagging",
+            )
+            .with_code("NotImplemented"));
+        }
         let out = self
             .conn
             .client
@@ -687,12 +706,35 @@ impl ObjectStore for S3Store {
             .key(key.as_str())
             .send()
             .await
-            .map_err(|e| self.err(Op::GetTags, key.as_str(), e))?;
+            .map_err(|e| {
+                let e = self.err(Op::GetTags, key.as_str(), e);
+                self.conn.tagging.learn_from(&e);
+                e
+            })?;
         Ok(out
             .tag_set()
             .iter()
             .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect())
+    }
+
+    async fn tagging_supported(&self) -> Result<bool> {
+        // A key that cannot exist: the answer is about the API, not an object.
+        let probe = format!(".haul-probe/tagging-{}", std::process::id());
+        self.conn
+            .tagging
+            .get_or_probe(|| async {
+                self.conn
+                    .client
+                    .get_object_tagging()
+                    .bucket(&self.bucket)
+                    .key(&probe)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.err(Op::GetTags, &probe, e))
+            })
+            .await
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {

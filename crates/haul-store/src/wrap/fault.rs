@@ -244,6 +244,9 @@ impl ObjectStore for FaultStore {
         self.before(Op::GetTags, key.as_str()).await?;
         self.inner.get_tags(key).await
     }
+    async fn tagging_supported(&self) -> Result<bool> {
+        self.inner.tagging_supported().await
+    }
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
         let payload = self.maybe_corrupt(payload);
         if !self.cfg.ignore_crc {

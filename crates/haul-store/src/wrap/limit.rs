@@ -203,6 +203,9 @@ impl ObjectStore for LimitStore {
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
         limited!(self, self.inner.get_tags(key))
     }
+    async fn tagging_supported(&self) -> Result<bool> {
+        limited!(self, self.inner.tagging_supported())
+    }
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
         limited!(self, self.inner.put(key, payload, opts))
     }

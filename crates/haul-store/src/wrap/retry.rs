@@ -4,6 +4,8 @@
 //! body broke off (and fail if the object changed meanwhile).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,11 +52,31 @@ impl RetryPolicy {
 pub struct RetryStore {
     inner: DynStore,
     policy: RetryPolicy,
+    /// A server has answered (anything, even an error): from then on an
+    /// unreachable endpoint is a restart worth waiting for; before, it is
+    /// a wrong endpoint, reported at once instead of after every backoff.
+    answered: Arc<AtomicBool>,
 }
 
 impl RetryStore {
     pub fn new(inner: DynStore, policy: RetryPolicy) -> Self {
-        RetryStore { inner, policy }
+        RetryStore {
+            inner,
+            policy,
+            answered: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Whether to send the request that failed with `e` again.
+fn worth_retrying(answered: &AtomicBool, e: &StoreError) -> bool {
+    e.is_retryable() && (!e.is_unreachable() || answered.load(Ordering::Relaxed))
+}
+
+/// Remembers that a server answered.
+fn saw<T>(answered: &AtomicBool, r: &Result<T>) {
+    if r.as_ref().err().is_none_or(|e| !e.is_unreachable()) {
+        answered.store(true, Ordering::Relaxed);
     }
 }
 
@@ -64,11 +86,15 @@ fn notify(e: &StoreError, d: Duration) {
 
 macro_rules! retried {
     ($self:ident, $body:expr) => {{
-        (|| async { $body.await })
-            .retry($self.policy.backoff())
-            .when(|e: &StoreError| e.is_retryable())
-            .notify(notify)
-            .await
+        (|| async {
+            let r = $body.await;
+            saw(&$self.answered, &r);
+            r
+        })
+        .retry($self.policy.backoff())
+        .when(|e: &StoreError| worth_retrying(&$self.answered, e))
+        .notify(notify)
+        .await
     }};
 }
 
@@ -93,6 +119,7 @@ impl ObjectStore for RetryStore {
             /// Retried since the last entry: the backoff restarts after progress.
             retried: bool,
             done: bool,
+            answered: Arc<AtomicBool>,
         }
         let st = St {
             inner: self.inner.clone(),
@@ -102,6 +129,7 @@ impl ObjectStore for RetryStore {
             policy: self.policy.clone(),
             retried: false,
             done: false,
+            answered: self.answered.clone(),
             req,
         };
         stream::unfold(st, |mut st| async move {
@@ -127,6 +155,9 @@ impl ObjectStore for RetryStore {
                     Some(s) => s.next().await,
                     None => None,
                 };
+                if let Some(r) = &next {
+                    saw(&st.answered, r);
+                }
                 match next {
                     None => return None,
                     Some(Ok(e)) => {
@@ -142,7 +173,7 @@ impl ObjectStore for RetryStore {
                         st.last = Some(e.key().clone());
                         return Some((Ok(e), st));
                     }
-                    Some(Err(e)) if e.is_retryable() => match st.backoff.next() {
+                    Some(Err(e)) if worth_retrying(&st.answered, &e) => match st.backoff.next() {
                         Some(d) => {
                             notify(&e, d);
                             st.retried = true;
@@ -231,6 +262,9 @@ impl ObjectStore for RetryStore {
 
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
         retried!(self, self.inner.get_tags(key))
+    }
+    async fn tagging_supported(&self) -> Result<bool> {
+        retried!(self, self.inner.tagging_supported())
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
