@@ -125,8 +125,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, without repeats.
+/// The error and its causes on one line, without repeats. An endpoint that
+/// cannot be reached says only that ("cannot reach URL: connection
+/// refused"), whichever request found out.
 fn one_line(e: &anyhow::Error) -> String {
+    for c in e.chain() {
+        let store_err = c
+            .downcast_ref::<haul_store::StoreError>()
+            .or_else(|| c.downcast_ref::<conn::Fatal>().map(|f| &f.0));
+        if let Some(se) = store_err.filter(|se| se.is_unreachable()) {
+            return se.message.clone();
+        }
+    }
     let mut parts: Vec<String> = Vec::new();
     for c in e.chain() {
         let s = c.to_string();

@@ -1,0 +1,99 @@
+//! The binary's manners on the wire and in a terminal: a wrong endpoint is
+//! one clean line within seconds, logs are coloured only on a terminal.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A port on 127.0.0.1 where nothing listens.
+fn closed_port() -> Result<u16, std::io::Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = l.local_addr()?.port();
+    drop(l);
+    Ok(port)
+}
+
+fn assert_no_debris(s: &str) {
+    for debris in ["{", "Some(", "Extensions", "ConnectorError", "DispatchFailure"] {
+        assert!(!s.contains(debris), "debug debris {debris:?} in: {s}");
+    }
+}
+
+/// `haul ls --endpoint-url http://127.0.0.1:5999 s3://b/` waited ~35 s and
+/// then printed SDK debug structures (issue 12, item 3).
+#[test]
+fn a_wrong_endpoint_fails_at_once_with_one_clean_line() -> TestResult {
+    let port = closed_port()?;
+    let ep = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir()?;
+    write(&dir.path().join("a.txt"), b"hello")?;
+    let src = dir.path().to_string_lossy().to_string();
+    for args in [
+        vec!["ls", "--endpoint-url", &ep, "s3://bucket/"],
+        vec!["cp", "-r", "--endpoint-url", &ep, &src, "s3://bucket/in/"],
+        vec!["sync", "--endpoint-url", &ep, &src, "s3://bucket/in/"],
+    ] {
+        let t = Instant::now();
+        let out = run(&args)?;
+        let took = t.elapsed();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert_eq!(
+            err.trim_end(),
+            format!("haul: error: cannot reach {ep}: connection refused"),
+            "{args:?}"
+        );
+        assert_no_debris(&err);
+    }
+    Ok(())
+}
+
+/// With stderr redirected, log lines had ANSI colour codes (issue 12, item 4).
+#[test]
+fn logs_are_plain_text_off_a_terminal() -> TestResult {
+    // The SDK's debug logs, from a request to a closed port.
+    let ep = format!("http://127.0.0.1:{}", closed_port()?);
+    let out = run(&["-vv", "ls", "--endpoint-url", &ep, "s3://bucket/"])?;
+    let err = stderr(&out);
+    assert!(err.contains("DEBUG") || err.contains("INFO"), "no log lines to check: {err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in redirected logs: {err:?}");
+    Ok(())
+}
+
+/// On a terminal (a pseudo-terminal from `script`), logs are coloured
+/// unless `NO_COLOR` is set.
+#[test]
+fn logs_are_coloured_on_a_terminal_unless_no_color() -> TestResult {
+    let has_script = Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_script {
+        return Err("`script` (util-linux) is needed for the terminal test".into());
+    }
+    let cmdline = format!(
+        "{} -vv ls --endpoint-url http://127.0.0.1:{} s3://bucket/",
+        env!("CARGO_BIN_EXE_haul"),
+        closed_port()?
+    );
+    let on_tty = |no_color: Option<&str>| -> Result<String, std::io::Error> {
+        let mut c = Command::new("script");
+        c.args(["-qec", &cmdline, "/dev/null"]);
+        for (k, v) in haul_testkit::aws_env() {
+            c.env(k, v);
+        }
+        match no_color {
+            Some(v) => c.env("NO_COLOR", v),
+            None => c.env_remove("NO_COLOR"),
+        };
+        let out = c.output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let coloured = on_tty(None)?;
+    assert!(coloured.contains("\u{1b}["), "no colour on a terminal: {coloured:?}");
+    let plain = on_tty(Some("1"))?;
+    assert!(plain.contains("DEBUG") || plain.contains("INFO"), "{plain:?}");
+    assert!(!plain.contains("\u{1b}["), "colour despite NO_COLOR: {plain:?}");
+    Ok(())
+}
