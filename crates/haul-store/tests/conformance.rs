@@ -23,6 +23,10 @@ struct Backend {
     /// The server enforces Content-MD5 and copy-source-if-match (moto does
     /// not; AWS S3 does).
     enforces: bool,
+    /// Object tags are kept (garage has no tagging API).
+    tagging: bool,
+    /// Storage classes other than STANDARD are kept (garage ignores them).
+    storage_classes: bool,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -32,6 +36,8 @@ async fn memory() -> Result<Backend, Box<dyn std::error::Error>> {
         a: Arc::new(server.bucket("bucket-a")),
         b: Arc::new(server.bucket("bucket-b")),
         enforces: true,
+        tagging: true,
+        storage_classes: true,
         _dirs: vec![],
     })
 }
@@ -42,6 +48,8 @@ async fn local() -> Result<Backend, Box<dyn std::error::Error>> {
         a: Arc::new(LocalStore::new(d1.path())?),
         b: Arc::new(LocalStore::new(d2.path())?),
         enforces: true,
+        tagging: true,
+        storage_classes: true,
         _dirs: vec![d1, d2],
     })
 }
@@ -62,6 +70,30 @@ async fn s3() -> Result<Backend, Box<dyn std::error::Error>> {
         a: Arc::new(conn.bucket(&ba)),
         b: Arc::new(conn.bucket(&bb)),
         enforces: false,
+        tagging: true,
+        storage_classes: true,
+        _dirs: vec![],
+    })
+}
+
+async fn garage() -> Result<Backend, Box<dyn std::error::Error>> {
+    haul_testkit::set_aws_env();
+    let node = haul_testkit::garage();
+    let conn = S3Connection::connect(&S3Config {
+        endpoint_url: Some(node.server.endpoint.clone()),
+        path_style: true,
+        ..Default::default()
+    })
+    .await?;
+    let (ba, bb) = (haul_testkit::unique_bucket("a"), haul_testkit::unique_bucket("b"));
+    node.create_bucket(&ba)?;
+    node.create_bucket(&bb)?;
+    Ok(Backend {
+        a: Arc::new(conn.bucket(&ba)),
+        b: Arc::new(conn.bucket(&bb)),
+        enforces: true,
+        tagging: false,
+        storage_classes: false,
         _dirs: vec![],
     })
 }
@@ -85,6 +117,14 @@ macro_rules! conformance {
                     return Ok(());
                 }
                 super::$case(super::s3().await?).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn garage() -> TestResult {
+                if !haul_testkit::garage_enabled() {
+                    eprintln!("HAUL_TEST_GARAGE=off: garage not tested");
+                    return Ok(());
+                }
+                super::$case(super::garage().await?).await
             }
         }
     };
@@ -367,15 +407,15 @@ async fn metadata_storage_class_tags(be: Backend) -> TestResult {
     let h = be.a.head(&k).await?;
     assert_eq!(h.content_type.as_deref(), Some("application/json"));
     assert_eq!(h.metadata.get("owner").map(String::as_str), Some("data-team"));
-    assert_eq!(h.storage_class.as_deref(), Some("STANDARD_IA"));
-    assert_eq!(sorted_tags(be.a.get_tags(&k).await?), sorted_tags(rich_options().tags));
+    check_class(&be, h.storage_class.as_deref(), "STANDARD_IA");
+    check_tags(&be, &k, rich_options().tags).await?;
     // Listings carry the storage class too.
     let listed: Vec<ListEntry> =
         be.a.list(ListRequest::prefix(Key::prefix("meta/")?))
             .try_collect()
             .await?;
     match listed.first() {
-        Some(ListEntry::Object(o)) => assert_eq!(o.storage_class.as_deref(), Some("STANDARD_IA")),
+        Some(ListEntry::Object(o)) => check_class(&be, o.storage_class.as_deref(), "STANDARD_IA"),
         other => panic!("unexpected listing {other:?}"),
     }
     // The same through a multipart upload.
@@ -385,8 +425,33 @@ async fn metadata_storage_class_tags(be: Backend) -> TestResult {
     let h = be.a.head(&mk).await?;
     assert_eq!(h.content_type.as_deref(), Some("application/json"));
     assert_eq!(h.metadata.get("owner").map(String::as_str), Some("data-team"));
-    assert_eq!(h.storage_class.as_deref(), Some("STANDARD_IA"));
-    assert_eq!(sorted_tags(be.a.get_tags(&mk).await?), sorted_tags(rich_options().tags));
+    check_class(&be, h.storage_class.as_deref(), "STANDARD_IA");
+    check_tags(&be, &mk, rich_options().tags).await?;
+    Ok(())
+}
+
+/// The storage class kept, on servers that keep them.
+fn check_class(be: &Backend, got: Option<&str>, want: &str) {
+    if be.storage_classes {
+        assert_eq!(got, Some(want));
+    }
+}
+
+/// The tags kept in bucket `a`; on a server without tagging, the store
+/// says so (learnt, not assumed) and a GetObjectTagging is NotSupported.
+async fn check_tags(be: &Backend, k: &Key, want: Vec<(String, String)>) -> TestResult {
+    check_tags_in(&be.a, be.tagging, k, want).await
+}
+
+async fn check_tags_in(store: &DynStore, tagging: bool, k: &Key, want: Vec<(String, String)>) -> TestResult {
+    assert_eq!(store.tagging_supported().await?, tagging, "tagging support learnt");
+    if tagging {
+        assert_eq!(sorted_tags(store.get_tags(k).await?), sorted_tags(want));
+    } else {
+        let e = store.get_tags(k).await.err().ok_or("tags read from a server without tagging")?;
+        assert_eq!(e.kind, ErrorKind::NotSupported, "{e}");
+        assert!(!e.is_retryable());
+    }
     Ok(())
 }
 
@@ -410,10 +475,7 @@ async fn server_side_copy(be: Backend) -> TestResult {
     assert!(read_all(&be.b, &key("copied/keep.json"), None).await? == body);
     assert_eq!(h.content_type.as_deref(), Some("application/json"));
     assert_eq!(h.metadata.get("owner").map(String::as_str), Some("data-team"));
-    assert_eq!(
-        sorted_tags(be.b.get_tags(&key("copied/keep.json")).await?),
-        sorted_tags(rich_options().tags)
-    );
+    check_tags_in(&be.b, be.tagging, &key("copied/keep.json"), rich_options().tags).await?;
     // REPLACE: new metadata, storage class and tags.
     let replace = CopyOptions {
         directive: MetadataDirective::Replace,
@@ -430,11 +492,14 @@ async fn server_side_copy(be: Backend) -> TestResult {
     assert_eq!(h.content_type.as_deref(), Some("text/plain"));
     assert_eq!(h.metadata.get("stage").map(String::as_str), Some("2"));
     assert!(!h.metadata.contains_key("owner"));
-    assert_eq!(h.storage_class.as_deref(), Some("GLACIER_IR"));
-    assert_eq!(
-        be.b.get_tags(&key("copied/replace.json")).await?,
-        vec![("k".to_string(), "v".to_string())]
-    );
+    check_class(&be, h.storage_class.as_deref(), "GLACIER_IR");
+    check_tags_in(
+        &be.b,
+        be.tagging,
+        &key("copied/replace.json"),
+        vec![("k".to_string(), "v".to_string())],
+    )
+    .await?;
     assert!(read_all(&be.b, &key("copied/replace.json"), None).await? == body);
     // A stale if-match is refused (moto does not implement the condition).
     if !be.enforces {

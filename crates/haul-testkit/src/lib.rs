@@ -12,6 +12,16 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod garage;
+pub use garage::{garage, garage_bin, garage_enabled, Garage};
+
+/// The test credentials: any key works on moto; garage imports this one
+/// (its key ids are `GK` + 24 hex digits, secrets 64 hex digits).
+pub const ACCESS_KEY_ID: &str = "GK0123456789abcdef01234567";
+pub const SECRET_ACCESS_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// The region both test servers sign for.
+pub const REGION: &str = "us-east-1";
+
 /// A running moto server.
 #[derive(Debug)]
 pub struct S3Server {
@@ -20,7 +30,7 @@ pub struct S3Server {
 }
 
 /// The watchdog: runs moto and kills it when its parent (the test process) is gone.
-const WATCHDOG: &str = r#"
+pub(crate) const WATCHDOG: &str = r#"
 import os, subprocess, sys, time
 parent = os.getppid()
 p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -36,7 +46,7 @@ pub fn s3_enabled() -> bool {
     std::env::var("HAUL_TEST_S3").map(|v| v != "off").unwrap_or(true)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -99,6 +109,11 @@ fn start(extra_env: &[(&str, &str)]) -> Result<S3Server, String> {
     Err("moto_server did not start".into())
 }
 
+/// Something accepts connections on the port.
+pub(crate) fn ready_tcp(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
 fn ready(port: u16) -> bool {
     use std::io::Write;
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -139,10 +154,10 @@ pub fn moto_with_auth(free_actions: u32) -> &'static S3Server {
 /// no IMDS, no shared config files).
 pub fn aws_env() -> Vec<(&'static str, String)> {
     vec![
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY.into()),
+        ("AWS_REGION", REGION.into()),
+        ("AWS_DEFAULT_REGION", REGION.into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("AWS_CONFIG_FILE", "/nonexistent/haul-test-config".into()),
         (
