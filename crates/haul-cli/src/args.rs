@@ -146,6 +146,11 @@ pub struct Conn {
     /// Attempts per request for retryable errors (throttling, 5xx, timeouts, resets).
     #[arg(long, default_value_t = 10)]
     pub retries: usize,
+    /// How long one attempt of a request may wait for its answer (uploads
+    /// get their sending time at 1 MiB/s on top; server-side copies 30
+    /// minutes); a timed-out attempt is retried. [default: 30s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]

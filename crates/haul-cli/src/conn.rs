@@ -72,6 +72,7 @@ impl Connector {
                 ChecksumPolicyArg::WhenSupported => ChecksumPolicy::WhenSupported,
             },
             send_crc64nvme: c.crc64nvme,
+            request_timeout: c.request_timeout,
         }
     }
 

@@ -61,7 +61,10 @@ fn init_logging(verbose: u8, quiet: bool, cmd: &Command) -> Result<(), String> {
             .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
         let _ = builder.with_writer(appender).with_ansi(false).try_init();
     } else {
-        let _ = builder.with_writer(std::io::stderr).with_ansi(colour_stderr()).try_init();
+        let _ = builder
+            .with_writer(std::io::stderr)
+            .with_ansi(colour_stderr())
+            .try_init();
     }
     Ok(())
 }

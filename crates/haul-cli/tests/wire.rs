@@ -59,7 +59,10 @@ fn logs_are_plain_text_off_a_terminal() -> TestResult {
     let ep = format!("http://127.0.0.1:{}", closed_port()?);
     let out = run(&["-vv", "ls", "--endpoint-url", &ep, "s3://bucket/"])?;
     let err = stderr(&out);
-    assert!(err.contains("DEBUG") || err.contains("INFO"), "no log lines to check: {err}");
+    assert!(
+        err.contains("DEBUG") || err.contains("INFO"),
+        "no log lines to check: {err}"
+    );
     assert!(!err.contains('\u{1b}'), "escape codes in redirected logs: {err:?}");
     Ok(())
 }
@@ -68,7 +71,10 @@ fn logs_are_plain_text_off_a_terminal() -> TestResult {
 /// unless `NO_COLOR` is set.
 #[test]
 fn logs_are_coloured_on_a_terminal_unless_no_color() -> TestResult {
-    let has_script = Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success());
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !has_script {
         return Err("`script` (util-linux) is needed for the terminal test".into());
     }
@@ -95,5 +101,52 @@ fn logs_are_coloured_on_a_terminal_unless_no_color() -> TestResult {
     let plain = on_tty(Some("1"))?;
     assert!(plain.contains("DEBUG") || plain.contains("INFO"), "{plain:?}");
     assert!(!plain.contains("\u{1b}["), "colour despite NO_COLOR: {plain:?}");
+    Ok(())
+}
+
+/// A server that accepts the connection and never answers held a request
+/// slot forever: no request timeout was set (issue 12, item 2). Each
+/// attempt now gives up after `--request-timeout`, is retried, and the
+/// command ends with the reason.
+#[test]
+fn a_server_that_never_answers_times_out_and_is_retried() -> TestResult {
+    let port = haul_testkit::blackhole()?;
+    let ep = format!("http://127.0.0.1:{port}");
+    let mut child = haul()
+        .args([
+            "ls",
+            "--endpoint-url",
+            &ep,
+            "--request-timeout",
+            "1s",
+            "--retries",
+            "2",
+            "s3://bucket/",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            return Err("haul still waiting on a silent server after 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err)?;
+    }
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "both attempts waited their second"
+    );
+    assert_no_debris(&err);
     Ok(())
 }

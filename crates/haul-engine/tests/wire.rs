@@ -124,7 +124,11 @@ const CASES: [Case; 4] = [
 
 fn stores(case: &Case, dst_tagging: bool) -> (MemoryStore, MemoryStore) {
     let a = MemoryServer::new();
-    let b = if case.same_server { a.clone() } else { MemoryServer::new() };
+    let b = if case.same_server {
+        a.clone()
+    } else {
+        MemoryServer::new()
+    };
     // Copies beyond 2 MiB go part by part.
     let src = a.bucket("src").with_limits(MIB as u64, 2 * MIB as u64);
     let dst = b.bucket("dst").with_limits(MIB as u64, 2 * MIB as u64);
@@ -143,7 +147,9 @@ async fn every_strategy_finishes_under_a_limit_of_one_request() -> TestResult {
         seed(&src, &objs, true).await?;
         let s: DynStore = Arc::new(LimitStore::new(Arc::new(src), 1));
         let d: DynStore = Arc::new(LimitStore::new(Arc::new(dst.clone()), 1));
-        let summary = copy_all(s, d, opts(), 64).await.map_err(|e| format!("{}: {e}", case.name))?;
+        let summary = copy_all(s, d, opts(), 64)
+            .await
+            .map_err(|e| format!("{}: {e}", case.name))?;
         assert_eq!(summary.failed, 0, "{}: {:?}", case.name, summary.first_failures);
         assert_eq!(summary.objects, 6, "{}", case.name);
         check_copied(&dst, &objs, &tags()).await?;
@@ -160,7 +166,12 @@ async fn a_hundred_small_copies_across_endpoints_finish_with_four_requests_and_6
     let s: DynStore = Arc::new(LimitStore::new(Arc::new(src), 4));
     let d: DynStore = Arc::new(LimitStore::new(Arc::new(dst.clone()), 4));
     let summary = copy_all(s, d, opts(), 64).await?;
-    assert_eq!((summary.objects, summary.failed), (100, 0), "{:?}", summary.first_failures);
+    assert_eq!(
+        (summary.objects, summary.failed),
+        (100, 0),
+        "{:?}",
+        summary.first_failures
+    );
     check_copied(&dst, &objs, &tags()).await
 }
 
@@ -198,12 +209,20 @@ async fn a_destination_without_tagging_gets_every_object_untagged_with_one_notic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_without_tagging_is_copied_with_one_notice() -> TestResult {
     for case in CASES.iter().filter(|c| !c.same_server) {
-        let a = MemoryStore::new("src").with_limits(MIB as u64, 2 * MIB as u64).without_tagging();
+        let a = MemoryStore::new("src")
+            .with_limits(MIB as u64, 2 * MIB as u64)
+            .without_tagging();
         let dst = MemoryStore::new("dst").with_limits(MIB as u64, 2 * MIB as u64);
         let objs = objects(5, case.size);
         seed(&a, &objs, false).await?;
         let summary = copy_all(Arc::new(a), Arc::new(dst.clone()), opts(), 8).await?;
-        assert_eq!((summary.objects, summary.failed), (5, 0), "{}: {:?}", case.name, summary.first_failures);
+        assert_eq!(
+            (summary.objects, summary.failed),
+            (5, 0),
+            "{}: {:?}",
+            case.name,
+            summary.first_failures
+        );
         assert_eq!(
             summary.notices,
             vec!["tags not copied: the source does not support object tagging".to_string()],
@@ -234,12 +253,14 @@ async fn require_tags_fails_objects_whose_tags_would_be_dropped() -> TestResult 
         for f in &summary.first_failures {
             assert_eq!(f.code, "TagsNotCopied", "{}: {f:?}", case.name);
             assert!(
-                f.message
-                    .contains("the destination does not support object tagging"),
+                f.message.contains("the destination does not support object tagging"),
                 "{f:?}"
             );
         }
-        let listed: Vec<ListEntry> = dst.list(ListRequest::prefix(Key::prefix("out/")?)).try_collect().await?;
+        let listed: Vec<ListEntry> = dst
+            .list(ListRequest::prefix(Key::prefix("out/")?))
+            .try_collect()
+            .await?;
         assert_eq!(listed.len(), 1, "{}: only the untagged object lands", case.name);
         check_copied(&dst, &plain, &[]).await?;
     }
@@ -262,7 +283,9 @@ async fn explicit_tags_on_a_destination_without_tagging_fail_each_object() -> Te
     };
     let summary = copy_all(Arc::new(src), Arc::new(dst.clone()), topts, 8).await?;
     assert_eq!((summary.objects, summary.failed), (0, 2));
-    assert!(summary.first_failures.iter().all(|f| f.code == "TaggingNotSupported"
-        && f.message.contains("--tag cannot be applied")));
+    assert!(summary
+        .first_failures
+        .iter()
+        .all(|f| f.code == "TaggingNotSupported" && f.message.contains("--tag cannot be applied")));
     Ok(())
 }

@@ -448,7 +448,11 @@ async fn check_tags_in(store: &DynStore, tagging: bool, k: &Key, want: Vec<(Stri
     if tagging {
         assert_eq!(sorted_tags(store.get_tags(k).await?), sorted_tags(want));
     } else {
-        let e = store.get_tags(k).await.err().ok_or("tags read from a server without tagging")?;
+        let e = store
+            .get_tags(k)
+            .await
+            .err()
+            .ok_or("tags read from a server without tagging")?;
         assert_eq!(e.kind, ErrorKind::NotSupported, "{e}");
         assert!(!e.is_retryable());
     }

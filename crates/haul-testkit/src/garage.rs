@@ -63,7 +63,16 @@ impl Garage {
     /// Creates a bucket the test key may read, write and own.
     pub fn create_bucket(&self, bucket: &str) -> Result<(), String> {
         self.admin(&["bucket", "create", bucket])?;
-        self.admin(&["bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "haul-test"])?;
+        self.admin(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            bucket,
+            "--key",
+            "haul-test",
+        ])?;
         Ok(())
     }
 }
@@ -134,7 +143,15 @@ root_domain = ".s3.garage.localhost"
     };
     g.admin(&["layout", "assign", "-z", "dc1", "-c", "10G", &node])?;
     g.admin(&["layout", "apply", "--version", "1"])?;
-    g.admin(&["key", "import", "--yes", "-n", "haul-test", ACCESS_KEY_ID, SECRET_ACCESS_KEY])?;
+    g.admin(&[
+        "key",
+        "import",
+        "--yes",
+        "-n",
+        "haul-test",
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+    ])?;
     while !ready_tcp(s3) {
         if Instant::now() > deadline {
             let _ = child.kill();

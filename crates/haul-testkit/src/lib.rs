@@ -41,6 +41,21 @@ finally:
     p.kill()
 "#;
 
+/// A server on 127.0.0.1 that accepts connections and never answers (a
+/// dead peer behind a live socket); returns its port. Its thread ends with
+/// the test process.
+pub fn blackhole() -> Result<u16, std::io::Error> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let port = l.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    Ok(port)
+}
+
 /// Whether the S3 backend is part of this run.
 pub fn s3_enabled() -> bool {
     std::env::var("HAUL_TEST_S3").map(|v| v != "off").unwrap_or(true)

@@ -2,8 +2,8 @@
 //! throttling, what the user must fix (credentials, access, missing bucket).
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_types::request_id::RequestId;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_types::request_id::RequestId;
 
 use crate::error::{ErrorKind, Op, StoreError};
 
@@ -95,7 +95,9 @@ where
             } else if df.is_io() || df.is_timeout() {
                 let message = format!(
                     "connection failed: {}",
-                    df.as_connector_error().map(|c| causes(c)).unwrap_or_else(|| causes(&err))
+                    df.as_connector_error()
+                        .map(|c| causes(c))
+                        .unwrap_or_else(|| causes(&err))
                 );
                 StoreError::new(op, key, ErrorKind::Transient, message).with_source(err)
             } else if mentions_credentials(&full) {

@@ -16,6 +16,7 @@
 
 mod error;
 mod tagging;
+mod timeouts;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -25,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig};
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart as SdkPart, Delete,
@@ -70,6 +71,9 @@ pub struct S3Config {
     /// server acknowledges the algorithm when a multipart upload is
     /// created (garage 2 does), off otherwise.
     pub send_crc64nvme: Option<bool>,
+    /// How long one attempt of a request may wait for its answer (plus
+    /// the payload's sending time at 1 MiB/s); `None`: 30 s.
+    pub request_timeout: Option<Duration>,
 }
 
 /// A server's refusal of the checksum algorithm (not of anything else in
@@ -145,6 +149,8 @@ pub struct S3Connection {
     domain: String,
     /// The endpoint as shown in messages ("AWS S3" for the default).
     endpoint: String,
+    /// The base time of one request attempt.
+    attempt: Duration,
     crc64: Arc<Crc64Support>,
     tagging: Arc<tagging::TaggingSupport>,
 }
@@ -177,6 +183,7 @@ impl S3Connection {
             .or_else(|| sdk.endpoint_url().map(str::to_string))
             .or(env_endpoint);
         let custom_endpoint = endpoint.is_some();
+        let attempt = cfg.request_timeout.unwrap_or(timeouts::DEFAULT_ATTEMPT);
         let checksum = match (cfg.checksum_policy, custom_endpoint) {
             (ChecksumPolicy::WhenSupported, _) | (ChecksumPolicy::Auto, false) => {
                 RequestChecksumCalculation::WhenSupported
@@ -188,11 +195,7 @@ impl S3Connection {
             .request_checksum_calculation(checksum)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(aws_config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .build(),
-            );
+            .timeout_config(timeouts::default_config(attempt));
         if sdk.region().is_none() {
             b = b.region(aws_config::Region::new("us-east-1"));
         }
@@ -210,6 +213,7 @@ impl S3Connection {
             client,
             domain,
             endpoint: endpoint.unwrap_or_else(|| "AWS S3".to_string()),
+            attempt,
             crc64: Arc::new(Crc64Support::new(
                 cfg.send_crc64nvme.or((!custom_endpoint).then_some(true)),
             )),
@@ -412,8 +416,14 @@ impl S3Store {
             .map_err(|e| self.err(Op::CreateMultipart, key.as_str(), e))
     }
 
-    fn no_stall() -> aws_sdk_s3::config::Builder {
-        aws_sdk_s3::config::Builder::new().stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+    /// Server-side work: a long attempt timeout, no stalled-stream check.
+    fn no_stall(&self) -> aws_sdk_s3::config::Builder {
+        timeouts::server_side(self.conn.attempt)
+    }
+
+    /// An upload of `bytes`: time to send it on top of the base.
+    fn sending(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
+        timeouts::with_payload(self.conn.attempt, bytes)
     }
 }
 
@@ -742,6 +752,7 @@ impl ObjectStore for S3Store {
         // A CRC64NVME this server is not known to check does not protect
         // the payload: an MD5 does (returned, for the caller's ETag check).
         let own_md5 = own_md5(Op::Put, key, &payload, &opts.checksums, crc64).await?;
+        let len = payload.len() as u64;
         let md5 = opts.checksums.md5_hex.as_ref().or(own_md5.as_ref());
         let mut req = self
             .conn
@@ -764,9 +775,13 @@ impl ObjectStore for S3Store {
         // server) the payload need not be hashed again for the signature:
         // no SHA-256 pass on either side (what AWS's own tools do over TLS).
         let out = if md5.is_some() || crc64 {
-            req.customize().disable_payload_signing().send().await
+            req.customize()
+                .config_override(self.sending(len))
+                .disable_payload_signing()
+                .send()
+                .await
         } else {
-            req.send().await
+            req.customize().config_override(self.sending(len)).send().await
         }
         .map_err(|e| self.err(Op::Put, key.as_str(), e))?;
         Ok(PutResult {
@@ -846,9 +861,13 @@ impl ObjectStore for S3Store {
         // Content-MD5 or a CRC64NVME the server checks protects the payload:
         // no SHA-256 of it for the signature.
         let out = if signed_md5.is_some() || crc64.is_some() {
-            req.customize().disable_payload_signing().send().await
+            req.customize()
+                .config_override(self.sending(size))
+                .disable_payload_signing()
+                .send()
+                .await
         } else {
-            req.send().await
+            req.customize().config_override(self.sending(size)).send().await
         }
         .map_err(|e| self.err(Op::UploadPart, key.as_str(), e))?;
         let etag = out.e_tag().map(clean_etag).unwrap_or_default();
@@ -889,7 +908,7 @@ impl ObjectStore for S3Store {
         }
         let out = req
             .customize()
-            .config_override(Self::no_stall())
+            .config_override(self.no_stall())
             .send()
             .await
             .map_err(|e| self.err(Op::UploadPartCopy, key.as_str(), e))?;
@@ -942,7 +961,7 @@ impl ObjectStore for S3Store {
                 .checksum_crc64_nvme(crate::checksum::crc64_to_b64(c))
                 .checksum_type(ChecksumType::FullObject);
         }
-        let res = req.customize().config_override(Self::no_stall()).send().await;
+        let res = req.customize().config_override(self.no_stall()).send().await;
         match res {
             Ok(out) => Ok(PutResult {
                 etag: out.e_tag().map(clean_etag),
@@ -1036,7 +1055,7 @@ impl ObjectStore for S3Store {
         };
         let out = req
             .customize()
-            .config_override(Self::no_stall())
+            .config_override(self.no_stall())
             .send()
             .await
             .map_err(|e| self.err(Op::Copy, dst.as_str(), e))?;
