@@ -185,6 +185,18 @@ impl StoreError {
         matches!(self.kind, ErrorKind::Throttled | ErrorKind::Transient)
     }
 
+    /// The server refused a write because its payload did not match the
+    /// checksum sent with it (`BadDigest`, `InvalidDigest`, ...): the bytes
+    /// were damaged on the way. Sending the same payload again, still held
+    /// in memory, is the cure.
+    pub fn is_checksum_refusal(&self) -> bool {
+        self.kind == ErrorKind::Integrity
+            && matches!(
+                self.code.as_deref(),
+                Some("BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" | "InvalidChecksum")
+            )
+    }
+
     /// The request never reached a server: connection refused, or a host
     /// name that does not resolve (`code` `ConnectionRefused` /
     /// `DnsFailure`). Retryable once a server has answered (it may be

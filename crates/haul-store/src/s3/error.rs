@@ -53,7 +53,13 @@ where
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().map(str::to_string);
-            let kind = kind_for(code.as_deref().unwrap_or(""), status);
+            let kind = match kind_for(code.as_deref().unwrap_or(""), status) {
+                // An error answer without S3's XML document (no code): a
+                // body garbled in transit as often as a real refusal — worth
+                // sending again, within the retry budget.
+                ErrorKind::InvalidRequest if code.is_none() => ErrorKind::Transient,
+                k => k,
+            };
             let message = match (kind, se.err().message()) {
                 (ErrorKind::NoSuchBucket, _) => format!("bucket {bucket:?} does not exist"),
                 (ErrorKind::NotFound, _) if op == Op::Head || op == Op::Get => "no such key".to_string(),
@@ -92,7 +98,10 @@ where
                 StoreError::new(op, key, ErrorKind::Transient, reason.message())
                     .with_code(reason.code())
                     .with_source(err)
-            } else if df.is_io() || df.is_timeout() {
+            } else if !df.is_user() && !mentions_credentials(&full) {
+                // I/O, timeouts, and answers the HTTP layer could not parse
+                // (a garbled header: hyper's `Parse(Header(Token))`): the
+                // request can be sent again.
                 let message = format!(
                     "connection failed: {}",
                     df.as_connector_error()

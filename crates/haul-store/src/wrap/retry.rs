@@ -85,14 +85,17 @@ fn notify(e: &StoreError, d: Duration) {
 }
 
 macro_rules! retried {
-    ($self:ident, $body:expr) => {{
+    ($self:ident, $body:expr) => {
+        retried!($self, $body, |e: &StoreError| worth_retrying(&$self.answered, e))
+    };
+    ($self:ident, $body:expr, $when:expr) => {{
         (|| async {
             let r = $body.await;
             saw(&$self.answered, &r);
             r
         })
         .retry($self.policy.backoff())
-        .when(|e: &StoreError| worth_retrying(&$self.answered, e))
+        .when($when)
         .notify(notify)
         .await
     }};
@@ -268,7 +271,9 @@ impl ObjectStore for RetryStore {
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
-        retried!(self, self.inner.put(key, payload.clone(), opts))
+        retried!(self, self.inner.put(key, payload.clone(), opts), |e: &StoreError| {
+            worth_retrying(&self.answered, e) || e.is_checksum_refusal()
+        })
     }
 
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
@@ -283,7 +288,11 @@ impl ObjectStore for RetryStore {
         payload: Bytes,
         sums: &Checksums,
     ) -> Result<CompletedPart> {
-        retried!(self, self.inner.upload_part(key, u, n, payload.clone(), sums))
+        retried!(
+            self,
+            self.inner.upload_part(key, u, n, payload.clone(), sums),
+            |e: &StoreError| { worth_retrying(&self.answered, e) || e.is_checksum_refusal() }
+        )
     }
 
     async fn upload_part_stream(
