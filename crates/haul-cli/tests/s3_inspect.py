@@ -18,7 +18,13 @@ def main():
             key = o["Key"]
             head = s3.head_object(Bucket=bucket, Key=key)
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+            try:
+                tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+            except s3.exceptions.ClientError as e:
+                # garage has no tagging API (501 NotImplemented).
+                if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 501:
+                    raise
+                tags = None
             print(json.dumps({
                 "key": key,
                 "size": head["ContentLength"],
@@ -27,7 +33,7 @@ def main():
                 "content_type": head.get("ContentType"),
                 "storage_class": head.get("StorageClass", "STANDARD"),
                 "metadata": head.get("Metadata", {}),
-                "tags": {t["Key"]: t["Value"] for t in tags},
+                "tags": tags,
             }))
 
 

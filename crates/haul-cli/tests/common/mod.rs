@@ -71,9 +71,18 @@ pub fn stderr(o: &Output) -> String {
 
 /// What boto3 sees under a prefix, by key.
 pub fn inspect(bucket: &str, prefix: &str) -> Result<BTreeMap<String, Value>, Box<dyn std::error::Error>> {
+    inspect_at(&endpoint(), bucket, prefix)
+}
+
+/// What boto3 sees under a prefix of a bucket on `endpoint`, by key.
+pub fn inspect_at(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+) -> Result<BTreeMap<String, Value>, Box<dyn std::error::Error>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_inspect.py");
     let mut c = Command::new("python3");
-    c.arg(script).args([&endpoint(), bucket, prefix]);
+    c.arg(script).args([endpoint, bucket, prefix]);
     for (k, v) in haul_testkit::aws_env() {
         c.env(k, v);
     }
