@@ -125,7 +125,16 @@ fn copies_between_garage_and_moto_go_both_ways() -> TestResult {
     let local = dir.path().to_string_lossy().to_string();
     // Tagged objects on moto.
     let on_moto = format!("s3://{mb}/tagged/");
-    let mut up = vec!["cp", "-r", "--endpoint-url", &m, "--tag", "team=ingest", &local, &on_moto];
+    let mut up = vec![
+        "cp",
+        "-r",
+        "--endpoint-url",
+        &m,
+        "--tag",
+        "team=ingest",
+        &local,
+        &on_moto,
+    ];
     up.extend(SMALL_PARTS);
     ok(&up)?;
 
@@ -170,7 +179,10 @@ fn copies_between_garage_and_moto_go_both_ways() -> TestResult {
     let text = String::from_utf8(out.stdout.clone())?;
     let failed: Vec<&str> = text.lines().filter(|l| l.contains("TagsNotCopied")).collect();
     assert_eq!(failed.len(), want.len(), "{text}");
-    assert!(md5s(&g, &gb, "strict/")?.is_empty(), "nothing written for a failed object");
+    assert!(
+        md5s(&g, &gb, "strict/")?.is_empty(),
+        "nothing written for a failed object"
+    );
 
     // garage → moto.
     let back = format!("s3://{mb}/from-garage/");

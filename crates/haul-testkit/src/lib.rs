@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod garage;
+mod proxy;
 pub use garage::{garage, garage_bin, garage_enabled, Garage};
+pub use proxy::{FaultProxy, ProxyFaults, ProxyStats};
 
 /// The test credentials: any key works on moto; garage imports this one
 /// (its key ids are `GK` + 24 hex digits, secrets 64 hex digits).
