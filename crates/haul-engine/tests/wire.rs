@@ -80,7 +80,7 @@ async fn copy_all(src: DynStore, dst: DynStore, topts: TransferOptions, concurre
 /// Every object arrived under `out/` byte for byte, with `want_tags`.
 async fn check_copied(dst: &MemoryStore, objs: &[(String, Bytes)], want_tags: &[(String, String)]) -> TestResult {
     for (k, body) in objs {
-        let out = Key::object(&k.replacen("in/", "out/", 1))?;
+        let out = Key::object(k.replacen("in/", "out/", 1))?;
         let g = dst.get(&out, None).await?;
         let got: Vec<Bytes> = g.body.try_collect().await?;
         assert!(got.concat() == body.as_ref(), "{out}: bytes differ");
