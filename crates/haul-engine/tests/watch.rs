@@ -334,9 +334,16 @@ async fn a_burst_of_20000_files_all_arrive_even_when_the_event_queue_overflows()
         Ok::<_, std::io::Error>(())
     });
     let rec2 = rec.clone();
+    let st = state.path().to_path_buf();
+    // Every file uploaded, and each deleted after its second settle window.
     let summary = run_until(w, Duration::from_secs(240), || {
         let n = rec2.uploads.lock().map(|u| u.len()).unwrap_or(0);
-        async move { n == 20_000 }
+        let rows = if n == 20_000 {
+            WatchJournal::open_existing(&st).and_then(|j| j.rows()).unwrap_or(1)
+        } else {
+            1
+        };
+        async move { n == 20_000 && rows == 0 }
     })
     .await?;
     writer.await??;

@@ -640,23 +640,12 @@ impl Inner {
                 self.writers.lost_at(n);
             }
             let (closed, paths): (bool, &[PathBuf]) = match ev.kind {
-                EventKind::Access(AccessKind::Open(_)) => {
-                    ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.opened(&r, n));
-                    continue;
-                }
-                EventKind::Access(AccessKind::Close(mode)) => {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                     ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.closed(&r));
-                    if mode != AccessMode::Write {
-                        continue;
-                    }
                     (true, &ev.paths)
                 }
-                EventKind::Modify(ModifyKind::Data(_)) => {
-                    ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.modified(&r));
-                    (false, &ev.paths)
-                }
-                EventKind::Create(CreateKind::File) => {
-                    ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.created(&r));
+                EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File) => {
+                    ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.written(&r, n));
                     (false, &ev.paths)
                 }
                 // A file renamed into the tree is complete.

@@ -1,14 +1,15 @@
-//! Which files someone has open for writing, as inotify tells: a file is
-//! opened (`IN_OPEN`, which does not say for what), then closed either
-//! after writing (`IN_CLOSE_WRITE`) or not (`IN_CLOSE_NOWRITE`). A file
-//! created or modified while open is being written until every open of it
-//! is closed; a file only read (haul's own upload, a reader) is not.
+//! Which files someone is writing, as inotify tells: a file created or
+//! modified (`IN_CREATE`, `IN_MODIFY`) is being written until a writer
+//! closes it (`IN_CLOSE_WRITE`). Opens say nothing (`IN_OPEN` does not tell
+//! for what) and reads are not reported closed (notify does not ask for
+//! `IN_CLOSE_NOWRITE`), so readers — haul's own upload included — never
+//! count. A writer that has opened a file but not written it yet is not
+//! known, nor one that opened it before the watch started.
 //!
-//! Events are hints: every event is numbered as it arrives, and an open
-//! that came before a lost event (a queue overflow) is not trusted any
-//! more — its close may be what was lost. A writer that opened the file
-//! before the watch started is not known either.
-//! Settling by time and the checks before a deletion still apply.
+//! Events are hints: every event is numbered as it arrives, and a write
+//! seen before a lost event (a queue overflow) is not trusted any more —
+//! its close may be what was lost. Settling by time and the checks before
+//! a deletion still apply.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,13 +17,11 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 struct Open {
-    opens: u32,
-    written: bool,
-    /// The number of the event that opened it first (of the opens now counted).
+    /// The number of the first write event seen since the last close.
     since: u64,
 }
 
-/// Open files of the tree, by relative path (only those open now).
+/// Files being written, by relative path (only those written now).
 #[derive(Debug, Default)]
 pub struct Writers {
     open: Mutex<HashMap<String, Open>>,
@@ -41,41 +40,16 @@ impl Writers {
         f(&mut self.open.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// `IN_CREATE` of a file: whoever opens it next is writing it.
-    pub fn created(&self, rel: &str) {
-        self.with(|m| m.entry(rel.to_string()).or_default().written = true);
-    }
-
-    /// `IN_OPEN`, event number `seq`.
-    pub fn opened(&self, rel: &str, seq: u64) {
+    /// `IN_CREATE` or `IN_MODIFY`, event number `seq`: someone writes it.
+    pub fn written(&self, rel: &str, seq: u64) {
         self.with(|m| {
-            let o = m.entry(rel.to_string()).or_default();
-            if o.opens == 0 {
-                o.since = seq;
-            }
-            o.opens += 1;
+            m.entry(rel.to_string()).or_insert(Open { since: seq });
         });
     }
 
-    /// `IN_MODIFY`: written by one of those who have it open.
-    pub fn modified(&self, rel: &str) {
-        self.with(|m| {
-            if let Some(o) = m.get_mut(rel) {
-                o.written = true;
-            }
-        });
-    }
-
-    /// `IN_CLOSE_WRITE` or `IN_CLOSE_NOWRITE`.
+    /// `IN_CLOSE_WRITE`: a writer closed it.
     pub fn closed(&self, rel: &str) {
-        self.with(|m| {
-            if let Some(o) = m.get_mut(rel) {
-                o.opens = o.opens.saturating_sub(1);
-                if o.opens == 0 {
-                    m.remove(rel);
-                }
-            }
-        });
+        self.with(|m| m.remove(rel));
     }
 
     /// The file is gone (deleted or renamed away).
@@ -88,17 +62,17 @@ impl Writers {
         self.lost.fetch_max(seq, Ordering::SeqCst);
     }
 
-    /// Events were lost: opens from before are not known any more.
+    /// Events were lost: writes from before are not known any more.
     pub fn clear(&self) {
         let lost = self.lost.load(Ordering::SeqCst);
-        self.with(|m| m.retain(|_, o| o.opens > 0 && o.since > lost));
+        self.with(|m| m.retain(|_, o| o.since > lost));
     }
 
-    /// Whether someone has `rel` open and has written it (or created it)
-    /// since, as far as events tell (none lost since it was opened).
+    /// Whether someone writes `rel` and has not closed it, as far as events
+    /// tell (none lost since the write).
     pub fn writing(&self, rel: &str) -> bool {
         let lost = self.lost.load(Ordering::SeqCst);
-        self.with(|m| m.get(rel).is_some_and(|o| o.opens > 0 && o.written && o.since > lost))
+        self.with(|m| m.get(rel).is_some_and(|o| o.since > lost))
     }
 }
 
@@ -107,26 +81,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_writer_holds_the_file_until_its_last_close_and_readers_do_not() {
+    fn a_writer_holds_the_file_until_it_closes_it_and_lost_events_release_it() {
         let w = Writers::default();
-        w.created("a");
-        w.opened("a", 1);
-        assert!(w.writing("a"), "created and open");
-        w.opened("a", 2); // haul reads it meanwhile
-        w.closed("a");
-        assert!(w.writing("a"), "the writer still has it");
+        w.written("a", 1);
+        w.written("a", 2);
+        assert!(w.writing("a"));
         w.closed("a");
         assert!(!w.writing("a"));
-        // A reader alone is not a writer.
-        w.opened("b", 3);
-        assert!(!w.writing("b"));
-        w.modified("b");
-        assert!(w.writing("b"), "opened and written (an append)");
-        // An event lost after the open: its close may be what was lost.
-        w.lost.store(4, Ordering::SeqCst);
+        w.written("b", 3);
+        assert!(w.writing("b"));
+        // An event lost after the write: its close may be what was lost.
+        w.lost_at(4);
         assert!(!w.writing("b"));
         w.clear();
-        w.closed("b"); // after a clear: no underflow, no entry
-        assert!(!w.writing("b"));
+        w.written("b", 5);
+        assert!(w.writing("b"), "a write after the loss counts");
     }
 }
