@@ -518,7 +518,10 @@ async fn symlinks_made_while_watching_are_never_followed_nor_deleted_through() -
         .try_collect()
         .await?;
     assert_eq!(keys, vec!["in/last.csv".to_string()], "nothing read through a link");
-    assert!(r.join("link").exists() && r.join("flink.csv").exists(), "links left alone");
+    assert!(
+        r.join("link").exists() && r.join("flink.csv").exists(),
+        "links left alone"
+    );
     assert_eq!(summary.skipped_symlinks, 3, "each link counted once: {summary:?}");
     assert_eq!(summary.failed_attempts, 0);
     let st = WatchJournal::open_existing(state.path())?.status(5)?;
@@ -559,7 +562,10 @@ async fn a_folder_swapped_for_a_link_after_the_upload_deletes_nothing_outside() 
     let summary = w.run(CancellationToken::new()).await?;
     swapper.await??;
     assert_eq!(summary.deleted_files, 0, "{summary:?}");
-    assert!(outside.path().join("f.csv").exists(), "nothing deleted through the link");
+    assert!(
+        outside.path().join("f.csv").exists(),
+        "nothing deleted through the link"
+    );
     assert!(r.join("d.old/f.csv").exists());
     assert_eq!(summary.skipped_symlinks, 1, "{summary:?}");
     Ok(())
@@ -586,7 +592,10 @@ async fn once_skips_links_counts_them_and_exits_0() -> TestResult {
             .run(CancellationToken::new())
             .await?;
         assert_eq!(summary.exit_code(), 0, "{summary:?}");
-        assert_eq!(summary.skipped_symlinks, 2, "counted once, not once per run: {summary:?}");
+        assert_eq!(
+            summary.skipped_symlinks, 2,
+            "counted once, not once per run: {summary:?}"
+        );
     }
     assert_eq!(read(&dst, "in/a/in.csv").await.as_deref(), Some(&b"inside"[..]));
     assert!(read(&dst, "in/x.csv").await.is_none());
@@ -664,5 +673,68 @@ async fn a_future_dated_file_is_uploaded() -> TestResult {
         read(&dst, "in/cam/img.jpg").await.as_deref(),
         Some(&b"from a camera with a bad clock"[..])
     );
+    Ok(())
+}
+
+/// Item 8 of issue 11: a path that comes back does not replace the only
+/// copy of its earlier content with `--if-exists skip` (kept locally, a
+/// dead letter) or `rename` (uploaded beside it).
+#[tokio::test]
+async fn if_exists_skip_keeps_the_object_and_the_file_and_rename_uploads_beside_it() -> TestResult {
+    use haul_engine::watch::IfExists;
+    let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    dst.put(
+        &Key::object("in/export.csv")?,
+        bytes::Bytes::from_static(b"yesterday"),
+        &PutOptions::default(),
+    )
+    .await?;
+    for mode in [IfExists::Skip, IfExists::Rename] {
+        let (_root, state, r) = dirs()?;
+        write(&r.join("export.csv"), b"today")?;
+        let rec = Arc::new(Rec::default());
+        let o = WatchOptions {
+            once: true,
+            delete_after_upload: true,
+            settle: Duration::ZERO,
+            if_exists: mode,
+            ..opts()
+        };
+        let summary = watch(&r, &dst, state.path(), o, &rec)?
+            .run(CancellationToken::new())
+            .await?;
+        assert_eq!(
+            read(&dst, "in/export.csv").await.as_deref(),
+            Some(&b"yesterday"[..]),
+            "{mode:?}"
+        );
+        let keys: Vec<String> = dst
+            .list(haul_store::ListRequest::default())
+            .map_ok(|e| e.key().as_str().to_string())
+            .try_collect()
+            .await?;
+        match mode {
+            IfExists::Skip => {
+                assert!(r.join("export.csv").exists(), "not uploaded: kept");
+                assert_eq!((summary.skipped_exists, summary.dead), (1, 1), "{summary:?}");
+                assert_eq!(summary.exit_code(), 1);
+                assert_eq!(keys.len(), 1, "{keys:?}");
+            }
+            _ => {
+                assert!(
+                    !r.join("export.csv").exists(),
+                    "uploaded under a new name, then deleted"
+                );
+                assert_eq!(keys.len(), 2, "{keys:?}");
+                let renamed = keys.iter().find(|k| *k != "in/export.csv").ok_or("no renamed key")?;
+                assert!(
+                    renamed.starts_with("in/export.2") && renamed.ends_with("Z.csv"),
+                    "{renamed}"
+                );
+                assert_eq!(read(&dst, renamed).await.as_deref(), Some(&b"today"[..]));
+                assert_eq!(summary.exit_code(), 0, "{summary:?}");
+            }
+        }
+    }
     Ok(())
 }

@@ -149,7 +149,11 @@ impl Inner {
     /// Whether the object `existing` holds exactly the file's bytes (its
     /// ETag an MD5 equal to the file's).
     async fn same_bytes(&self, rel: &str, id: &Ident, existing: &ObjectMeta) -> bool {
-        let Some(etag) = existing.etag.clone().filter(|e| haul_store::checksum::etag_is_plain_md5(e)) else {
+        let Some(etag) = existing
+            .etag
+            .clone()
+            .filter(|e| haul_store::checksum::etag_is_plain_md5(e))
+        else {
             return false;
         };
         if existing.size != id.size {

@@ -199,9 +199,14 @@ enum Outcome {
     /// Gone from the tree (deleted or renamed away): nothing to do.
     Vanished,
     /// Still being written, or changed while it uploaded: look again later.
-    NotSettled { id: Ident, at_ms: i64 },
+    NotSettled {
+        id: Ident,
+        at_ms: i64,
+    },
     /// Not uploaded: the key exists and `--if-exists skip` keeps it.
-    SkippedExists { dst_key: Key },
+    SkippedExists {
+        dst_key: Key,
+    },
     Failed(StoreError),
     /// The run is stopping: back to pending, no attempt counted.
     Released,
@@ -267,14 +272,22 @@ struct SkipLog {
 impl Skips for SkipLog {
     fn symlink(&self, at: &str) {
         match self.journal.symlink_seen(at) {
-            Ok(true) => tracing::warn!(path = at, "a symbolic link in the watched tree: never followed, not uploaded"),
+            Ok(true) => tracing::warn!(
+                path = at,
+                "a symbolic link in the watched tree: never followed, not uploaded"
+            ),
             Ok(false) => {}
             Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
         }
     }
 
     fn unusable(&self, at: &str, why: &str) {
-        if self.logged.lock().unwrap_or_else(|e| e.into_inner()).insert(at.to_string()) {
+        if self
+            .logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(at.to_string())
+        {
             tracing::warn!(path = at, "{why}: not uploaded");
         }
     }
@@ -303,7 +316,8 @@ impl Watch {
             .canonicalize()
             .map_err(|e| WatchError::Setup(format!("{}: {e}", root.display())))?;
         let tree = Arc::new(
-            Tree::open(&root).map_err(|e| WatchError::Setup(format!("{}: cannot open the folder: {e}", root.display())))?,
+            Tree::open(&root)
+                .map_err(|e| WatchError::Setup(format!("{}: cannot open the folder: {e}", root.display())))?,
         );
         let excl = Exclusions::new(&opts.exclude).map_err(|e| WatchError::Setup(e.to_string()))?;
         let skips = Arc::new(SkipLog {
@@ -641,18 +655,27 @@ impl Inner {
             }
             let (closed, paths): (bool, &[PathBuf]) = match ev.kind {
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-                    ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.closed(&r));
+                    ev.paths
+                        .iter()
+                        .filter_map(|p| self.rel_of(p))
+                        .for_each(|r| self.writers.closed(&r));
                     (true, &ev.paths)
                 }
                 EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File) => {
-                    ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.written(&r, n));
+                    ev.paths
+                        .iter()
+                        .filter_map(|p| self.rel_of(p))
+                        .for_each(|r| self.writers.written(&r, n));
                     (false, &ev.paths)
                 }
                 // A file renamed into the tree is complete.
                 EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (true, &ev.paths),
                 EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => (true, &ev.paths[ev.paths.len().min(1)..]),
                 EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
-                    ev.paths.iter().filter_map(|p| self.rel_of(p)).for_each(|r| self.writers.forget(&r));
+                    ev.paths
+                        .iter()
+                        .filter_map(|p| self.rel_of(p))
+                        .for_each(|r| self.writers.forget(&r));
                     continue;
                 }
                 EventKind::Access(_) => continue,
@@ -697,7 +720,10 @@ impl Inner {
             return;
         }
         match self.journal.symlink_seen(at) {
-            Ok(true) => tracing::warn!(path = at, "a symbolic link in the watched tree: never followed, not uploaded"),
+            Ok(true) => tracing::warn!(
+                path = at,
+                "a symbolic link in the watched tree: never followed, not uploaded"
+            ),
             Ok(false) => {}
             Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
         }
@@ -846,9 +872,8 @@ impl Inner {
         // Due means: recorded with this size and these times at least
         // `settle` ago by haul's clock (or closed after writing). A scan
         // does not know ctime (0): size and mtime then.
-        let unchanged = id.size == due.size
-            && id.mtime_ns == due.mtime_ns
-            && (due.ctime_ns == 0 || id.ctime_ns == due.ctime_ns);
+        let unchanged =
+            id.size == due.size && id.mtime_ns == due.mtime_ns && (due.ctime_ns == 0 || id.ctime_ns == due.ctime_ns);
         if !unchanged {
             return again(id);
         }
@@ -911,7 +936,10 @@ impl Inner {
             tokio::time::sleep(self.opts.settle).await;
         }
         if self.writers.writing(rel) {
-            tracing::info!(key = rel, "opened for writing after it was read: kept, uploaded again once closed");
+            tracing::info!(
+                key = rel,
+                "opened for writing after it was read: kept, uploaded again once closed"
+            );
             return Err(again(*id));
         }
         let (tree, r, expect) = (self.tree.clone(), rel.to_string(), *id);
@@ -922,7 +950,10 @@ impl Inner {
         match removed {
             Removed::Yes => Ok(true),
             Removed::Changed(Entry::File(now)) => {
-                tracing::info!(key = rel, "changed after it was read: uploading again instead of deleting");
+                tracing::info!(
+                    key = rel,
+                    "changed after it was read: uploading again instead of deleting"
+                );
                 Err(again(now))
             }
             Removed::Changed(Entry::Symlink { at }) => {
@@ -974,7 +1005,8 @@ impl Inner {
                 self.journal.forget(&due.key)?;
             }
             Outcome::NotSettled { id, at_ms } => {
-                self.journal.requeue(&due.key, id.size, id.mtime_ns, id.ctime_ns, at_ms)?;
+                self.journal
+                    .requeue(&due.key, id.size, id.mtime_ns, id.ctime_ns, at_ms)?;
             }
             Outcome::SkippedExists { dst_key } => {
                 let msg = format!(

@@ -53,7 +53,9 @@ pub enum Entry {
     Dir,
     /// The path, or one of its folders, is a symbolic link: `at` is the
     /// relative path of the (first) link.
-    Symlink { at: String },
+    Symlink {
+        at: String,
+    },
     /// A FIFO, socket or device.
     Special,
     Missing,
@@ -141,7 +143,9 @@ impl Tree {
 
     fn parent_of<'a, 'r>(&'a self, rel: &'r str) -> io::Result<(Parent<'a>, &'r str)> {
         let parts = components(rel)?;
-        let (name, dirs) = parts.split_last().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let (name, dirs) = parts
+            .split_last()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         Ok((self.walk(dirs)?, name))
     }
 
@@ -289,8 +293,14 @@ mod tests {
         assert_eq!(t.stat("a/link/f")?, Entry::Symlink { at: "a/link".into() });
         assert_eq!(t.stat("a/flink")?, Entry::Symlink { at: "a/flink".into() });
         assert_eq!(t.stat("a/nope/f")?, Entry::Missing);
-        assert_eq!(t.open_file("a/link/f")?.err(), Some(Entry::Symlink { at: "a/link".into() }));
-        assert_eq!(t.open_file("a/flink")?.err(), Some(Entry::Symlink { at: "a/flink".into() }));
+        assert_eq!(
+            t.open_file("a/link/f")?.err(),
+            Some(Entry::Symlink { at: "a/link".into() })
+        );
+        assert_eq!(
+            t.open_file("a/flink")?.err(),
+            Some(Entry::Symlink { at: "a/flink".into() })
+        );
         assert!(t.stat("a/../x").is_err(), "`..` refused");
         let (_, id) = t.open_file("a/b/f")?.map_err(|e| format!("{e:?}"))?;
         // The folder is swapped for a link to a folder holding a file of the same name.

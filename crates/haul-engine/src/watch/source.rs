@@ -43,7 +43,9 @@ pub struct WatchSource {
 
 impl std::fmt::Debug for WatchSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchSource").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("WatchSource")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -359,7 +361,12 @@ impl ObjectStore for WatchSource {
         Err(read_only(Op::UploadPartCopy, key))
     }
 
-    async fn complete_multipart(&self, key: &Key, _upload: &MultipartId, _parts: &[CompletedPart]) -> Result<PutResult> {
+    async fn complete_multipart(
+        &self,
+        key: &Key,
+        _upload: &MultipartId,
+        _parts: &[CompletedPart],
+    ) -> Result<PutResult> {
         Err(read_only(Op::CompleteMultipart, key))
     }
 
