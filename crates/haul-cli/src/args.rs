@@ -462,6 +462,10 @@ pub struct WatchArgs {
     /// Do not follow file-system events; rely on --rescan-every (e.g. for NFS, where inotify sees nothing).
     #[arg(long)]
     pub no_events: bool,
+    /// When a file's key exists: overwrite it, skip the file (kept locally, reported as a dead letter),
+    /// or rename the upload to name.<UTC time>.ext.
+    #[arg(long, value_enum, default_value = "overwrite")]
+    pub if_exists: IfExistsArg,
     /// File-system events buffered before a rescan replaces them.
     #[arg(long, default_value_t = 65_536, hide = true)]
     pub event_queue: usize,
@@ -471,6 +475,14 @@ pub struct WatchArgs {
     pub transfer: TransferArgs,
     #[command(flatten)]
     pub conn: Conn,
+}
+
+/// `haul watch --if-exists`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IfExistsArg {
+    Overwrite,
+    Skip,
+    Rename,
 }
 
 /// What new objects carry (cp, sync, watch).

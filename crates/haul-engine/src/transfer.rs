@@ -342,6 +342,7 @@ impl Transfer {
         let mut put = PutOptions {
             storage_class: o.storage_class.clone(),
             sse: o.sse.clone(),
+            if_none_match: o.if_none_match,
             ..Default::default()
         };
         let guessed = || guess_content_type(full.key.as_str());
@@ -492,6 +493,8 @@ impl Transfer {
                 // Nothing checked the payload: it goes again with its MD5.
                 None => {
                     put.checksums.md5_hex = Some(md5_of(data.clone()).await);
+                    // The key holds the first write of these bytes: replaced.
+                    put.if_none_match = false;
                     res = dst.put(dst_key, data, &put).await?;
                 }
             }

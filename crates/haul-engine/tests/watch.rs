@@ -334,9 +334,16 @@ async fn a_burst_of_20000_files_all_arrive_even_when_the_event_queue_overflows()
         Ok::<_, std::io::Error>(())
     });
     let rec2 = rec.clone();
+    let st = state.path().to_path_buf();
+    // Every file uploaded, and each deleted after its second settle window.
     let summary = run_until(w, Duration::from_secs(240), || {
         let n = rec2.uploads.lock().map(|u| u.len()).unwrap_or(0);
-        async move { n == 20_000 }
+        let rows = if n == 20_000 {
+            WatchJournal::open_existing(&st).and_then(|j| j.rows()).unwrap_or(1)
+        } else {
+            1
+        };
+        async move { n == 20_000 && rows == 0 }
     })
     .await?;
     writer.await??;
@@ -367,6 +374,7 @@ async fn a_restart_aborts_the_multipart_upload_of_a_crashed_run_and_uploads_agai
             key: "big.bin".into(),
             size: data.len() as u64,
             mtime_ns: haul_engine::watch::tree::time_ns(mtime),
+            ctime_ns: 0,
             closed: false,
             not_before_ms: 0,
         }])?;
@@ -463,5 +471,270 @@ async fn once_exits_1_when_the_destination_cannot_be_listed_and_keeps_every_file
     assert_eq!(summary.exit_code(), 1);
     assert!(r.join("a/x.csv").exists());
     assert!(read(&mem, "in/a/x.csv").await.is_none());
+    Ok(())
+}
+
+/// Item 1 of issue 11: a link to a folder outside the tree, made while the
+/// daemon runs, and a link to a file: nothing outside is read or deleted.
+#[tokio::test]
+async fn symlinks_made_while_watching_are_never_followed_nor_deleted_through() -> TestResult {
+    let (_root, state, r) = dirs()?;
+    let outside = tempfile::tempdir()?;
+    write(&outside.path().join("keep/a.csv"), b"outside a")?;
+    write(&outside.path().join("b.csv"), b"outside b")?;
+    let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    let rec = Arc::new(Rec::default());
+    let o = WatchOptions {
+        delete_after_upload: true,
+        settle: Duration::from_millis(200),
+        ..opts()
+    };
+    let w = watch(&r, &dst, state.path(), o, &rec)?;
+    let (r2, out2) = (r.clone(), outside.path().to_path_buf());
+    let maker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        std::os::unix::fs::symlink(&out2, r2.join("link"))?;
+        std::os::unix::fs::symlink(out2.join("b.csv"), r2.join("flink.csv"))?;
+        std::fs::create_dir(r2.join("sub"))?;
+        std::os::unix::fs::symlink(&out2, r2.join("sub/deeper"))?;
+        // Touch the files behind the links: events through them are not followed either.
+        std::fs::write(out2.join("keep/c.csv"), b"outside c")?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        write(&r2.join("last.csv"), b"in the tree")
+    });
+    let rr = r.clone();
+    let summary = run_until(w, Duration::from_secs(20), || {
+        let done = !rr.join("last.csv").exists() && rec.uploads_of("last.csv") == 1;
+        async move { done }
+    })
+    .await?;
+    maker.await??;
+    for f in ["keep/a.csv", "keep/c.csv", "b.csv"] {
+        assert!(outside.path().join(f).exists(), "{f} outside the tree is never deleted");
+    }
+    let keys: Vec<String> = dst
+        .list(haul_store::ListRequest::default())
+        .map_ok(|e| e.key().as_str().to_string())
+        .try_collect()
+        .await?;
+    assert_eq!(keys, vec!["in/last.csv".to_string()], "nothing read through a link");
+    assert!(
+        r.join("link").exists() && r.join("flink.csv").exists(),
+        "links left alone"
+    );
+    assert_eq!(summary.skipped_symlinks, 3, "each link counted once: {summary:?}");
+    assert_eq!(summary.failed_attempts, 0);
+    let st = WatchJournal::open_existing(state.path())?.status(5)?;
+    assert_eq!(st.counts.skipped_symlinks, 3);
+    Ok(())
+}
+
+/// Item 1: a folder swapped for a link (to a folder holding a hard link of
+/// the very file) between the upload and the deletion: nothing is deleted
+/// through the link.
+#[tokio::test]
+async fn a_folder_swapped_for_a_link_after_the_upload_deletes_nothing_outside() -> TestResult {
+    let (_root, state, r) = dirs()?;
+    let outside = tempfile::tempdir_in(r.parent().ok_or("no parent")?)?;
+    write(&r.join("d/f.csv"), b"the only copy")?;
+    // The same inode outside the tree: a path-based check cannot tell them apart.
+    std::fs::hard_link(r.join("d/f.csv"), outside.path().join("f.csv"))?;
+    let mem: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    let cfg = FaultConfig {
+        latency: Duration::from_millis(600),
+        ..FaultConfig::none(4)
+    };
+    let dst: DynStore = Arc::new(FaultStore::new(mem.clone(), cfg));
+    let rec = Arc::new(Rec::default());
+    let o = WatchOptions {
+        once: true,
+        delete_after_upload: true,
+        settle: Duration::ZERO,
+        ..opts()
+    };
+    let w = watch(&r, &dst, state.path(), o, &rec)?;
+    let (r2, out2) = (r.clone(), outside.path().to_path_buf());
+    let swapper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        std::fs::rename(r2.join("d"), r2.join("d.old"))?;
+        std::os::unix::fs::symlink(&out2, r2.join("d"))
+    });
+    let summary = w.run(CancellationToken::new()).await?;
+    swapper.await??;
+    assert_eq!(summary.deleted_files, 0, "{summary:?}");
+    assert!(
+        outside.path().join("f.csv").exists(),
+        "nothing deleted through the link"
+    );
+    assert!(r.join("d.old/f.csv").exists());
+    assert_eq!(summary.skipped_symlinks, 1, "{summary:?}");
+    Ok(())
+}
+
+/// Item 1: `--once` with links present: not followed, counted, exit 0.
+#[tokio::test]
+async fn once_skips_links_counts_them_and_exits_0() -> TestResult {
+    let (_root, state, r) = dirs()?;
+    let outside = tempfile::tempdir()?;
+    write(&outside.path().join("x.csv"), b"outside")?;
+    write(&r.join("a/in.csv"), b"inside")?;
+    std::os::unix::fs::symlink(outside.path(), r.join("a/out"))?;
+    std::os::unix::fs::symlink(outside.path().join("x.csv"), r.join("x.csv"))?;
+    let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    let rec = Arc::new(Rec::default());
+    for _ in 0..2 {
+        let o = WatchOptions {
+            once: true,
+            settle: Duration::ZERO,
+            ..opts()
+        };
+        let summary = watch(&r, &dst, state.path(), o, &rec)?
+            .run(CancellationToken::new())
+            .await?;
+        assert_eq!(summary.exit_code(), 0, "{summary:?}");
+        assert_eq!(
+            summary.skipped_symlinks, 2,
+            "counted once, not once per run: {summary:?}"
+        );
+    }
+    assert_eq!(read(&dst, "in/a/in.csv").await.as_deref(), Some(&b"inside"[..]));
+    assert!(read(&dst, "in/x.csv").await.is_none());
+    assert!(read(&dst, "in/a/out/x.csv").await.is_none());
+    Ok(())
+}
+
+/// Item 2 of issue 11: a writer that pauses longer than the settle time
+/// keeps its file: the object gets all its bytes, and the file is deleted
+/// only after the writer closed it.
+#[tokio::test]
+async fn a_file_open_for_writing_is_neither_uploaded_half_nor_deleted_until_closed() -> TestResult {
+    let (_root, state, r) = dirs()?;
+    let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    let rec = Arc::new(Rec::default());
+    let settle = Duration::from_millis(300);
+    let o = WatchOptions {
+        delete_after_upload: true,
+        settle,
+        ..opts()
+    };
+    let w = watch(&r, &dst, state.path(), o, &rec)?;
+    let data = haul_testkit::data(128 << 10, 11);
+    let (r2, d2) = (r.clone(), data.clone());
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let path = r2.join("slow.bin");
+        let mut f = std::fs::File::create(&path)?;
+        std::io::Write::write_all(&mut f, &d2[..64 << 10])?;
+        tokio::time::sleep(settle * 3).await;
+        let present_before_second_write = path.exists();
+        std::io::Write::write_all(&mut f, &d2[64 << 10..])?;
+        let present_at_close = path.exists();
+        drop(f);
+        Ok::<_, std::io::Error>((present_before_second_write, present_at_close))
+    });
+    let (d, rr) = (dst.clone(), r.clone());
+    run_until(w, Duration::from_secs(20), || {
+        let (d, gone) = (d.clone(), !rr.join("slow.bin").exists());
+        async move { gone && read(&d, "in/slow.bin").await.is_some() }
+    })
+    .await?;
+    let (before, at_close) = writer.await??;
+    assert!(before && at_close, "deleted while the writer had it open");
+    assert_eq!(
+        read(&dst, "in/slow.bin").await.map(|b| b.len()),
+        Some(data.len()),
+        "the object holds every byte written"
+    );
+    assert_eq!(read(&dst, "in/slow.bin").await.as_deref(), Some(&data[..]));
+    Ok(())
+}
+
+/// Item 7 of issue 11: a file dated in 2099 settles by haul's clock.
+#[tokio::test]
+async fn a_future_dated_file_is_uploaded() -> TestResult {
+    let (_root, state, r) = dirs()?;
+    write(&r.join("cam/img.jpg"), b"from a camera with a bad clock")?;
+    let y2099 = filetime::FileTime::from_unix_time(4_070_908_800, 0);
+    filetime::set_file_mtime(r.join("cam/img.jpg"), y2099)?;
+    let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    let rec = Arc::new(Rec::default());
+    let o = WatchOptions {
+        once: true,
+        delete_after_upload: true,
+        settle: Duration::from_millis(200),
+        ..opts()
+    };
+    let w = watch(&r, &dst, state.path(), o, &rec)?;
+    let summary = tokio::time::timeout(Duration::from_secs(15), w.run(CancellationToken::new()))
+        .await
+        .map_err(|_| "a future-dated file never settled")??;
+    assert_eq!((summary.uploaded_files, summary.deleted_files), (1, 1), "{summary:?}");
+    assert_eq!(
+        read(&dst, "in/cam/img.jpg").await.as_deref(),
+        Some(&b"from a camera with a bad clock"[..])
+    );
+    Ok(())
+}
+
+/// Item 8 of issue 11: a path that comes back does not replace the only
+/// copy of its earlier content with `--if-exists skip` (kept locally, a
+/// dead letter) or `rename` (uploaded beside it).
+#[tokio::test]
+async fn if_exists_skip_keeps_the_object_and_the_file_and_rename_uploads_beside_it() -> TestResult {
+    use haul_engine::watch::IfExists;
+    let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    dst.put(
+        &Key::object("in/export.csv")?,
+        bytes::Bytes::from_static(b"yesterday"),
+        &PutOptions::default(),
+    )
+    .await?;
+    for mode in [IfExists::Skip, IfExists::Rename] {
+        let (_root, state, r) = dirs()?;
+        write(&r.join("export.csv"), b"today")?;
+        let rec = Arc::new(Rec::default());
+        let o = WatchOptions {
+            once: true,
+            delete_after_upload: true,
+            settle: Duration::ZERO,
+            if_exists: mode,
+            ..opts()
+        };
+        let summary = watch(&r, &dst, state.path(), o, &rec)?
+            .run(CancellationToken::new())
+            .await?;
+        assert_eq!(
+            read(&dst, "in/export.csv").await.as_deref(),
+            Some(&b"yesterday"[..]),
+            "{mode:?}"
+        );
+        let keys: Vec<String> = dst
+            .list(haul_store::ListRequest::default())
+            .map_ok(|e| e.key().as_str().to_string())
+            .try_collect()
+            .await?;
+        match mode {
+            IfExists::Skip => {
+                assert!(r.join("export.csv").exists(), "not uploaded: kept");
+                assert_eq!((summary.skipped_exists, summary.dead), (1, 1), "{summary:?}");
+                assert_eq!(summary.exit_code(), 1);
+                assert_eq!(keys.len(), 1, "{keys:?}");
+            }
+            _ => {
+                assert!(
+                    !r.join("export.csv").exists(),
+                    "uploaded under a new name, then deleted"
+                );
+                assert_eq!(keys.len(), 2, "{keys:?}");
+                let renamed = keys.iter().find(|k| *k != "in/export.csv").ok_or("no renamed key")?;
+                assert!(
+                    renamed.starts_with("in/export.2") && renamed.ends_with("Z.csv"),
+                    "{renamed}"
+                );
+                assert_eq!(read(&dst, renamed).await.as_deref(), Some(&b"today"[..]));
+                assert_eq!(summary.exit_code(), 0, "{summary:?}");
+            }
+        }
+    }
     Ok(())
 }

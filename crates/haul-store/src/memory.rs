@@ -403,6 +403,14 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        if opts.if_none_match && lock(&self.objects).contains_key(key.as_str()) {
+            return Err(StoreError::new(
+                Op::Put,
+                key.as_str(),
+                ErrorKind::PreconditionFailed,
+                "If-None-Match: the key exists",
+            ));
+        }
         let mut etag = check_md5(Op::Put, key.as_str(), &payload, opts.checksums.md5_hex.as_deref())?;
         crate::checksum::check_crc64(Op::Put, key.as_str(), &payload, opts.checksums.crc64nvme.as_deref())?;
         let kms = self.kms(opts);

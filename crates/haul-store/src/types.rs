@@ -185,6 +185,12 @@ pub struct PutOptions {
     /// S3 keeps it as `mtime` user metadata, rclone-compatible).
     #[serde(with = "opt_rfc3339", default)]
     pub mtime: Option<SystemTime>,
+    /// Write only if no object has this key (`If-None-Match: *` on a PUT
+    /// and on CompleteMultipartUpload; a local store links the new file in
+    /// without replacing). A store answers `PreconditionFailed` when the key
+    /// exists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub if_none_match: bool,
 }
 
 /// How a copy treats the source's metadata.

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use haul_engine::journal::default_state_dir;
 use haul_engine::report::Failure;
-use haul_engine::watch::{Counts, Uploaded, Watch, WatchJournal, WatchObserver, WatchOptions, WatchStatus};
+use haul_engine::watch::{Counts, IfExists, Uploaded, Watch, WatchJournal, WatchObserver, WatchOptions, WatchStatus};
 use haul_store::location::Location;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Global, WatchAction, WatchArgs};
+use crate::args::{Global, IfExistsArg, WatchAction, WatchArgs};
 use crate::conn::{probe, Connector, Side};
 
 fn state_dir(given: Option<PathBuf>) -> PathBuf {
@@ -98,6 +98,11 @@ pub async fn run(g: &Global, a: WatchArgs) -> Result<u8> {
         event_queue: a.event_queue.max(1),
         summary_every: a.summary_every.max(std::time::Duration::from_secs(1)),
         events: !a.no_events,
+        if_exists: match a.if_exists {
+            IfExistsArg::Overwrite => IfExists::Overwrite,
+            IfExistsArg::Skip => IfExists::Skip,
+            IfExistsArg::Rename => IfExists::Rename,
+        },
     };
     if let Some(addr) = a.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -138,13 +143,16 @@ pub async fn run(g: &Global, a: WatchArgs) -> Result<u8> {
         println!("{}", serde_json::json!({"event": "summary", "summary": summary}));
     } else if a.once && !g.quiet {
         eprintln!(
-            "Uploaded {} file(s), {} ({} deleted); {} failed, {} pending, {} dead",
+            "Uploaded {} file(s), {} ({} deleted); {} failed, {} pending, {} dead; \
+             {} symbolic link(s) skipped, {} skipped (key exists)",
             summary.uploaded_files,
             bytesize::ByteSize::b(summary.uploaded_bytes).display().si(),
             summary.deleted_files,
             summary.failed,
             summary.pending,
-            summary.dead
+            summary.dead,
+            summary.skipped_symlinks,
+            summary.skipped_exists
         );
     }
     Ok(if a.once { summary.exit_code() as u8 } else { 0 })
@@ -257,6 +265,16 @@ impl WatchObserver for WatchOut {
         }));
     }
 
+    fn skipped_exists(&self, key: &str, dst_key: &haul_store::Key) {
+        metrics::counter!("haul_watch_skipped_exists_total").increment(1);
+        self.line(serde_json::json!({
+            "event": "skipped",
+            "key": key,
+            "dst": dst_key.as_str(),
+            "reason": "exists",
+        }));
+    }
+
     fn counts(&self, c: &Counts) {
         metrics::gauge!("haul_watch_pending_files").set((c.pending + c.uploading) as f64);
         metrics::gauge!("haul_watch_failed_files").set(c.failed as f64);
@@ -286,6 +304,10 @@ fn status(g: &Global, dir: PathBuf) -> Result<u8> {
         s.counts.uploaded_files,
         bytesize::ByteSize::b(s.counts.uploaded_bytes).display().si(),
         s.counts.deleted_files
+    );
+    println!(
+        "skipped   {} symbolic link(s) (never followed); {} file(s) whose key existed (--if-exists skip)",
+        s.counts.skipped_symlinks, s.counts.skipped_exists
     );
     if let Some((path, since)) = &s.oldest_pending {
         println!("oldest    {path} (waiting since {})", when(*since));

@@ -43,6 +43,8 @@ pub struct Seen {
     pub key: String,
     pub size: u64,
     pub mtime_ns: i64,
+    /// The inode's change time: a write that sets mtime back still moves it.
+    pub ctime_ns: i64,
     /// Closed after writing (or renamed into the tree): complete now.
     pub closed: bool,
     /// When to look at it (unix ms).
@@ -55,6 +57,7 @@ pub struct Due {
     pub key: String,
     pub size: u64,
     pub mtime_ns: i64,
+    pub ctime_ns: i64,
     pub closed: bool,
     pub attempts: u32,
 }
@@ -103,6 +106,10 @@ pub struct Counts {
     pub uploaded_files: u64,
     pub uploaded_bytes: u64,
     pub deleted_files: u64,
+    /// Symbolic links found in the tree (each counted once): never followed.
+    pub skipped_symlinks: u64,
+    /// Files not uploaded because the key existed (`--if-exists skip`).
+    pub skipped_exists: u64,
 }
 
 /// Failures kept for `status` (the log has them all).
@@ -152,7 +159,11 @@ const SCHEMA: &str = "
         code TEXT NOT NULL,
         message TEXT NOT NULL,
         attempts INTEGER NOT NULL
-    );";
+    );
+    CREATE TABLE IF NOT EXISTS symlinks (path TEXT PRIMARY KEY, first_seen INTEGER NOT NULL);";
+
+/// Columns added after the first release, for journals created before.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("ctime_ns", "INTEGER NOT NULL DEFAULT 0")];
 
 impl WatchJournal {
     /// Opens (creating) the journal in `dir` for watching `root` into
@@ -204,6 +215,20 @@ impl WatchJournal {
         }
         let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        for (col, def) in ADDED_COLUMNS {
+            let has: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('files') WHERE name = ?1",
+                    params![col],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(|e| err(e.to_string()))?
+                > 0;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE files ADD COLUMN {col} {def}"))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
         Ok(WatchJournal {
             path,
             conn: Mutex::new(conn),
@@ -296,9 +321,11 @@ impl WatchJournal {
     }
 
     /// Records files seen by a scan or events, in one transaction. A file
-    /// already known keeps its place: a pending one is looked at no later
-    /// than before, an uploading one that changed is marked to be uploaded
-    /// again, a failed or dead one that changed is pending again.
+    /// already known and unchanged keeps its place (a pending one is looked
+    /// at no later than before); a pending one that changed is looked at
+    /// when it has been seen unchanged for the settle time again (its
+    /// `not_before`, from now); an uploading one that changed is marked to be
+    /// uploaded again, a failed or dead one that changed is pending again.
     pub fn enqueue(&self, batch: &[Seen]) -> Result<(), JournalError> {
         if batch.is_empty() {
             return Ok(());
@@ -310,25 +337,35 @@ impl WatchJournal {
             // In an UPDATE, every expression reads the row's old values.
             let mut up = tx
                 .prepare_cached(
-                    "INSERT INTO files (path, state, size, mtime_ns, closed, not_before, first_seen)
-                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO files (path, state, size, mtime_ns, ctime_ns, closed, not_before, first_seen)
+                     VALUES (?1, 0, ?2, ?3, ?7, ?4, ?5, ?6)
                      ON CONFLICT(path) DO UPDATE SET
-                       dirty = CASE WHEN state = 1 AND (size != excluded.size OR mtime_ns != excluded.mtime_ns)
+                       dirty = CASE WHEN state = 1 AND (size != excluded.size OR mtime_ns != excluded.mtime_ns
+                                                        OR (ctime_ns != excluded.ctime_ns AND ctime_ns != 0 AND excluded.ctime_ns != 0))
                                     THEN 1 ELSE dirty END,
                        closed = CASE WHEN state = 1 THEN closed
                                      WHEN size = excluded.size AND mtime_ns = excluded.mtime_ns
+                                          AND (ctime_ns = excluded.ctime_ns OR ctime_ns = 0 OR excluded.ctime_ns = 0)
                                      THEN MAX(closed, excluded.closed)
                                      ELSE excluded.closed END,
-                       not_before = CASE WHEN state = 0 THEN MIN(not_before, excluded.not_before)
-                                         WHEN state IN (2, 3) AND (size != excluded.size OR mtime_ns != excluded.mtime_ns)
+                       not_before = CASE WHEN state = 0 AND size = excluded.size AND mtime_ns = excluded.mtime_ns
+                                              AND (ctime_ns = excluded.ctime_ns OR ctime_ns = 0 OR excluded.ctime_ns = 0)
+                                         THEN MIN(not_before, excluded.not_before)
+                                         WHEN state = 0 THEN excluded.not_before
+                                         WHEN state IN (2, 3) AND (size != excluded.size OR mtime_ns != excluded.mtime_ns
+                                                                   OR (ctime_ns != excluded.ctime_ns AND ctime_ns != 0 AND excluded.ctime_ns != 0))
                                          THEN excluded.not_before
                                          ELSE not_before END,
-                       attempts = CASE WHEN state = 3 AND (size != excluded.size OR mtime_ns != excluded.mtime_ns)
+                       attempts = CASE WHEN state = 3 AND (size != excluded.size OR mtime_ns != excluded.mtime_ns
+                                                           OR (ctime_ns != excluded.ctime_ns AND ctime_ns != 0 AND excluded.ctime_ns != 0))
                                        THEN 0 ELSE attempts END,
-                       state = CASE WHEN state IN (2, 3) AND (size != excluded.size OR mtime_ns != excluded.mtime_ns)
+                       state = CASE WHEN state IN (2, 3) AND (size != excluded.size OR mtime_ns != excluded.mtime_ns
+                                                              OR (ctime_ns != excluded.ctime_ns AND ctime_ns != 0 AND excluded.ctime_ns != 0))
                                     THEN 0 ELSE state END,
                        size = CASE WHEN state = 1 THEN size ELSE excluded.size END,
-                       mtime_ns = CASE WHEN state = 1 THEN mtime_ns ELSE excluded.mtime_ns END",
+                       mtime_ns = CASE WHEN state = 1 THEN mtime_ns ELSE excluded.mtime_ns END,
+                       ctime_ns = CASE WHEN state = 1 THEN ctime_ns
+                                       WHEN excluded.ctime_ns = 0 THEN ctime_ns ELSE excluded.ctime_ns END",
                 )
                 .map_err(|e| self.err(e))?;
             for s in batch {
@@ -338,7 +375,8 @@ impl WatchJournal {
                     s.mtime_ns,
                     i64::from(s.closed),
                     s.not_before_ms,
-                    now
+                    now,
+                    s.ctime_ns
                 ])
                 .map_err(|e| self.err(e))?;
             }
@@ -358,7 +396,7 @@ impl WatchJournal {
         {
             let mut q = tx
                 .prepare_cached(
-                    "SELECT path, size, mtime_ns, closed, attempts FROM files
+                    "SELECT path, size, mtime_ns, closed, attempts, ctime_ns FROM files
                      WHERE state = 0 AND not_before <= ?1 ORDER BY not_before LIMIT ?2",
                 )
                 .map_err(|e| self.err(e))?;
@@ -368,6 +406,7 @@ impl WatchJournal {
                         key: r.get(0)?,
                         size: r.get::<_, i64>(1)? as u64,
                         mtime_ns: r.get(2)?,
+                        ctime_ns: r.get(5)?,
                         closed: r.get::<_, i64>(3)? != 0,
                         attempts: r.get::<_, i64>(4)? as u32,
                     })
@@ -396,11 +435,11 @@ impl WatchJournal {
 
     /// The size and mtime of a file as it is uploaded (so a change seen
     /// while it uploads marks it to be uploaded again).
-    pub fn started(&self, key: &str, size: u64, mtime_ns: i64) -> Result<(), JournalError> {
+    pub fn started(&self, key: &str, size: u64, mtime_ns: i64, ctime_ns: i64) -> Result<(), JournalError> {
         self.lock()
             .execute(
-                "UPDATE files SET size = ?2, mtime_ns = ?3 WHERE path = ?1",
-                params![key, size as i64, mtime_ns],
+                "UPDATE files SET size = ?2, mtime_ns = ?3, ctime_ns = ?4 WHERE path = ?1",
+                params![key, size as i64, mtime_ns, ctime_ns],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -460,12 +499,19 @@ impl WatchJournal {
 
     /// Puts a file back to pending without counting an attempt (it was still
     /// being written, changed while it uploaded, or the run is stopping).
-    pub fn requeue(&self, key: &str, size: u64, mtime_ns: i64, not_before_ms: i64) -> Result<(), JournalError> {
+    pub fn requeue(
+        &self,
+        key: &str,
+        size: u64,
+        mtime_ns: i64,
+        ctime_ns: i64,
+        not_before_ms: i64,
+    ) -> Result<(), JournalError> {
         self.lock()
             .execute(
-                "UPDATE files SET state = 0, closed = 0, dirty = 0, size = ?2, mtime_ns = ?3, not_before = ?4,
-                 upload_key = NULL, upload_id = NULL WHERE path = ?1",
-                params![key, size as i64, mtime_ns, not_before_ms],
+                "UPDATE files SET state = 0, closed = 0, dirty = 0, size = ?2, mtime_ns = ?3, ctime_ns = ?5,
+                 not_before = ?4, upload_key = NULL, upload_id = NULL WHERE path = ?1",
+                params![key, size as i64, mtime_ns, not_before_ms, ctime_ns],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -479,6 +525,34 @@ impl WatchJournal {
                 params![key, now_ms()],
             )
             .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a symbolic link found in the tree; true the first time this
+    /// path is seen (to log it once and count it once).
+    pub fn symlink_seen(&self, path: &str) -> Result<bool, JournalError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let new = tx
+            .execute(
+                "INSERT OR IGNORE INTO symlinks (path, first_seen) VALUES (?1, ?2)",
+                params![path, now_ms()],
+            )
+            .map_err(|e| self.err(e))?
+            > 0;
+        if new {
+            bump(&tx, "skipped_symlinks", 1).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(new)
+    }
+
+    /// A file not uploaded because its key exists (`--if-exists skip`): a
+    /// dead letter with `code`, kept until it changes or is retried, and counted.
+    pub fn skipped_exists(&self, key: &str, message: &str) -> Result<(), JournalError> {
+        self.failed(key, "put", "AlreadyExists", message, None)?;
+        let conn = self.lock();
+        bump(&conn, "skipped_exists", 1).map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -600,6 +674,8 @@ impl WatchJournal {
                 "uploaded_files" => c.uploaded_files = v,
                 "uploaded_bytes" => c.uploaded_bytes = v,
                 "deleted_files" => c.deleted_files = v,
+                "skipped_symlinks" => c.skipped_symlinks = v,
+                "skipped_exists" => c.skipped_exists = v,
                 _ => {}
             }
         }
@@ -687,6 +763,16 @@ impl WatchJournal {
     }
 }
 
+/// Adds `n` to a counter.
+fn bump(conn: &Connection, name: &str, n: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute(params![name, n])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,6 +782,7 @@ mod tests {
             key: key.into(),
             size,
             mtime_ns,
+            ctime_ns: mtime_ns,
             closed,
             not_before_ms: at,
         }

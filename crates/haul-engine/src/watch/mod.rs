@@ -7,33 +7,40 @@
 //! there), on a watcher overflow or error, and every `rescan_every`, so an
 //! event lost by the kernel or by haul is only a delay, never a lost file.
 //! The dispatcher takes due rows, checks each file has settled (closed after
-//! writing, or unchanged for `settle`), uploads it with the verifying
-//! [`Transfer`], and only then deletes it (`delete_after_upload`) if its
-//! size, mtime and inode are still those it had when read. Failures are
+//! writing and open for writing by no one, or seen unchanged for `settle` by
+//! haul's clock), uploads it with the verifying [`Transfer`], and only then
+//! deletes it (`delete_after_upload`): after a second settle window, if no
+//! one has it open for writing and its inode, size, mtime and ctime are
+//! still those it had when read. The tree is only ever reached through
+//! [`nofollow::Tree`]: no symbolic link is followed anywhere. Failures are
 //! retried with capped exponential backoff, forever or up to
 //! `max_attempts` (then a dead letter). A crash leaves rows `uploading`:
 //! the next start makes them pending again and aborts their multipart
 //! uploads. Memory is bounded by the concurrency and the event queue, not
 //! by the number of files.
 
+pub mod exists;
 pub mod journal;
+pub mod nofollow;
+pub mod source;
 pub mod tree;
+pub mod writers;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use haul_store::local::LocalStore;
 use haul_store::{DynStore, ErrorKind, Key, ListEntry, ListRequest, MultipartId, Op, StoreError};
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
 use notify::Watcher as _;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use exists::IfExists;
 pub use journal::{Counts, FailureRow, FileState, WatchJournal, WatchStatus};
 pub use tree::Exclusions;
 
@@ -43,7 +50,10 @@ use crate::shard::Shard;
 use crate::sync::SyncJob;
 use crate::transfer::{Transfer, TransferOptions};
 use journal::{now_ms, Due, Seen};
-use tree::{last_change_ns, time_ns, Identity};
+use nofollow::{Entry, Ident, Removed, Tree};
+use source::{Skips, WatchSource};
+use tree::time_ns;
+use writers::Writers;
 
 /// Options of a watch.
 #[derive(Debug, Clone)]
@@ -79,6 +89,8 @@ pub struct WatchOptions {
     pub summary_every: Duration,
     /// Follow file-system events (off: periodic scans only).
     pub events: bool,
+    /// What an upload does when its key exists in the destination.
+    pub if_exists: IfExists,
 }
 
 impl Default for WatchOptions {
@@ -100,6 +112,7 @@ impl Default for WatchOptions {
             event_queue: 65_536,
             summary_every: Duration::from_secs(60),
             events: true,
+            if_exists: IfExists::Overwrite,
         }
     }
 }
@@ -124,6 +137,8 @@ pub trait WatchObserver: Send + Sync {
     fn failed(&self, _f: &Failure, _attempts: u32, _dead: bool) {}
     /// Counts by state, every few seconds.
     fn counts(&self, _c: &Counts) {}
+    /// Not uploaded, kept: `dst_key` exists and `--if-exists skip` keeps it.
+    fn skipped_exists(&self, _key: &str, _dst_key: &Key) {}
 }
 
 /// A watch that could not start or go on.
@@ -154,6 +169,10 @@ pub struct WatchSummary {
     pub scans: u64,
     /// Parts of the tree (or the destination) that could not be listed.
     pub scan_errors: u64,
+    /// Symbolic links found in the tree (each counted once, ever): never followed.
+    pub skipped_symlinks: u64,
+    /// Files kept, not uploaded, because their key existed (`--if-exists skip`).
+    pub skipped_exists: u64,
     /// The run was stopped (signal) rather than finished (`once`).
     pub interrupted: bool,
 }
@@ -181,9 +200,12 @@ enum Outcome {
     Vanished,
     /// Still being written, or changed while it uploaded: look again later.
     NotSettled {
-        size: u64,
-        mtime_ns: i64,
+        id: Ident,
         at_ms: i64,
+    },
+    /// Not uploaded: the key exists and `--if-exists skip` keeps it.
+    SkippedExists {
+        dst_key: Key,
     },
     Failed(StoreError),
     /// The run is stopping: back to pending, no attempt counted.
@@ -193,6 +215,11 @@ enum Outcome {
 struct Inner {
     opts: WatchOptions,
     root: PathBuf,
+    tree: Arc<Tree>,
+    writers: Writers,
+    /// Uploads waiting out the settle window before their deletion: they do
+    /// not hold a slot of the concurrency.
+    waiting: AtomicUsize,
     src: DynStore,
     dst: DynStore,
     transfer: Transfer,
@@ -235,6 +262,37 @@ impl Observer for UploadObserver {
     }
 }
 
+/// Logs what the tree holds that is never uploaded: each symbolic link once
+/// ever (and counted, in the journal), other unusable entries once a run.
+struct SkipLog {
+    journal: Arc<WatchJournal>,
+    logged: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Skips for SkipLog {
+    fn symlink(&self, at: &str) {
+        match self.journal.symlink_seen(at) {
+            Ok(true) => tracing::warn!(
+                path = at,
+                "a symbolic link in the watched tree: never followed, not uploaded"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
+        }
+    }
+
+    fn unusable(&self, at: &str, why: &str) {
+        if self
+            .logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(at.to_string())
+        {
+            tracing::warn!(path = at, "{why}: not uploaded");
+        }
+    }
+}
+
 /// Scans of new folders at once; beyond, a full scan replaces them.
 const MAX_FOLDER_SCANS: usize = 32;
 
@@ -253,14 +311,31 @@ impl Watch {
         topts: TransferOptions,
         observer: Arc<dyn WatchObserver>,
     ) -> Result<Self, WatchError> {
-        let local = LocalStore::new(root.into())?;
-        let root = local.root().to_path_buf();
+        let root: PathBuf = root.into();
+        let root = root
+            .canonicalize()
+            .map_err(|e| WatchError::Setup(format!("{}: {e}", root.display())))?;
+        let tree = Arc::new(
+            Tree::open(&root)
+                .map_err(|e| WatchError::Setup(format!("{}: cannot open the folder: {e}", root.display())))?,
+        );
         let excl = Exclusions::new(&opts.exclude).map_err(|e| WatchError::Setup(e.to_string()))?;
+        let skips = Arc::new(SkipLog {
+            journal: journal.clone(),
+            logged: Default::default(),
+        });
+        let src = WatchSource::new(tree.clone(), root.clone(), excl.clone(), skips);
+        let mut topts = topts;
+        // Skip and rename never replace an object: every write is conditional.
+        topts.put.if_none_match = opts.if_exists != IfExists::Overwrite;
         Ok(Watch {
             inner: Arc::new(Inner {
                 opts,
                 root,
-                src: Arc::new(local),
+                tree,
+                writers: Writers::default(),
+                waiting: AtomicUsize::new(0),
+                src: Arc::new(src),
                 dst,
                 transfer: Transfer::new(topts, CancellationToken::new()),
                 journal,
@@ -294,7 +369,7 @@ impl Watch {
         // Events first, then the scan: nothing created meanwhile is missed.
         let wake = Arc::new(Notify::new());
         let overflow = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = mpsc::channel::<notify::Event>(opts.event_queue.max(1));
+        let (tx, mut rx) = mpsc::channel::<(notify::Event, u64)>(opts.event_queue.max(1));
         let watcher = if opts.events && !opts.once {
             inner.start_watcher(tx, overflow.clone(), wake.clone()).await
         } else {
@@ -322,7 +397,8 @@ impl Watch {
             if !opts.once {
                 inner.journal.wake_failed(now)?;
             }
-            let free = opts.concurrency.max(1).saturating_sub(inflight.len());
+            let busy = inflight.len().saturating_sub(inner.waiting.load(Ordering::SeqCst));
+            let free = opts.concurrency.max(1).saturating_sub(busy);
             for due in inner.journal.take_due(now, free)? {
                 let i = inner.clone();
                 inflight.spawn(async move {
@@ -376,6 +452,8 @@ impl Watch {
                 }
                 () = wake.notified() => {
                     if overflow.swap(false, Ordering::SeqCst) {
+                        // Opens and closes were lost with the rest.
+                        inner.writers.clear();
                         tracing::warn!("file-system events were lost (queue overflow or watcher error): rescanning");
                         if full.is_some() { scan_again = true; } else {
                             full = Some(tokio::spawn(inner.clone().scan(String::new(), true)));
@@ -475,6 +553,8 @@ impl Watch {
             dead: c.dead,
             scans: inner.scans.load(Ordering::Relaxed),
             scan_errors: inner.scan_errors.load(Ordering::Relaxed),
+            skipped_symlinks: c.skipped_symlinks,
+            skipped_exists: c.skipped_exists,
             interrupted: interrupted && opts.once,
         })
     }
@@ -499,19 +579,22 @@ impl Inner {
 
     async fn start_watcher(
         &self,
-        tx: mpsc::Sender<notify::Event>,
+        tx: mpsc::Sender<(notify::Event, u64)>,
         overflow: Arc<AtomicBool>,
         wake: Arc<Notify>,
     ) -> Option<notify::RecommendedWatcher> {
+        let (seq, lost_at) = self.writers.counters();
         let handler = move |res: notify::Result<notify::Event>| {
+            let n = seq.fetch_add(1, Ordering::SeqCst) + 1;
             let lost = match res {
-                Ok(ev) => tx.try_send(ev).is_err(),
+                Ok(ev) => tx.try_send((ev, n)).is_err(),
                 Err(e) => {
                     tracing::warn!(error = %e, "file-system watcher error");
                     true
                 }
             };
             if lost {
+                lost_at.fetch_max(n, Ordering::SeqCst);
                 overflow.store(true, Ordering::SeqCst);
                 wake.notify_one();
             }
@@ -519,7 +602,9 @@ impl Inner {
         let root = self.root.clone();
         // Adding a watch per folder walks the tree: off the async threads.
         let res = tokio::task::spawn_blocking(move || {
-            let mut w = notify::recommended_watcher(handler)?;
+            // Links to folders are not watched (nor followed anywhere else).
+            let config = notify::Config::default().with_follow_symlinks(false);
+            let mut w = notify::RecommendedWatcher::new(handler, config)?;
             w.watch(&root, notify::RecursiveMode::Recursive)?;
             Ok::<_, notify::Error>(w)
         })
@@ -555,56 +640,93 @@ impl Inner {
     }
 
     /// Turns events into journal rows; returns new folders to scan and
-    /// whether a full rescan is needed. Blocking (stats the files).
-    fn apply_events(&self, events: Vec<notify::Event>) -> Result<(Vec<String>, bool), WatchError> {
+    /// whether a full rescan is needed. Opens and closes go to the table of
+    /// writers. Blocking (stats the files, never through a link).
+    fn apply_events(&self, events: Vec<(notify::Event, u64)>) -> Result<(Vec<String>, bool), WatchError> {
         let now = now_ms();
         let settle = self.opts.settle.as_millis() as i64;
         let mut rescan = false;
         let mut dirs = Vec::new();
         let mut seen: Vec<Seen> = Vec::with_capacity(events.len());
-        for ev in events {
-            rescan |= ev.need_rescan();
+        for (ev, n) in events {
+            if ev.need_rescan() {
+                rescan = true;
+                self.writers.lost_at(n);
+            }
             let (closed, paths): (bool, &[PathBuf]) = match ev.kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => (true, &ev.paths),
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                    ev.paths
+                        .iter()
+                        .filter_map(|p| self.rel_of(p))
+                        .for_each(|r| self.writers.closed(&r));
+                    (true, &ev.paths)
+                }
+                EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File) => {
+                    ev.paths
+                        .iter()
+                        .filter_map(|p| self.rel_of(p))
+                        .for_each(|r| self.writers.written(&r, n));
+                    (false, &ev.paths)
+                }
                 // A file renamed into the tree is complete.
                 EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (true, &ev.paths),
                 EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => (true, &ev.paths[ev.paths.len().min(1)..]),
-                EventKind::Modify(ModifyKind::Name(RenameMode::From)) => continue,
-                EventKind::Remove(_) | EventKind::Access(_) => continue,
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
+                    ev.paths
+                        .iter()
+                        .filter_map(|p| self.rel_of(p))
+                        .for_each(|r| self.writers.forget(&r));
+                    continue;
+                }
+                EventKind::Access(_) => continue,
                 _ => (false, &ev.paths),
             };
             for path in paths {
                 let Some(rel) = self.rel_of(path) else { continue };
-                let md = match std::fs::metadata(path) {
-                    Ok(m) => m,
-                    Err(_) => continue, // gone already; a scan would not find it either
-                };
-                if md.is_dir() {
-                    if matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))) {
-                        dirs.push(format!("{rel}/"));
+                let id = match self.tree.stat(&rel) {
+                    Ok(Entry::File(id)) => id,
+                    Ok(Entry::Dir) => {
+                        if matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))) {
+                            dirs.push(format!("{rel}/"));
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                if !md.is_file() {
-                    continue;
-                }
-                let id = Identity::of(&md);
-                let at = if closed {
-                    now
-                } else {
-                    ms_of_ns(last_change_ns(&md)) + settle
+                    Ok(Entry::Symlink { at }) => {
+                        self.src_skips_symlink(&at);
+                        continue;
+                    }
+                    // Gone already (a scan would not find it either), or not a file.
+                    Ok(_) | Err(_) => continue,
                 };
                 seen.push(Seen {
                     key: rel,
                     size: id.size,
                     mtime_ns: id.mtime_ns,
+                    ctime_ns: id.ctime_ns,
                     closed,
-                    not_before_ms: at,
+                    // Settled once haul has seen it unchanged this long
+                    // (closed: at once), whatever the file's own times say.
+                    not_before_ms: if closed { now } else { now + settle },
                 });
             }
         }
         self.journal.enqueue(&seen)?;
         Ok((dirs, rescan))
+    }
+
+    /// Records a symbolic link met by an event.
+    fn src_skips_symlink(&self, at: &str) {
+        if self.excl.excluded(at) {
+            return;
+        }
+        match self.journal.symlink_seen(at) {
+            Ok(true) => tracing::warn!(
+                path = at,
+                "a symbolic link in the watched tree: never followed, not uploaded"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
+        }
     }
 
     /// Scans the tree (or the folder `base`, `a/b/`) and records every file
@@ -626,8 +748,11 @@ impl Inner {
                 key: rel.to_string(),
                 size: meta.size,
                 mtime_ns,
+                ctime_ns: source::listed_ctime_ns(meta),
                 closed: false,
-                not_before_ms: ms_of_ns(mtime_ns) + settle,
+                // Settled once haul has seen it unchanged this long, by its
+                // own clock: a file dated in the future settles too.
+                not_before_ms: now_ms() + settle,
             })
         };
         let flush = |batch: &mut Vec<Seen>, queued: &mut u64| -> Result<(), WatchError> {
@@ -719,88 +844,124 @@ impl Inner {
         }
     }
 
+    /// What is at `rel` now (never through a link), off the async threads.
+    async fn stat(&self, rel: &str) -> std::io::Result<Entry> {
+        let (tree, r) = (self.tree.clone(), rel.to_string());
+        tokio::task::spawn_blocking(move || tree.stat(&r))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
     /// Uploads one due file if it has settled; deletes it after a verified
-    /// upload when asked and it has not changed.
+    /// upload when asked, no one writes it and it has not changed.
     async fn process(self: Arc<Self>, due: &Due) -> Outcome {
-        let path = self.root.join(&due.key);
         let settle_ms = self.opts.settle.as_millis() as i64;
-        let md = match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => m,
+        let id = match self.stat(&due.key).await {
+            Ok(Entry::File(id)) => id,
+            Ok(Entry::Symlink { at }) => {
+                self.src_skips_symlink(&at);
+                return Outcome::Vanished;
+            }
             Ok(_) => return Outcome::Vanished,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Vanished,
             Err(e) => return Outcome::Failed(StoreError::io(Op::Head, due.key.clone(), e)),
         };
-        let id = Identity::of(&md);
-        let last_change = ms_of_ns(last_change_ns(&md));
-        let now = now_ms();
-        let closed_and_unchanged = due.closed && id.size == due.size && id.mtime_ns == due.mtime_ns;
-        if !closed_and_unchanged && now < last_change + settle_ms {
-            return Outcome::NotSettled {
-                size: id.size,
-                mtime_ns: id.mtime_ns,
-                at_ms: last_change + settle_ms,
-            };
-        }
-        if let Err(e) = self.journal.started(&due.key, id.size, id.mtime_ns) {
-            tracing::warn!(key = %due.key, error = %e, "journal");
-        }
-        let changed_now = |size, mtime_ns| Outcome::NotSettled {
-            size,
-            mtime_ns,
+        let again = |id: Ident| Outcome::NotSettled {
+            id,
             at_ms: now_ms() + settle_ms,
         };
+        // Due means: recorded with this size and these times at least
+        // `settle` ago by haul's clock (or closed after writing). A scan
+        // does not know ctime (0): size and mtime then.
+        let unchanged =
+            id.size == due.size && id.mtime_ns == due.mtime_ns && (due.ctime_ns == 0 || id.ctime_ns == due.ctime_ns);
+        if !unchanged {
+            return again(id);
+        }
+        if self.writers.writing(&due.key) {
+            tracing::debug!(key = %due.key, "still open for writing: not settled");
+            return again(id);
+        }
+        if let Err(e) = self.journal.started(&due.key, id.size, id.mtime_ns, id.ctime_ns) {
+            tracing::warn!(key = %due.key, error = %e, "journal");
+        }
         let key = match Key::object(due.key.clone()) {
             Ok(k) => k,
             Err(e) => return Outcome::Failed(e),
         };
-        let meta = match self.src.head(&key).await {
-            Ok(m) => m,
-            Err(e) if e.kind == ErrorKind::NotFound => return Outcome::Vanished,
-            Err(e) => return Outcome::Failed(e),
-        };
-        if meta.size != id.size || meta.last_modified.map(time_ns) != Some(id.mtime_ns) {
-            return changed_now(meta.size, meta.last_modified.map(time_ns).unwrap_or(0));
-        }
+        let meta = source::meta_of(key, &id);
         let dst_key = match self.opts.dst_base.join(&due.key) {
             Ok(k) => k,
             Err(e) => return Outcome::Failed(e),
         };
-        let obs = UploadObserver {
-            journal: self.journal.clone(),
-            key: due.key.clone(),
-        };
-        let out = match self.transfer.copy(&self.src, &meta, &self.dst, &dst_key, &obs).await {
-            Ok(o) => o,
-            Err(_) if self.transfer.cancel_token().is_cancelled() => return Outcome::Released,
-            // The file changed while it was read: not a failure, it is still being written.
-            Err(e) if e.kind == ErrorKind::PreconditionFailed => {
-                tracing::debug!(key = %due.key, error = %e, "changed while uploading; will upload again");
-                return changed_now(id.size, id.mtime_ns);
-            }
-            Err(e) => return Outcome::Failed(e),
+        let (bytes, dst_key) = match self.upload(&due.key, &meta, &id, dst_key).await {
+            Ok(done) => done,
+            Err(outcome) => return outcome,
         };
         let latency = Duration::from_millis((now_ms() - ms_of_ns(id.mtime_ns)).max(0) as u64);
         let mut deleted = false;
         if self.opts.delete_after_upload {
-            match std::fs::metadata(&path) {
-                Ok(m2) if Identity::of(&m2) == id => match std::fs::remove_file(&path) {
-                    Ok(()) => deleted = true,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Outcome::Failed(StoreError::io(Op::Delete, due.key.clone(), e)),
-                },
-                Ok(m2) => {
-                    tracing::info!(key = %due.key, "changed after it was read: uploading again instead of deleting");
-                    let id2 = Identity::of(&m2);
-                    return changed_now(id2.size, id2.mtime_ns);
-                }
-                Err(_) => {}
+            match self.delete_checked(&due.key, &id).await {
+                Ok(d) => deleted = d,
+                Err(outcome) => return outcome,
             }
         }
         Outcome::Uploaded {
-            bytes: out.bytes,
+            bytes,
             deleted,
             latency,
             dst_key,
+        }
+    }
+
+    /// Deletes an uploaded file if it is still what was uploaded: after a
+    /// second settle window, if no one has it open for writing (as the
+    /// events tell), and if its inode, size, mtime and ctime are those read
+    /// — compared and unlinked relative to one descriptor of its folder,
+    /// opened without following links. Ok(false): not deleted, nothing to do.
+    async fn delete_checked(&self, rel: &str, id: &Ident) -> Result<bool, Outcome> {
+        let settle_ms = self.opts.settle.as_millis() as i64;
+        let again = |id: Ident| Outcome::NotSettled {
+            id,
+            at_ms: now_ms() + settle_ms,
+        };
+        if !self.opts.settle.is_zero() {
+            struct Waiting<'a>(&'a AtomicUsize);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _w = Waiting(&self.waiting);
+            tokio::time::sleep(self.opts.settle).await;
+        }
+        if self.writers.writing(rel) {
+            tracing::info!(
+                key = rel,
+                "opened for writing after it was read: kept, uploaded again once closed"
+            );
+            return Err(again(*id));
+        }
+        let (tree, r, expect) = (self.tree.clone(), rel.to_string(), *id);
+        let removed = tokio::task::spawn_blocking(move || tree.remove_if(&r, &expect))
+            .await
+            .map_err(|e| Outcome::Failed(StoreError::new(Op::Delete, rel, ErrorKind::Other, e.to_string())))?
+            .map_err(|e| Outcome::Failed(StoreError::io(Op::Delete, rel, e)))?;
+        match removed {
+            Removed::Yes => Ok(true),
+            Removed::Changed(Entry::File(now)) => {
+                tracing::info!(
+                    key = rel,
+                    "changed after it was read: uploading again instead of deleting"
+                );
+                Err(again(now))
+            }
+            Removed::Changed(Entry::Symlink { at }) => {
+                tracing::warn!(key = rel, link = %at, "a symbolic link appeared in the path after the upload: nothing deleted");
+                self.src_skips_symlink(&at);
+                Ok(false)
+            }
+            Removed::Changed(_) => Ok(false),
         }
     }
 
@@ -843,8 +1004,18 @@ impl Inner {
                 tracing::debug!(key = %due.key, "gone from the tree before upload");
                 self.journal.forget(&due.key)?;
             }
-            Outcome::NotSettled { size, mtime_ns, at_ms } => {
-                self.journal.requeue(&due.key, size, mtime_ns, at_ms)?;
+            Outcome::NotSettled { id, at_ms } => {
+                self.journal
+                    .requeue(&due.key, id.size, id.mtime_ns, id.ctime_ns, at_ms)?;
+            }
+            Outcome::SkippedExists { dst_key } => {
+                let msg = format!(
+                    "{dst_key} exists and --if-exists skip keeps it: the local file is kept, not uploaded \
+                     (`haul watch retry` tries again)"
+                );
+                tracing::warn!(key = %due.key, dst = %dst_key, "the destination key exists: not uploaded, the local file is kept");
+                self.journal.skipped_exists(&due.key, &msg)?;
+                self.observer.skipped_exists(&due.key, &dst_key);
             }
             Outcome::Released => self.journal.release(&due.key)?,
             Outcome::Failed(e) => {

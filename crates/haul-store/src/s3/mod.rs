@@ -773,6 +773,9 @@ impl ObjectStore for S3Store {
                 req = req.checksum_crc64_nvme(c);
             }
         }
+        if opts.if_none_match {
+            req = req.if_none_match("*");
+        }
         let req = apply_put_options!(req, opts, true);
         // With Content-MD5 or a CRC64NVME (signed, and checked by the
         // server) the payload need not be hashed again for the signature:
