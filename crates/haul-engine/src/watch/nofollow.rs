@@ -212,7 +212,7 @@ impl Tree {
     /// The entries of the folder `rel` (`""`: the root), without following
     /// links: names (raw bytes) and what they are; `Ok(Err(entry))` when the
     /// folder is gone or is (behind) a link.
-    pub fn read_dir(&self, rel: &str) -> io::Result<Result<Vec<(Vec<u8>, Kind)>, Entry>> {
+    pub fn read_dir(&self, rel: &str) -> io::Result<Result<Listing, Entry>> {
         let dir = if rel.trim_end_matches('/').is_empty() {
             rustix::fs::openat(self.root.as_fd(), ".", DIR_FLAGS, Mode::empty())?
         } else {
@@ -249,6 +249,9 @@ impl Tree {
         Ok(Ok(out))
     }
 }
+
+/// A folder's entries: raw names and what they are.
+pub type Listing = Vec<(Vec<u8>, Kind)>;
 
 /// The kind of a folder entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,7 +318,7 @@ mod tests {
         std::fs::rename(r.join("a/old"), r.join("a/b"))?;
         assert_eq!(t.remove_if("a/b/f", &id)?, Removed::Yes);
         let mut names = t.read_dir("a")?.map_err(|e| format!("{e:?}"))?;
-        names.sort();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             names,
             vec![

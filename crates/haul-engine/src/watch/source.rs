@@ -158,11 +158,7 @@ fn walk(src: &WatchSource, req: &ListRequest, send: &mut dyn FnMut(Result<ListEn
                         entries.push((format!("{name}/"), kind));
                     }
                 }
-                Kind::File => {
-                    if full.starts_with(prefix) && req.range.contains(&full) {
-                        entries.push((name, kind));
-                    }
-                }
+                Kind::File if full.starts_with(prefix) && req.range.contains(&full) => entries.push((name, kind)),
                 Kind::Symlink if full.starts_with(prefix) && !src.excl.excluded(&full) => src.skips.symlink(&full),
                 Kind::Special if full.starts_with(prefix) && !src.excl.excluded(&full) => {
                     src.skips.unusable(&full, "not a regular file (FIFO, socket or device)")
