@@ -54,6 +54,23 @@ fn just_before(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// The first string after every string that starts with `prefix` (None:
+/// no end, for the empty prefix or one of U+10FFFF only).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut out = prefix.to_string();
+    while let Some(last) = out.pop() {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            n => char::from_u32(n + 1),
+        };
+        if let Some(c) = next {
+            out.push(c);
+            return Some(out);
+        }
+    }
+    None
+}
+
 /// The longest common prefix of two strings, on a character boundary.
 fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
     let n = a
@@ -133,14 +150,20 @@ impl Shard {
     /// Whether two shards can hold the same key.
     pub fn overlaps(&self, other: &Shard) -> bool {
         let (a, b) = (self, other);
-        // Disjoint ranges never meet.
-        let lo = a.from.as_deref().max(b.from.as_deref());
-        let hi = match (a.until.as_deref(), b.until.as_deref()) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, y) => x.or(y),
-        };
+        // Disjoint ranges never meet (a prefix is a range too).
+        let lo = [a.from.as_deref(), b.from.as_deref(), Some(&a.prefix), Some(&b.prefix)]
+            .into_iter()
+            .flatten()
+            .max();
+        let ends = [
+            a.until.clone(),
+            b.until.clone(),
+            prefix_end(&a.prefix),
+            prefix_end(&b.prefix),
+        ];
+        let hi = ends.iter().flatten().min();
         if let (Some(lo), Some(hi)) = (lo, hi) {
-            if lo >= hi {
+            if lo >= hi.as_str() {
                 return false;
             }
         }
@@ -446,6 +469,43 @@ mod tests {
         assert!(parse_part_file("/,00\n,00a\n").is_err());
         assert!(parse_part_file("/,00\n/,00a\n").is_err());
         assert!(parse_part_file(",a/\n,b/\n/,\n").is_ok());
+    }
+
+    #[test]
+    fn ranges_bound_membership_and_overlaps() {
+        let r = |f: Option<&str>, u: Option<&str>| Shard {
+            from: f.map(str::to_string),
+            until: u.map(str::to_string),
+            ..Shard::all()
+        };
+        let (first, mid, last) = (r(None, Some("b/")), r(Some("b/"), Some("d/")), r(Some("d/"), None));
+        for (k, want) in [
+            ("a/x", 0),
+            ("b.txt", 0),
+            ("b/", 1),
+            ("b/x", 1),
+            ("c", 1),
+            ("d/", 2),
+            ("zz", 2),
+        ] {
+            let inside: Vec<usize> = [&first, &mid, &last]
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.contains(k))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(inside, [want], "{k}");
+        }
+        assert!(!first.overlaps(&mid) && !mid.overlaps(&last) && !first.overlaps(&last));
+        assert!(mid.overlaps(&Shard::prefix("c")) && !mid.overlaps(&Shard::prefix("e/")));
+        // Just before: smaller, and nothing but U+10FFFF-led keys between.
+        assert_eq!(just_before("b/").as_deref(), Some("b.\u{10FFFF}"));
+        assert!(just_before("b/").is_some_and(|s| s.as_str() < "b/" && s.as_str() > "b.zzz"));
+        assert_eq!(just_before("\u{E000}").as_deref(), Some("\u{D7FF}\u{10FFFF}"));
+        assert_eq!(just_before(""), None);
+        assert_eq!(prefix_end("e/").as_deref(), Some("e0"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end(""), None);
     }
 
     #[tokio::test]
