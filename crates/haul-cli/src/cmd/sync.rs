@@ -391,3 +391,51 @@ async fn sync_listed(
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
     Ok(summary.exit_code() as u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn sync_args(extra: &[&str]) -> Result<SyncArgs, Box<dyn std::error::Error>> {
+        let mut argv = vec!["haul", "sync", "s3://src-bkt/x", "s3://dst-bkt/y"];
+        argv.extend_from_slice(extra);
+        match crate::args::Cli::try_parse_from(argv)?.cmd {
+            crate::args::Command::Sync(a) => Ok(*a),
+            other => Err(format!("not sync: {other:?}").into()),
+        }
+    }
+
+    /// Item 4: the endpoint and the profile of each side are part of the
+    /// job's identity (a journal of one endpoint never resumes on another).
+    #[test]
+    fn each_side_is_identified_by_its_endpoint_and_profile() -> Result<(), Box<dyn std::error::Error>> {
+        let loc = Location::parse("s3://src-bkt/x")?;
+        let id = |extra: &[&str], side: Side| -> Result<String, Box<dyn std::error::Error>> {
+            Ok(side_identity(&sync_args(extra)?.conn, side, &loc).to_string())
+        };
+        let base = ["--endpoint-url", "http://one:9000"];
+        assert_ne!(
+            id(&base, Side::Src)?,
+            id(&["--endpoint-url", "http://two:9000"], Side::Src)?
+        );
+        let dr = ["--endpoint-url", "http://one:9000", "--dst-profile", "dr"];
+        assert_eq!(id(&base, Side::Src)?, id(&dr, Side::Src)?);
+        assert_ne!(id(&base, Side::Dst)?, id(&dr, Side::Dst)?);
+        let other = [
+            "--endpoint-url",
+            "http://one:9000",
+            "--src-endpoint-url",
+            "http://two:9000",
+        ];
+        assert_ne!(id(&base, Side::Src)?, id(&other, Side::Src)?);
+        assert_eq!(id(&base, Side::Dst)?, id(&other, Side::Dst)?);
+        // A local side has no endpoint.
+        let local = Location::parse("/tmp")?;
+        assert_eq!(
+            side_identity(&sync_args(&base)?.conn, Side::Src, &local),
+            serde_json::Value::Null
+        );
+        Ok(())
+    }
+}
