@@ -298,6 +298,10 @@ pub struct SyncArgs {
     /// Do not record or resume the job.
     #[arg(long)]
     pub no_journal: bool,
+    /// Start afresh even if an interrupted run of the same job could be
+    /// resumed (its journal entry is replaced).
+    #[arg(long)]
+    pub fresh: bool,
     #[command(flatten)]
     pub write: WriteArgs,
     #[command(flatten)]

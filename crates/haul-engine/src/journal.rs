@@ -1,13 +1,18 @@
 //! The durable journal of bucket-scale jobs: SQLite (WAL) in a state
-//! directory. A job is identified by what it does (its sources, destination
-//! and options); its shards are recorded when it is planned and marked done
-//! as they finish. Re-running the same command after a crash or Ctrl-C
-//! resumes: finished shards are skipped, the others are re-planned from
-//! fresh listings (so nothing half-done is trusted). A finished job is
-//! removed, so the journal stays small.
+//! directory. A job is identified by what it does (its endpoints, profiles,
+//! sources, destination and every option that changes its plan); its shards
+//! are recorded when it is planned and marked done as they finish.
+//!
+//! A job stays in the journal only while a run of it is unfinished: a run
+//! that completes — whether or not some objects failed — closes it, so the
+//! next run starts afresh and sees everything that is new. Re-running the
+//! same command after a crash, a kill or Ctrl-C resumes: finished shards
+//! are skipped, the others are re-planned from fresh listings (so nothing
+//! half-done is trusted). `fresh` ignores (and replaces) a recorded job.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -34,10 +39,35 @@ pub type ShardRow = (u32, Shard, bool);
 /// A job as the journal knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobShards {
+    /// The job's id ([`Journal::job_id`]).
+    pub id: String,
     /// Shards with their index and whether they are done.
     pub shards: Vec<ShardRow>,
     /// Whether this is the continuation of an interrupted run.
     pub resumed: bool,
+    /// When the job was planned (by the interrupted run, when resumed).
+    pub started: SystemTime,
+}
+
+impl JobShards {
+    /// A job outside any journal: every shard to do.
+    pub fn unjournaled(shards: Vec<Shard>) -> Self {
+        JobShards {
+            id: String::new(),
+            shards: shards
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (i as u32, s, false))
+                .collect(),
+            resumed: false,
+            started: SystemTime::now(),
+        }
+    }
+
+    /// How many shards are already done.
+    pub fn done(&self) -> usize {
+        self.shards.iter().filter(|s| s.2).count()
+    }
 }
 
 /// The default state directory: `$XDG_DATA_HOME/haul` (or the platform's equivalent).
@@ -93,27 +123,36 @@ impl Journal {
         haul_store::checksum::md5_hex(description.as_bytes())
     }
 
-    /// Resumes the unfinished job `id`, or records a new one with the shards
-    /// `plan` returns (called only for a new job).
-    pub async fn begin<F, Fut, E>(&self, id: &str, description: &str, plan: F) -> Result<JobShards, E>
+    /// Resumes the unfinished job `id` — unless `fresh`, which forgets it —
+    /// or records a new one with the shards `plan` returns (called only for
+    /// a new job).
+    pub async fn begin<F, Fut, E>(&self, id: &str, description: &str, fresh: bool, plan: F) -> Result<JobShards, E>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<Shard>, E>>,
         E: From<JournalError>,
     {
-        if let Some(shards) = self.load(id)? {
-            return Ok(JobShards { shards, resumed: true });
+        if fresh {
+            self.finish(id)?;
+        } else if let Some((shards, started)) = self.load(id)? {
+            return Ok(JobShards {
+                id: id.to_string(),
+                shards,
+                resumed: true,
+                started,
+            });
         }
         let planned = plan().await?;
+        let started = SystemTime::now();
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let secs = started
+            .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         tx.execute(
             "INSERT OR REPLACE INTO jobs (id, description, started) VALUES (?1, ?2, ?3)",
-            params![id, description, now],
+            params![id, description, secs],
         )
         .map_err(|e| self.err(e))?;
         tx.execute("DELETE FROM shards WHERE job = ?1", params![id])
@@ -129,24 +168,23 @@ impl Journal {
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(JobShards {
-            shards: planned
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| (i as u32, s, false))
-                .collect(),
-            resumed: false,
+            id: id.to_string(),
+            started,
+            ..JobShards::unjournaled(planned)
         })
     }
 
-    fn load(&self, id: &str) -> Result<Option<Vec<ShardRow>>, JournalError> {
+    #[allow(clippy::type_complexity)]
+    fn load(&self, id: &str) -> Result<Option<(Vec<ShardRow>, SystemTime)>, JournalError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let exists: Option<String> = conn
-            .query_row("SELECT id FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
+        let started: Option<i64> = conn
+            .query_row("SELECT started FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))?;
-        if exists.is_none() {
+        let Some(started) = started else {
             return Ok(None);
-        }
+        };
+        let started = UNIX_EPOCH + Duration::from_secs(started.max(0) as u64);
         let mut q = conn
             .prepare("SELECT idx, shard, done FROM shards WHERE job = ?1 ORDER BY idx")
             .map_err(|e| self.err(e))?;
@@ -161,7 +199,7 @@ impl Journal {
             let shard: Shard = serde_json::from_str(&raw).map_err(|e| self.err(format!("corrupt shard row: {e}")))?;
             out.push((idx as u32, shard, done != 0));
         }
-        Ok(Some(out))
+        Ok(Some((out, started)))
     }
 
     /// Records that a shard finished (its copies, and deletes when asked).
@@ -175,7 +213,8 @@ impl Journal {
         Ok(())
     }
 
-    /// Forgets a finished job.
+    /// Forgets a job: its run completed (with or without failures), or it
+    /// is replaced by a fresh one.
     pub fn finish(&self, id: &str) -> Result<(), JournalError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         conn.execute("DELETE FROM shards WHERE job = ?1", params![id])
@@ -190,43 +229,77 @@ impl Journal {
 mod tests {
     use super::*;
 
+    fn must_not_plan() -> JournalError {
+        JournalError {
+            path: String::new(),
+            message: "must not plan again".into(),
+        }
+    }
+
     #[tokio::test]
     async fn resumes_unfinished_jobs_and_forgets_finished_ones() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let shards = vec![
-            Shard::all(),
-            Shard {
-                prefix: "a/".into(),
-                delimiter: None,
-            },
-        ];
-        {
+        let shards = vec![Shard::all(), Shard::prefix("a/")];
+        let started = {
             let j = Journal::open(dir.path())?;
             let id = Journal::job_id("sync a b");
             let s = j
-                .begin(&id, "sync a b", || async { Ok::<_, JournalError>(shards.clone()) })
+                .begin(&id, "sync a b", false, || async {
+                    Ok::<_, JournalError>(shards.clone())
+                })
                 .await?;
             assert!(!s.resumed);
+            assert_eq!(s.id, id);
             j.shard_done(&id, 1)?;
-        }
+            s.started
+        };
         // A new process: the job resumes with shard 1 done.
         let j = Journal::open(dir.path())?;
         let id = Journal::job_id("sync a b");
         let s = j
-            .begin(&id, "sync a b", || async {
-                Err::<Vec<Shard>, _>(JournalError {
-                    path: String::new(),
-                    message: "must not plan again".into(),
-                })
+            .begin(&id, "sync a b", false, || async {
+                Err::<Vec<Shard>, _>(must_not_plan())
             })
             .await?;
         assert!(s.resumed);
         assert_eq!(s.shards, vec![(0, Shard::all(), false), (1, shards[1].clone(), true)]);
+        assert_eq!(s.done(), 1);
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        assert_eq!(secs(s.started), secs(started), "the start of the interrupted run");
         j.finish(&id)?;
         let s = j
-            .begin(&id, "sync a b", || async { Ok::<_, JournalError>(vec![Shard::all()]) })
+            .begin(&id, "sync a b", false, || async {
+                Ok::<_, JournalError>(vec![Shard::all()])
+            })
             .await?;
         assert!(!s.resumed, "a finished job starts afresh");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn fresh_replaces_an_unfinished_job() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let j = Journal::open(dir.path())?;
+        let id = Journal::job_id("sync a b");
+        j.begin(&id, "sync a b", false, || async {
+            Ok::<_, JournalError>(vec![Shard::prefix("a/"), Shard::prefix("b/")])
+        })
+        .await?;
+        j.shard_done(&id, 0)?;
+        let s = j
+            .begin(&id, "sync a b", true, || async {
+                Ok::<_, JournalError>(vec![Shard::all()])
+            })
+            .await?;
+        assert!(!s.resumed);
+        assert_eq!(s.shards, vec![(0, Shard::all(), false)]);
+        // The fresh plan replaced the old one: a later resume sees it.
+        let s = j
+            .begin(&id, "sync a b", false, || async {
+                Err::<Vec<Shard>, _>(must_not_plan())
+            })
+            .await?;
+        assert_eq!((s.resumed, s.shards.len(), s.done()), (true, 1, 0));
         Ok(())
     }
 }

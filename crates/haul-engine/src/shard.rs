@@ -1,53 +1,172 @@
 //! Shards: the serializable units a bucket-scale job is cut into. A shard is
 //! a prefix relative to the job's source prefix, optionally with the `/`
 //! delimiter (then it holds only the keys directly at that level, not those
-//! below it). Shards come from a Campanile-style part file, from automatic
-//! splitting on the source's top-level folders, or are one shard for all.
+//! below it), optionally narrowed to a key range `[from, until)`. Shards
+//! come from a Campanile-style part file, from automatic splitting along the
+//! source's folders, or are one shard for all.
+//!
+//! Automatic splitting cuts the key space into contiguous ranges, so that
+//! its shards partition *every* key under the job's prefix — the source's,
+//! and the ones only the destination holds (which `--delete` must reach) —
+//! whatever the number of folders: past [`MAX_SHARDS`], consecutive folders
+//! share a range shard instead of being dropped.
 //!
 //! No shard depends on another's state: each lists its own key range on both
 //! sides, so shards can run in any order, in parallel, or on other machines.
 
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use haul_store::{DynStore, Key, ListEntry, ListRequest, StoreError};
+use haul_store::{DynStore, Key, KeyRange, ListEntry, ListRequest, StoreError};
 use serde::{Deserialize, Serialize};
 
+/// The most shards automatic splitting makes (groups of consecutive folders
+/// share a shard beyond that).
+pub const MAX_SHARDS: usize = 10_000;
+
 /// One unit of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shard {
     /// Relative to the job's prefix on each side.
     pub prefix: String,
     /// `Some('/')`: only keys with no `/` after the prefix.
     pub delimiter: Option<char>,
+    /// Only keys (relative to the job's prefix) at or after this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Only keys (relative to the job's prefix) strictly before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// A string strictly before `s` with (practically) no key between the two:
+/// `s` with its last character decremented, then U+10FFFF. Used as the
+/// exclusive `StartAfter` of an inclusive lower bound; the listing filters
+/// the keys in between, if any, so the bound stays exact.
+fn just_before(s: &str) -> Option<String> {
+    let mut out = s.to_string();
+    let last = out.pop()?;
+    let prev = match last as u32 {
+        0 => return Some(out),
+        0xE000 => '\u{D7FF}',
+        n => char::from_u32(n - 1)?,
+    };
+    out.push(prev);
+    out.push('\u{10FFFF}');
+    Some(out)
+}
+
+/// The first string after every string that starts with `prefix` (None:
+/// no end, for the empty prefix or one of U+10FFFF only).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut out = prefix.to_string();
+    while let Some(last) = out.pop() {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            n => char::from_u32(n + 1),
+        };
+        if let Some(c) = next {
+            out.push(c);
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// The longest common prefix of two strings, on a character boundary.
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let n = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map(|((i, _), _)| i)
+        .unwrap_or_else(|| a.len().min(b.len()));
+    &a[..n]
 }
 
 impl Shard {
     /// Everything under the job's prefix.
     pub fn all() -> Self {
+        Shard::default()
+    }
+
+    /// Everything under `prefix` (relative to the job's prefix).
+    pub fn prefix(prefix: impl Into<String>) -> Self {
         Shard {
-            prefix: String::new(),
-            delimiter: None,
+            prefix: prefix.into(),
+            ..Shard::default()
         }
+    }
+
+    /// Whether the key `rel` (relative to the job's prefix) belongs here.
+    pub fn contains(&self, rel: &str) -> bool {
+        let Some(rest) = rel.strip_prefix(self.prefix.as_str()) else {
+            return false;
+        };
+        self.delimiter.is_none_or(|d| !rest.contains(d))
+            && self.from.as_deref().is_none_or(|f| rel >= f)
+            && self.until.as_deref().is_none_or(|u| rel < u)
     }
 
     /// The objects of this shard under `base` in `store`, in byte order.
     pub fn list(&self, store: &DynStore, base: &Key) -> BoxStream<'static, haul_store::Result<ListEntry>> {
-        let prefix = match base.join(&self.prefix) {
-            Ok(p) => p,
-            Err(e) => return futures::stream::iter(vec![Err(e)]).boxed(),
+        let range = (|| {
+            Ok::<_, StoreError>(KeyRange {
+                // Too long to be a key: start at the prefix (the filter
+                // below keeps the bound exact).
+                start_after: self
+                    .from
+                    .as_deref()
+                    .and_then(just_before)
+                    .and_then(|b| base.join(&b).ok()),
+                end: match &self.until {
+                    Some(u) => Some(base.join(u)?),
+                    None => None,
+                },
+            })
+        })();
+        let (prefix, range) = match (base.join(&self.prefix), range) {
+            (Ok(p), Ok(r)) => (p, r),
+            (Err(e), _) | (_, Err(e)) => return futures::stream::iter(vec![Err(e)]).boxed(),
         };
+        // The exact bounds, whatever the store did with the range.
+        let from = self.from.as_ref().map(|f| format!("{base}{f}"));
+        let until = range.end.clone();
         store
             .list(ListRequest {
                 prefix,
+                range,
                 delimiter: self.delimiter,
-                ..Default::default()
             })
-            .try_filter(|e| futures::future::ready(matches!(e, ListEntry::Object(_))))
+            .try_filter(move |e| {
+                let k = e.key().as_str();
+                futures::future::ready(
+                    matches!(e, ListEntry::Object(_))
+                        && from.as_deref().is_none_or(|f| k >= f)
+                        && until.as_ref().is_none_or(|u| k < u.as_str()),
+                )
+            })
             .boxed()
     }
 
     /// Whether two shards can hold the same key.
     pub fn overlaps(&self, other: &Shard) -> bool {
         let (a, b) = (self, other);
+        // Disjoint ranges never meet (a prefix is a range too).
+        let lo = [a.from.as_deref(), b.from.as_deref(), Some(&a.prefix), Some(&b.prefix)]
+            .into_iter()
+            .flatten()
+            .max();
+        let ends = [
+            a.until.clone(),
+            b.until.clone(),
+            prefix_end(&a.prefix),
+            prefix_end(&b.prefix),
+        ];
+        let hi = ends.iter().flatten().min();
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            if lo >= hi.as_str() {
+                return false;
+            }
+        }
         // Orient so that `outer`'s prefix is a prefix of `inner`'s.
         let (outer, inner) = if b.prefix.starts_with(&a.prefix) {
             (a, b)
@@ -65,13 +184,22 @@ impl Shard {
         }
     }
 
-    /// The shard as a part-file line (`delimiter,prefix`).
+    /// The shard as a part-file line (`delimiter,prefix`), with its range
+    /// (which part files cannot express) after it.
     pub fn to_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{},{}",
             self.delimiter.map(String::from).unwrap_or_default(),
             self.prefix
-        )
+        );
+        if self.from.is_some() || self.until.is_some() {
+            line.push_str(&format!(
+                " [{:?}, {:?})",
+                self.from.as_deref().unwrap_or(""),
+                self.until.as_deref().unwrap_or("")
+            ));
+        }
+        line
     }
 }
 
@@ -128,6 +256,7 @@ pub fn parse_part_file(text: &str) -> Result<Vec<Shard>, PartFileError> {
             Shard {
                 prefix: prefix.to_string(),
                 delimiter,
+                ..Shard::all()
             },
         ));
     }
@@ -158,10 +287,95 @@ pub fn parse_part_file(text: &str) -> Result<Vec<Shard>, PartFileError> {
     Ok(shards.into_iter().map(|(_, s)| s).collect())
 }
 
-/// Cuts the key space under `base` into shards along its folders: the keys
-/// at the top level are one shard, and each top-level folder another. While
-/// there are fewer than `target` shards, the biggest level is split again
-/// (up to `max_depth` levels). Returns shards in key order.
+/// A shard being planned, and the folder (relative) whose subfolders may
+/// cut it further: its only folder at the level where it was cut.
+struct Piece {
+    shard: Shard,
+    descend: Option<String>,
+}
+
+/// Groups of consecutive folders directly under `dir` (relative to `base`):
+/// at most `max_groups` of them, each its first folder and its size. Memory
+/// stays bounded whatever the number of folders: when there are too many
+/// groups, neighbours merge (and later groups grow by as much).
+async fn folder_groups(
+    src: &DynStore,
+    base: &Key,
+    dir: &str,
+    max_groups: usize,
+) -> Result<Vec<(String, usize)>, StoreError> {
+    let mut listing = src.list(ListRequest {
+        prefix: base.join(dir)?,
+        delimiter: Some('/'),
+        ..Default::default()
+    });
+    let (mut groups, mut stride): (Vec<(String, usize)>, usize) = (Vec::new(), 1);
+    while let Some(e) = listing.try_next().await? {
+        let ListEntry::Prefix(p) = e else { continue };
+        let Some(rel) = p.strip_prefix(base) else { continue };
+        match groups.last_mut() {
+            Some(g) if g.1 < stride => g.1 += 1,
+            _ => groups.push((rel.to_string(), 1)),
+        }
+        if groups.len() > max_groups.max(1) {
+            groups = groups
+                .chunks(2)
+                .map(|c| (c[0].0.clone(), c.iter().map(|g| g.1).sum()))
+                .collect();
+            stride *= 2;
+        }
+    }
+    Ok(groups)
+}
+
+/// Cuts `p` at the folders directly under `dir` (which lies wholly inside
+/// `p`) into at most `budget` contiguous ranges: the first from `p`'s start
+/// to the second group's first folder, …, the last to `p`'s end. Keys
+/// beside the folders (files at that level, folders only the destination
+/// has) fall in the range of the folder before them.
+async fn cut(src: &DynStore, base: &Key, p: &Shard, dir: &str, budget: usize) -> Result<Vec<Piece>, StoreError> {
+    let groups = folder_groups(src, base, dir, budget).await?;
+    let n = groups.len();
+    let mut out = Vec::with_capacity(n);
+    for (i, (first, size)) in groups.iter().enumerate() {
+        let from = if i == 0 { p.from.clone() } else { Some(first.clone()) };
+        let until = match groups.get(i + 1) {
+            Some((next, _)) => Some(next.clone()),
+            None => p.until.clone(),
+        };
+        // Every key of [from, until) starts with their common prefix.
+        let prefix = match (&from, &until) {
+            (Some(f), Some(u)) => common_prefix(f, u).to_string(),
+            _ => p.prefix.clone(),
+        };
+        out.push(Piece {
+            shard: Shard {
+                prefix,
+                delimiter: None,
+                from,
+                until,
+            },
+            descend: (*size == 1).then(|| first.clone()),
+        });
+    }
+    if out.is_empty() {
+        // No folder under `dir`: nothing to cut along.
+        out.push(Piece {
+            shard: p.clone(),
+            descend: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Cuts the key space under `base` into shards along the source's folders:
+/// each top-level folder starts a shard that runs to the next one (the
+/// first shard starts at the beginning, the last runs to the end), so the
+/// shards partition every possible key, not only the source's. While there
+/// are fewer than `target` shards, shards holding a single folder are cut
+/// again along its subfolders (up to `max_depth` levels). More folders than
+/// [`MAX_SHARDS`] at a level: consecutive folders share a shard. Returns
+/// shards in key order.
 ///
 /// A source of fewer than `min_keys` keys stays one shard: splitting costs a
 /// delimiter listing per folder on both sides, which only pays when the
@@ -173,8 +387,6 @@ pub async fn auto_split(
     max_depth: usize,
     min_keys: usize,
 ) -> Result<Vec<Shard>, StoreError> {
-    const MAX_SHARDS: usize = 10_000;
-    let mut shards = vec![Shard::all()];
     if min_keys > 0 {
         let seen = src
             .list(ListRequest::prefix(base.clone()))
@@ -182,57 +394,33 @@ pub async fn auto_split(
             .try_fold(0usize, |n, _| futures::future::ready(Ok(n + 1)))
             .await?;
         if seen < min_keys {
-            return Ok(shards);
+            return Ok(vec![Shard::all()]);
         }
     }
+    let mut pieces = vec![Piece {
+        shard: Shard::all(),
+        descend: Some(String::new()),
+    }];
     for _ in 0..max_depth {
-        if shards.len() >= target {
+        if pieces.len() >= target || pieces.iter().all(|p| p.descend.is_none()) {
             break;
         }
-        let mut next = Vec::with_capacity(shards.len());
-        let mut split_any = false;
-        for s in shards {
-            if s.delimiter.is_some() || next.len() >= MAX_SHARDS {
-                next.push(s);
-                continue;
+        let mut next: Vec<Piece> = Vec::with_capacity(pieces.len());
+        let count = pieces.len();
+        for (i, p) in pieces.into_iter().enumerate() {
+            // Room left: every piece still to come keeps at least one shard.
+            let budget = MAX_SHARDS.saturating_sub(next.len() + (count - i - 1));
+            match p.descend {
+                Some(dir) if budget > 0 => next.extend(cut(src, base, &p.shard, &dir, budget).await?),
+                _ => next.push(Piece {
+                    shard: p.shard,
+                    descend: None,
+                }),
             }
-            let prefix = base.join(&s.prefix)?;
-            let folders: Vec<String> = src
-                .list(ListRequest {
-                    prefix: prefix.clone(),
-                    delimiter: Some('/'),
-                    ..Default::default()
-                })
-                .try_filter_map(|e| {
-                    futures::future::ready(Ok(match e {
-                        ListEntry::Prefix(p) => p.strip_prefix(base).map(str::to_string),
-                        ListEntry::Object(_) => None,
-                    }))
-                })
-                .take(MAX_SHARDS)
-                .try_collect()
-                .await?;
-            if folders.is_empty() {
-                next.push(s);
-                continue;
-            }
-            split_any = true;
-            next.push(Shard {
-                prefix: s.prefix.clone(),
-                delimiter: Some('/'),
-            });
-            next.extend(folders.into_iter().map(|f| Shard {
-                prefix: f,
-                delimiter: None,
-            }));
         }
-        shards = next;
-        if !split_any {
-            break;
-        }
+        pieces = next;
     }
-    shards.sort_by(|a, b| a.prefix.as_bytes().cmp(b.prefix.as_bytes()));
-    Ok(shards)
+    Ok(pieces.into_iter().map(|p| p.shard).collect())
 }
 
 #[cfg(test)]
@@ -243,6 +431,7 @@ mod tests {
         Shard {
             prefix: p.into(),
             delimiter: d,
+            ..Shard::all()
         }
     }
 
@@ -282,6 +471,43 @@ mod tests {
         assert!(parse_part_file(",a/\n,b/\n/,\n").is_ok());
     }
 
+    #[test]
+    fn ranges_bound_membership_and_overlaps() {
+        let r = |f: Option<&str>, u: Option<&str>| Shard {
+            from: f.map(str::to_string),
+            until: u.map(str::to_string),
+            ..Shard::all()
+        };
+        let (first, mid, last) = (r(None, Some("b/")), r(Some("b/"), Some("d/")), r(Some("d/"), None));
+        for (k, want) in [
+            ("a/x", 0),
+            ("b.txt", 0),
+            ("b/", 1),
+            ("b/x", 1),
+            ("c", 1),
+            ("d/", 2),
+            ("zz", 2),
+        ] {
+            let inside: Vec<usize> = [&first, &mid, &last]
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.contains(k))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(inside, [want], "{k}");
+        }
+        assert!(!first.overlaps(&mid) && !mid.overlaps(&last) && !first.overlaps(&last));
+        assert!(mid.overlaps(&Shard::prefix("c")) && !mid.overlaps(&Shard::prefix("e/")));
+        // Just before: smaller, and nothing but U+10FFFF-led keys between.
+        assert_eq!(just_before("b/").as_deref(), Some("b.\u{10FFFF}"));
+        assert!(just_before("b/").is_some_and(|s| s.as_str() < "b/" && s.as_str() > "b.zzz"));
+        assert_eq!(just_before("\u{E000}").as_deref(), Some("\u{D7FF}\u{10FFFF}"));
+        assert_eq!(just_before(""), None);
+        assert_eq!(prefix_end("e/").as_deref(), Some("e0"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end(""), None);
+    }
+
     #[tokio::test]
     async fn auto_split_covers_every_key_once() -> Result<(), Box<dyn std::error::Error>> {
         use haul_store::memory::MemoryStore;
@@ -306,7 +532,8 @@ mod tests {
         let store: DynStore = std::sync::Arc::new(m);
         let base = Key::prefix("base/")?;
         let shards = auto_split(&store, &base, 6, 3, 0).await?;
-        assert!(shards.len() >= 5, "{shards:?}");
+        // 2026/11/, 2026/12/, 2027/ (with 2027y and top.txt), z/.
+        assert_eq!(shards.len(), 4, "{shards:?}");
         for (i, a) in shards.iter().enumerate() {
             for b in &shards[i + 1..] {
                 assert!(!a.overlaps(b), "{a:?} overlaps {b:?}");

@@ -3,7 +3,9 @@
 //! they are found; deletes are spooled to an anonymous temp file (memory
 //! stays flat at any count) and run only after every copy of the job
 //! succeeded, and not at all when there are more than `max_delete`.
-//! A shard is reported done (to the journal) when all of its work is.
+//! A shard is reported done (to the journal) when all of its work is; a
+//! run that completes closes its job, one that was interrupted keeps it
+//! for the next run to resume.
 
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::atomic::Ordering;
@@ -14,6 +16,7 @@ use haul_store::{DynStore, ErrorKind, Key, ListEntry, ObjectMeta, Op, StoreError
 
 use crate::filter::Filter;
 use crate::job::Executor;
+use crate::journal::{JobShards, Journal, JournalError};
 use crate::march::{differs, march, Compare, MarchOptions, SyncAction};
 use crate::plan::{CopyTask, PlanItem};
 use crate::report::{Failure, Summary};
@@ -199,6 +202,47 @@ impl Executor {
             }
         }
         self.finish()
+    }
+
+    /// Runs the shards of `planned` that are not done yet, recording each
+    /// in `journal` as it completes. A run that completes — whether or not
+    /// objects failed — closes the job, so that the next run starts afresh
+    /// from new listings and sees what is new in every shard; only a run
+    /// that was interrupted (the cancel token; or the process dying, which
+    /// never gets here) leaves it to be resumed.
+    pub async fn sync_journaled(
+        &self,
+        src: &DynStore,
+        dst: &DynStore,
+        job: &SyncJob,
+        journal: Option<&Journal>,
+        planned: JobShards,
+    ) -> Result<Summary, JournalError> {
+        let total = planned.shards.len() as u64;
+        let resumed = planned.done() as u64;
+        self.report.shards_total.store(total, Ordering::Relaxed);
+        self.report.shards_resumed.store(resumed, Ordering::Relaxed);
+        let todo: Vec<(u32, Shard)> = planned
+            .shards
+            .into_iter()
+            .filter(|s| !s.2)
+            .map(|(i, s, _)| (i, s))
+            .collect();
+        let id = planned.id;
+        let mark = |idx: u32| {
+            if let Some(j) = journal {
+                if let Err(e) = j.shard_done(&id, idx) {
+                    tracing::warn!(error = %e, "could not record a finished shard");
+                }
+            }
+        };
+        let summary = self.sync(src, dst, job, todo, &mark).await;
+        if let Some(j) = journal {
+            if !self.cancel_token().is_cancelled() {
+                j.finish(&id)?;
+            }
+        }
+        Ok(summary)
     }
 
     /// Turns actions into a plan: copies pass, skips are counted, deletes spooled.

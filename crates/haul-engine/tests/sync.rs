@@ -351,3 +351,81 @@ async fn verify_finds_missing_changed_and_checks_incomparable_etags() -> Result<
     );
     Ok(())
 }
+
+/// Item 4: a journaled run that completes with a failure closes its job;
+/// the next run plans afresh and copies what is new in a shard that had
+/// finished. Only an interrupted run stays to be resumed.
+#[tokio::test]
+async fn a_completed_run_closes_its_job_and_an_interrupted_one_is_resumed() -> Result<(), Box<dyn std::error::Error>> {
+    use haul_engine::journal::{JobShards, Journal, JournalError};
+    let state = tempfile::tempdir()?;
+    let journal = Journal::open(state.path())?;
+    let src_mem = MemoryStore::new("a");
+    let dst_mem = MemoryStore::new("b");
+    src_mem
+        .put(&key("s/a/ok"), Bytes::from("ok"), &PutOptions::default())
+        .await?;
+    // On another server and never readable: its copy fails every time.
+    src_mem.put_virtual(&key("s/a/bad"), 10, &PutOptions::default());
+    src_mem
+        .put(&key("s/b/x"), Bytes::from("x"), &PutOptions::default())
+        .await?;
+    let (src, dst): (DynStore, DynStore) = (Arc::new(src_mem.clone()), Arc::new(dst_mem));
+    let job = SyncJob::new(Key::prefix("s/")?, Key::prefix("d/")?);
+    let id = Journal::job_id("sync s d");
+    let shards = vec![Shard::prefix("a/"), Shard::prefix("b/")];
+    let begin = |fresh: bool| {
+        let shards = shards.clone();
+        let (journal, id) = (&journal, id.clone());
+        async move {
+            journal
+                .begin(&id, "sync s d", fresh, || async { Ok::<_, JournalError>(shards) })
+                .await
+        }
+    };
+    let exec = |cancel: CancellationToken| {
+        Executor::new(
+            Transfer::new(TransferOptions::default(), cancel),
+            JobOptions::default(),
+            Arc::new(NoObserver),
+        )
+    };
+    let run = |planned: JobShards, cancel: CancellationToken| {
+        let (src, dst, job, journal) = (src.clone(), dst.clone(), job.clone(), &journal);
+        async move {
+            exec(cancel)
+                .sync_journaled(&src, &dst, &job, Some(journal), planned)
+                .await
+        }
+    };
+    let first = begin(false).await?;
+    assert!(!first.resumed);
+    let s = run(first, CancellationToken::new()).await?;
+    assert_eq!((s.objects, s.failed), (2, 1), "{:?}", s.first_failures);
+    assert_eq!(s.first_failures[0].key, "s/a/bad");
+    // New data in the shard that finished.
+    src_mem
+        .put(&key("s/b/new"), Bytes::from("new"), &PutOptions::default())
+        .await?;
+    let second = begin(false).await?;
+    assert!(!second.resumed, "a completed run is not resumed");
+    assert_eq!(second.done(), 0);
+    let s = run(second, CancellationToken::new()).await?;
+    assert_eq!((s.objects, s.failed), (1, 1), "{:?}", s.first_failures);
+    assert_eq!(contents(&dst, "d/").await?["b/new"], Bytes::from("new"));
+    // An interrupted run (the token cancelled: Ctrl-C, SIGTERM) keeps the
+    // job, with the shards it finished.
+    let third = begin(false).await?;
+    journal.shard_done(&id, 1)?;
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let s = run(third, cancel).await?;
+    assert!(s.failed > 0, "an interrupted run is not a success");
+    let fourth = begin(false).await?;
+    assert!(fourth.resumed, "an interrupted run is resumed");
+    assert_eq!((fourth.done(), fourth.shards.len()), (1, 2));
+    // --fresh ignores it.
+    let fifth = begin(true).await?;
+    assert_eq!((fifth.resumed, fifth.done()), (false, 0));
+    Ok(())
+}

@@ -14,7 +14,7 @@ use haul_store::location::Location;
 use haul_store::ObjectMeta;
 use serde_json::json;
 
-use crate::args::{DiffArgs, Global, SyncArgs, VerifyArgs};
+use crate::args::{Conn, DiffArgs, Global, SyncArgs, VerifyArgs};
 use crate::cmd::cp::{check_no_overlap, open_dest_tree, transfer_options};
 use crate::conn::{fatal, probe, Connector, Opened, Side};
 use crate::output::Output;
@@ -73,22 +73,9 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     if a.files_from.is_some() || a.inventory.is_some() {
         return sync_listed(g, &a, &src, &source, &dest, &job, topts, &mut c).await;
     }
-    // What the job does identifies it in the journal.
-    let description = json!({
-        "command": "sync",
-        "src": format!("{}/{}", source.store.url(), src_prefix),
-        "dst": format!("{}/{}", dest.store.url(), dst_prefix),
-        "compare": a.compare.to_string(),
-        "delete": a.delete,
-        "include": a.include,
-        "exclude": a.exclude,
-        "shards": match (&part_file, a.no_split) {
-            (Some((text, _)), _) => text.clone(),
-            (None, true) => "single".to_string(),
-            (None, false) => "auto".to_string(),
-        },
-    })
-    .to_string();
+    // What the job does identifies it in the journal: a run resumes only a
+    // job that did exactly the same.
+    let description = job_description(&a, &src, &source, &dst, &dest, &part_file);
     let plan_shards = || async {
         match (&part_file, a.no_split) {
             (Some((_, shards)), _) => Ok(shards.clone()),
@@ -110,16 +97,8 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     };
     let id = Journal::job_id(&description);
     let planned = match &journal {
-        Some(j) => j.begin(&id, &description, plan_shards).await?,
-        None => JobShards {
-            shards: plan_shards()
-                .await?
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| (i as u32, s, false))
-                .collect(),
-            resumed: false,
-        },
+        Some(j) => j.begin(&id, &description, a.fresh, plan_shards).await?,
+        None => JobShards::unjournaled(plan_shards().await?),
     };
     if a.dry_run {
         // The plan, exactly as `diff` prints it; nothing is changed.
@@ -130,41 +109,97 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
             .boxed();
         return print_plan(g, &job, actions, false).await;
     }
-    let total = planned.shards.len() as u64;
-    let todo: Vec<(u32, Shard)> = planned
-        .shards
-        .into_iter()
-        .filter(|s| !s.2)
-        .map(|(i, s, _)| (i, s))
-        .collect();
-    let resumed = total - todo.len() as u64;
-    if planned.resumed && !g.quiet && !g.json {
-        eprintln!("resuming an interrupted sync: {resumed} of {total} shards already done");
+    if planned.resumed && !g.quiet {
+        eprintln!(
+            "resuming job {} from {}: {} of {} shards done",
+            planned.id,
+            humantime::format_rfc3339_seconds(planned.started),
+            planned.done(),
+            planned.shards.len()
+        );
     }
 
     let out = Arc::new(Output::for_job(g, true)?);
     let exec = super::executor(topts, job_options(&a), out.clone(), &source.store, &dest.store);
-    exec.report
-        .shards_total
-        .store(total, std::sync::atomic::Ordering::Relaxed);
-    exec.report
-        .shards_resumed
-        .store(resumed, std::sync::atomic::Ordering::Relaxed);
-    let mark = |idx: u32| {
-        if let Some(j) = &journal {
-            if let Err(e) = j.shard_done(&id, idx) {
-                tracing::warn!(error = %e, "could not record a finished shard");
-            }
-        }
-    };
-    let summary = exec.sync(&source.store, &dest.store, &job, todo, &mark).await;
-    if let Some(j) = &journal {
-        if summary.failed == 0 {
-            j.finish(&id)?;
-        }
-    }
+    let summary = exec
+        .sync_journaled(&source.store, &dest.store, &job, journal.as_ref(), planned)
+        .await?;
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
     Ok(summary.exit_code() as u8)
+}
+
+/// Everything that makes two runs the same job: the version of haul, both
+/// sides (store, prefix, and for S3 the endpoint, profile, region and
+/// addressing, from the flags or the environment), and every option that
+/// changes the plan or what a copy writes (and so what a later comparison
+/// finds). Options of pace (concurrency, buffers) are left out: a resumed
+/// run may go faster or slower.
+fn job_description(
+    a: &SyncArgs,
+    src: &Location,
+    source: &Opened,
+    dst: &Location,
+    dest: &crate::cmd::cp::Dest,
+    part_file: &Option<(String, Vec<Shard>)>,
+) -> String {
+    let shards = match (part_file, a.no_split) {
+        (Some((text, _)), _) => json!({"part_file": text}),
+        (None, true) => json!("single"),
+        (None, false) => json!({
+            "auto": {"shards_in_flight": a.shards_in_flight.max(1), "split_min_keys": a.split_min_keys}
+        }),
+    };
+    json!({
+        "command": "sync",
+        "version": env!("CARGO_PKG_VERSION"),
+        "src": format!("{}/{}", source.store.url(), source.key.as_dir()),
+        "src_via": side_identity(&a.conn, Side::Src, src),
+        "dst": format!("{}/{}", dest.store.url(), dest.key.as_dir()),
+        "dst_via": side_identity(&a.conn, Side::Dst, dst),
+        "compare": a.compare.to_string(),
+        "delete": a.delete,
+        "max_delete": a.max_delete,
+        "include": a.include,
+        "exclude": a.exclude,
+        "shards": shards,
+        "write": format!("{:?}", a.write),
+        "part_size": a.transfer.part_size,
+        "multipart_threshold": a.transfer.multipart_threshold,
+    })
+    .to_string()
+}
+
+/// The endpoint, profile, region and addressing an S3 side is reached
+/// with: its flags, else the environment's (a profile's configured
+/// endpoint goes with the profile's name). Null for a local side.
+fn side_identity(c: &Conn, side: Side, loc: &Location) -> serde_json::Value {
+    if !matches!(loc, Location::S3 { .. }) {
+        return serde_json::Value::Null;
+    }
+    let pick = |s: &Option<String>, d: &Option<String>, both: &Option<String>| {
+        match side {
+            Side::Src => s.clone(),
+            Side::Dst => d.clone(),
+            Side::Only => None,
+        }
+        .or_else(|| both.clone())
+    };
+    let env = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    json!({
+        "endpoint": pick(&c.src_endpoint_url, &c.dst_endpoint_url, &c.endpoint_url)
+            .or_else(|| env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])),
+        "profile": pick(&c.src_profile, &c.dst_profile, &c.profile).or_else(|| env(&["AWS_PROFILE"])),
+        "region": pick(&c.src_region, &c.dst_region, &c.region).or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"])),
+        "path_style": c.path_style || match side {
+            Side::Src => c.src_path_style,
+            Side::Dst => c.dst_path_style,
+            Side::Only => false,
+        },
+    })
 }
 
 fn row(o: &ObjectMeta) -> (u64, String, String) {
@@ -355,4 +390,52 @@ async fn sync_listed(
     let summary = exec.sync_listed(&source.store, &dest.store, job, entries).await;
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
     Ok(summary.exit_code() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn sync_args(extra: &[&str]) -> Result<SyncArgs, Box<dyn std::error::Error>> {
+        let mut argv = vec!["haul", "sync", "s3://src-bkt/x", "s3://dst-bkt/y"];
+        argv.extend_from_slice(extra);
+        match crate::args::Cli::try_parse_from(argv)?.cmd {
+            crate::args::Command::Sync(a) => Ok(*a),
+            other => Err(format!("not sync: {other:?}").into()),
+        }
+    }
+
+    /// Item 4: the endpoint and the profile of each side are part of the
+    /// job's identity (a journal of one endpoint never resumes on another).
+    #[test]
+    fn each_side_is_identified_by_its_endpoint_and_profile() -> Result<(), Box<dyn std::error::Error>> {
+        let loc = Location::parse("s3://src-bkt/x")?;
+        let id = |extra: &[&str], side: Side| -> Result<String, Box<dyn std::error::Error>> {
+            Ok(side_identity(&sync_args(extra)?.conn, side, &loc).to_string())
+        };
+        let base = ["--endpoint-url", "http://one:9000"];
+        assert_ne!(
+            id(&base, Side::Src)?,
+            id(&["--endpoint-url", "http://two:9000"], Side::Src)?
+        );
+        let dr = ["--endpoint-url", "http://one:9000", "--dst-profile", "dr"];
+        assert_eq!(id(&base, Side::Src)?, id(&dr, Side::Src)?);
+        assert_ne!(id(&base, Side::Dst)?, id(&dr, Side::Dst)?);
+        let other = [
+            "--endpoint-url",
+            "http://one:9000",
+            "--src-endpoint-url",
+            "http://two:9000",
+        ];
+        assert_ne!(id(&base, Side::Src)?, id(&other, Side::Src)?);
+        assert_eq!(id(&base, Side::Dst)?, id(&other, Side::Dst)?);
+        // A local side has no endpoint.
+        let local = Location::parse("/tmp")?;
+        assert_eq!(
+            side_identity(&sync_args(&base)?.conn, Side::Src, &local),
+            serde_json::Value::Null
+        );
+        Ok(())
+    }
 }

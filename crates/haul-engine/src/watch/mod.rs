@@ -787,6 +787,7 @@ impl Inner {
             let shard = Shard {
                 prefix: base.clone(),
                 delimiter: None,
+                ..Shard::all()
             };
             let mut actions = job.march(&self.src, &self.dst, &shard);
             while let Some(a) = actions.next().await {
