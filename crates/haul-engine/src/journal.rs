@@ -70,12 +70,7 @@ impl JobShards {
     }
 }
 
-/// The default state directory: `$XDG_DATA_HOME/haul` (or the platform's equivalent).
-pub fn default_state_dir() -> PathBuf {
-    dirs::data_dir()
-        .unwrap_or_else(|| std::env::temp_dir().join("haul-state"))
-        .join("haul")
-}
+pub use crate::state::default_state_dir;
 
 impl Journal {
     /// Opens (creating) `haul.db` in `dir`.
@@ -85,7 +80,8 @@ impl Journal {
             path: path.display().to_string(),
             message: m,
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create the state directory: {e}")))?;
+        crate::state::create_private_dir(dir).map_err(|e| err(format!("cannot create the state directory: {e}")))?;
+        crate::state::create_private_file(&path).map_err(|e| err(format!("cannot create the journal: {e}")))?;
         let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;

@@ -22,6 +22,7 @@ pub mod report;
 pub mod restore;
 pub mod shard;
 pub mod source;
+pub mod state;
 pub mod sync;
 pub mod tags;
 pub mod transfer;

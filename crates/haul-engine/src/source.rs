@@ -26,23 +26,49 @@ fn bad(what: &str, msg: impl Into<String>) -> StoreError {
     StoreError::new(Op::Get, what, ErrorKind::InvalidRequest, msg)
 }
 
-/// Keys from a file, one per line (relative to the source prefix), HEADed
-/// on the source for their metadata. Blank lines are skipped.
-pub fn key_list(
+/// Keys read from `lines` one per line (relative to the source prefix) as
+/// the run needs them — a list of a billion keys is never held in memory —
+/// and HEADed on the source for their metadata. Blank lines are skipped; a
+/// line that is not UTF-8 is an error for that line (reported, the rest
+/// go on); a read error ends the list with an error.
+pub fn key_list<R>(
     src: DynStore,
     base: Key,
-    text: String,
+    lines: R,
     concurrency: usize,
-) -> BoxStream<'static, Result<ObjectMeta, StoreError>> {
-    let keys: Vec<String> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    stream::iter(keys)
-        .map(move |rel| {
+) -> BoxStream<'static, Result<ObjectMeta, StoreError>>
+where
+    R: tokio::io::AsyncBufRead + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncBufReadExt;
+    let raw = stream::unfold(Some((lines, 0u64)), |state| async move {
+        let (mut r, n) = state?;
+        let mut buf = Vec::new();
+        match r.read_until(b'\n', &mut buf).await {
+            Ok(0) => None,
+            Ok(_) => {
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                Some((Ok((n + 1, buf)), Some((r, n + 1))))
+            }
+            Err(e) => Some((Err(StoreError::io(Op::Get, "--files-from", e)), None)),
+        }
+    });
+    raw.try_filter(|(_, line)| futures::future::ready(!line.is_empty()))
+        .map(move |line| {
             let (src, base) = (src.clone(), base.clone());
             async move {
+                let (n, bytes) = line?;
+                let rel = String::from_utf8(bytes).map_err(|e| {
+                    let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                    StoreError::new(
+                        Op::Get,
+                        shown,
+                        ErrorKind::InvalidKey,
+                        format!("line {n} of the key list is not UTF-8"),
+                    )
+                })?;
                 let key = base.join(&rel)?;
                 src.head(&key).await
             }

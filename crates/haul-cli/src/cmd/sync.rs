@@ -92,7 +92,10 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
     let journal = if a.no_journal || a.dry_run {
         None
     } else {
-        let dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+        let dir = match a.state_dir.clone() {
+            Some(d) => d,
+            None => default_state_dir()?,
+        };
         Some(Journal::open(&dir)?)
     };
     let id = Journal::job_id(&description);
@@ -368,8 +371,16 @@ async fn sync_listed(
 ) -> Result<u8> {
     use haul_engine::source::{key_list, load_inventory};
     let entries = if let Some(p) = &a.files_from {
-        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the key list {}", p.display()))?;
-        key_list(source.store.clone(), job.src_base.clone(), text, 16)
+        // Streamed: the list is read as the run needs keys.
+        let file = tokio::fs::File::open(p)
+            .await
+            .with_context(|| format!("cannot read the key list {}", p.display()))?;
+        key_list(
+            source.store.clone(),
+            job.src_base.clone(),
+            tokio::io::BufReader::new(file),
+            16,
+        )
     } else {
         let raw = a.inventory.as_deref().unwrap_or_default();
         let loc = Location::parse(raw).context("--inventory")?;

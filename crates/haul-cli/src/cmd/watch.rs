@@ -14,15 +14,18 @@ use tokio_util::sync::CancellationToken;
 use crate::args::{Global, IfExistsArg, WatchAction, WatchArgs};
 use crate::conn::{probe, Connector, Side};
 
-fn state_dir(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| default_state_dir().join("watch"))
+fn state_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d),
+        None => Ok(default_state_dir()?.join("watch")),
+    }
 }
 
 pub async fn run(g: &Global, a: WatchArgs) -> Result<u8> {
     match a.action {
-        Some(WatchAction::Status(s)) => return status(g, state_dir(s.state_dir)),
+        Some(WatchAction::Status(s)) => return status(g, state_dir(s.state_dir)?),
         Some(WatchAction::Retry(r)) => {
-            let dir = state_dir(r.state_dir);
+            let dir = state_dir(r.state_dir)?;
             let j = WatchJournal::open_existing(&dir)?;
             let n = j.retry_dead(&r.paths)?;
             println!("re-queued {n} dead letter(s) in {}", j.path().display());
@@ -49,8 +52,8 @@ pub async fn run(g: &Global, a: WatchArgs) -> Result<u8> {
     if matches!(dst_loc, Location::Stdio) {
         bail!("DST: a watch uploads to s3://bucket[/prefix] or a local directory, not stdout");
     }
-    let state = state_dir(a.state_dir.clone());
-    std::fs::create_dir_all(&state)
+    let state = state_dir(a.state_dir.clone())?;
+    haul_engine::state::create_private_dir(&state)
         .with_context(|| format!("cannot create the state directory {}", state.display()))?;
     let state = state.canonicalize().unwrap_or(state);
     for (what, p) in [("--state-dir", Some(&state)), ("--log-file", a.log_file.as_ref())] {

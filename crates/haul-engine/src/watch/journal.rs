@@ -207,7 +207,9 @@ impl WatchJournal {
             message: m,
         };
         if create {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create the state directory: {e}")))?;
+            crate::state::create_private_dir(dir)
+                .map_err(|e| err(format!("cannot create the state directory: {e}")))?;
+            crate::state::create_private_file(&path).map_err(|e| err(format!("cannot create the journal: {e}")))?;
         } else if !path.exists() {
             return Err(err(
                 "no watch journal here (has `haul watch` run with this --state-dir?)".into(),
