@@ -42,6 +42,10 @@ pub struct FaultConfig {
     pub ignore_crc: bool,
     /// Added to every request.
     pub latency: std::time::Duration,
+    /// Fraction of requests refused with `SignatureDoesNotMatch`, as a
+    /// server answers a request garbled on the way (a flipped byte in a
+    /// signed header or the path). Rolled only when non-zero.
+    pub garble_rate: f64,
 }
 
 impl FaultConfig {
@@ -57,6 +61,7 @@ impl FaultConfig {
             corrupt_write_rate: 0.0,
             ignore_crc: false,
             latency: std::time::Duration::ZERO,
+            garble_rate: 0.0,
         }
     }
 
@@ -130,6 +135,15 @@ impl FaultStore {
                 StoreError::new(op, key, ErrorKind::Transient, "connection refused (injected outage)")
                     .with_code("ConnectionRefused"),
             );
+        }
+        if self.cfg.garble_rate > 0.0 && self.roll(self.cfg.garble_rate).is_some() {
+            return Err(StoreError::new(
+                op,
+                key,
+                ErrorKind::Credentials,
+                "the server rejected the credentials (SignatureDoesNotMatch, injected)",
+            )
+            .with_code("SignatureDoesNotMatch"));
         }
         match self.roll(self.cfg.before_rate) {
             Some(w) => Err(Self::fault(op, key, w)),

@@ -27,6 +27,45 @@ mod tests {
     use futures::TryStreamExt;
     use std::time::Duration;
 
+    /// A request garbled on the way is refused as `SignatureDoesNotMatch`:
+    /// sent again once the server has accepted these credentials, never
+    /// before (then the credentials are wrong: fail at once).
+    #[tokio::test]
+    async fn a_garbled_signature_is_resent_once_the_credentials_were_accepted() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let mem = MemoryStore::new("b");
+        let k = Key::object("k")?;
+        mem.put(&k, bytes::Bytes::from_static(b"x"), &PutOptions::default())
+            .await?;
+        let policy = RetryPolicy {
+            max_attempts: 30,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        };
+        let always = FaultConfig {
+            garble_rate: 1.0,
+            ..FaultConfig::none(3)
+        };
+        let store = RetryStore::new(Arc::new(FaultStore::new(Arc::new(mem.clone()), always)), policy.clone());
+        let e = store.head(&k).await.err().ok_or("a garbled first request succeeded")?;
+        assert_eq!(e.code.as_deref(), Some("SignatureDoesNotMatch"));
+        let faults = Arc::new(FaultStore::new(
+            Arc::new(mem),
+            FaultConfig {
+                garble_rate: 0.5,
+                ..FaultConfig::none(4)
+            },
+        ));
+        let store = RetryStore::new(faults.clone(), policy);
+        // Until one request is accepted, a refusal is final.
+        while store.head(&k).await.is_err() {}
+        for _ in 0..50 {
+            store.head(&k).await?;
+        }
+        assert!(faults.injected() > 20, "only {} garbled", faults.injected());
+        Ok(())
+    }
+
     /// A body that breaks must not keep its request slot while the retry
     /// asks for a new one (that deadlocked with a limit of 1).
     #[tokio::test]

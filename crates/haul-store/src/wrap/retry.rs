@@ -52,10 +52,8 @@ impl RetryPolicy {
 pub struct RetryStore {
     inner: DynStore,
     policy: RetryPolicy,
-    /// A server has answered (anything, even an error): from then on an
-    /// unreachable endpoint is a restart worth waiting for; before, it is
-    /// a wrong endpoint, reported at once instead of after every backoff.
-    answered: Arc<AtomicBool>,
+    /// What the server has shown of itself so far.
+    answered: Arc<Seen>,
 }
 
 impl RetryStore {
@@ -63,20 +61,38 @@ impl RetryStore {
         RetryStore {
             inner,
             policy,
-            answered: Arc::new(AtomicBool::new(false)),
+            answered: Arc::new(Seen::default()),
         }
     }
 }
 
-/// Whether to send the request that failed with `e` again.
-fn worth_retrying(answered: &AtomicBool, e: &StoreError) -> bool {
-    e.is_retryable() && (!e.is_unreachable() || answered.load(Ordering::Relaxed))
+/// What a store's server has shown: it answered (anything, even an
+/// error) — from then on an unreachable endpoint is a restart worth
+/// waiting for, before it is a wrong endpoint, reported at once instead of
+/// after every backoff; it accepted a request — from then on a
+/// `SignatureDoesNotMatch` is a request garbled on the way (a flipped
+/// byte in a signed header or the path), not wrong credentials.
+#[derive(Debug, Default)]
+struct Seen {
+    answered: AtomicBool,
+    accepted: AtomicBool,
 }
 
-/// Remembers that a server answered.
-fn saw<T>(answered: &AtomicBool, r: &Result<T>) {
-    if r.as_ref().err().is_none_or(|e| !e.is_unreachable()) {
-        answered.store(true, Ordering::Relaxed);
+/// Whether to send the request that failed with `e` again.
+fn worth_retrying(seen: &Seen, e: &StoreError) -> bool {
+    (e.is_retryable() && (!e.is_unreachable() || seen.answered.load(Ordering::Relaxed)))
+        || (e.code.as_deref() == Some("SignatureDoesNotMatch") && seen.accepted.load(Ordering::Relaxed))
+}
+
+/// Remembers what the server showed.
+fn saw<T>(seen: &Seen, r: &Result<T>) {
+    match r {
+        Ok(_) => {
+            seen.accepted.store(true, Ordering::Relaxed);
+            seen.answered.store(true, Ordering::Relaxed);
+        }
+        Err(e) if !e.is_unreachable() => seen.answered.store(true, Ordering::Relaxed),
+        Err(_) => {}
     }
 }
 
@@ -122,7 +138,7 @@ impl ObjectStore for RetryStore {
             /// Retried since the last entry: the backoff restarts after progress.
             retried: bool,
             done: bool,
-            answered: Arc<AtomicBool>,
+            answered: Arc<Seen>,
         }
         let st = St {
             inner: self.inner.clone(),
