@@ -92,6 +92,106 @@ fn once_to_s3_keeps_the_hierarchy_class_and_metadata_and_deletes_uploaded_files(
     Ok(())
 }
 
+/// Issue 11 item 8 on a real S3 server: a path that comes back after its
+/// upload (a daily `export.csv`) never replaces the object holding the
+/// earlier content. `--if-exists skip`: the object keeps the first content,
+/// the local file is kept and reported (exit 1); `--if-exists rename`: the
+/// new content goes to `export.<UTC time>.csv` and the file is deleted.
+#[test]
+fn if_exists_skip_and_rename_on_s3_never_replace_the_first_upload() -> TestResult {
+    let b = bucket("watch-exists")?;
+    let tree = tempfile::tempdir()?;
+    let state = tempfile::tempdir()?;
+    let (tree_s, state_s, dst, ep) = (
+        tree.path().display().to_string(),
+        state.path().display().to_string(),
+        format!("s3://{b}/ingest"),
+        endpoint(),
+    );
+    let watch = |mode: &str| {
+        run(&[
+            "watch",
+            &tree_s,
+            &dst,
+            "--once",
+            "--settle",
+            "0s",
+            "--delete-after-upload",
+            "--if-exists",
+            mode,
+            "--state-dir",
+            &state_s,
+            "--endpoint-url",
+            &ep,
+            "--json",
+        ])
+    };
+    let monday = data(3000, 81);
+    write(&tree.path().join("export.csv"), &monday)?;
+    let out = watch("skip")?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!tree.path().join("export.csv").exists(), "uploaded, then deleted");
+
+    let tuesday = data(4000, 82);
+    write(&tree.path().join("export.csv"), &tuesday)?;
+    let out = watch("skip")?;
+    assert_eq!(out.status.code(), Some(1), "a kept file is reported: {}", stderr(&out));
+    let summary = last_json(&out)?;
+    assert_eq!(summary["summary"]["skipped_exists"], 1, "{summary}");
+    assert_eq!(summary["summary"]["uploaded_files"], 0, "{summary}");
+    let seen = inspect(&b, "ingest/")?;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen["ingest/export.csv"]["md5"].as_str(),
+        Some(haul_store::checksum::md5_hex(&monday).as_str()),
+        "the object keeps the first content"
+    );
+    assert_eq!(
+        std::fs::read(tree.path().join("export.csv"))?,
+        tuesday,
+        "the file is kept"
+    );
+    assert!(
+        stderr(&out).contains("export.csv"),
+        "the kept file is named: {}",
+        stderr(&out)
+    );
+
+    // The kept file is a dead letter until retried (here with another mode).
+    ok(&["watch", "retry", "--state-dir", &state_s])?;
+    let out = watch("rename")?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        !tree.path().join("export.csv").exists(),
+        "uploaded under a new name, then deleted"
+    );
+    let seen = inspect(&b, "ingest/")?;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen["ingest/export.csv"]["md5"].as_str(),
+        Some(haul_store::checksum::md5_hex(&monday).as_str())
+    );
+    let (renamed, o) = seen
+        .iter()
+        .find(|(k, _)| k.as_str() != "ingest/export.csv")
+        .ok_or("no renamed key")?;
+    assert!(
+        renamed.starts_with("ingest/export.2") && renamed.ends_with("Z.csv"),
+        "{renamed}"
+    );
+    assert_eq!(
+        o["md5"].as_str(),
+        Some(haul_store::checksum::md5_hex(&tuesday).as_str())
+    );
+    Ok(())
+}
+
 #[test]
 fn a_missing_directory_or_bucket_is_a_fatal_error() -> TestResult {
     let tree = tempfile::tempdir()?;

@@ -649,6 +649,51 @@ async fn a_file_open_for_writing_is_neither_uploaded_half_nor_deleted_until_clos
     Ok(())
 }
 
+/// Item 2 of issue 11: a writer that opened the file before the watch
+/// started (no event tells of it) and pauses, open, for many settle times:
+/// its first half is uploaded, but the file is not deleted while it is
+/// open for writing (the read lease is refused); after the close the
+/// object holds every byte and only then is the file deleted.
+#[tokio::test]
+async fn a_file_held_open_for_writing_since_before_the_watch_is_not_deleted_until_closed() -> TestResult {
+    let (_root, state, r) = dirs()?;
+    let dst: DynStore = Arc::new(MemoryServer::new().bucket("b"));
+    let rec = Arc::new(Rec::default());
+    let settle = Duration::from_millis(200);
+    let data = haul_testkit::data(128 << 10, 12);
+    let path = r.join("held.bin");
+    let mut f = std::fs::File::create(&path)?;
+    std::io::Write::write_all(&mut f, &data[..64 << 10])?;
+    let o = WatchOptions {
+        delete_after_upload: true,
+        settle,
+        ..opts()
+    };
+    let w = watch(&r, &dst, state.path(), o, &rec)?;
+    let (d2, p2, data2) = (dst.clone(), path.clone(), data.clone());
+    let writer = tokio::spawn(async move {
+        // The first half is uploaded: the watch took the file as settled.
+        while read(&d2, "in/held.bin").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(settle * 6).await;
+        let present_while_open = p2.exists();
+        std::io::Write::write_all(&mut f, &data2[64 << 10..])?;
+        drop(f);
+        Ok::<_, std::io::Error>(present_while_open)
+    });
+    let (d, rr, full) = (dst.clone(), path.clone(), data.clone());
+    let ran = run_until(w, Duration::from_secs(30), || {
+        let (d, gone, full) = (d.clone(), !rr.exists(), full.clone());
+        async move { gone && read(&d, "in/held.bin").await.as_deref() == Some(&full[..]) }
+    })
+    .await;
+    assert!(writer.await??, "deleted while a writer had it open");
+    ran?;
+    assert_eq!(read(&dst, "in/held.bin").await.as_deref(), Some(&data[..]));
+    Ok(())
+}
+
 /// Item 7 of issue 11: a file dated in 2099 settles by haul's clock.
 #[tokio::test]
 async fn a_future_dated_file_is_uploaded() -> TestResult {

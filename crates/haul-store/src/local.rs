@@ -292,14 +292,27 @@ impl Inner {
 
     /// Moves a finished temp file to `key`: sets mtime and attributes, fsyncs, renames.
     /// Moves a finished temp file to `key`; the temp file is removed if anything fails.
-    fn commit(&self, op: Op, key: &str, tmp: &Path, file: File, attrs: Attrs, mtime: Option<SystemTime>) -> Result<()> {
-        let r = self.commit_inner(op, key, tmp, file, attrs, mtime);
+    /// `no_replace` (`If-None-Match: *`): an existing key is kept and the
+    /// write refused with `PreconditionFailed`.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        op: Op,
+        key: &str,
+        tmp: &Path,
+        file: File,
+        attrs: Attrs,
+        mtime: Option<SystemTime>,
+        no_replace: bool,
+    ) -> Result<()> {
+        let r = self.commit_inner(op, key, tmp, file, attrs, mtime, no_replace);
         if r.is_err() {
             let _ = fs::remove_file(tmp);
         }
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn commit_inner(
         &self,
         op: Op,
@@ -308,6 +321,7 @@ impl Inner {
         file: File,
         attrs: Attrs,
         mtime: Option<SystemTime>,
+        no_replace: bool,
     ) -> Result<()> {
         let io = |e| StoreError::io(op, key, e);
         if let Some(m) = mtime {
@@ -361,13 +375,47 @@ impl Inner {
                 "a directory with this name exists (keys under it use it as a folder)",
             ));
         }
-        fs::rename(tmp, &dst).map_err(|e| conflict_or_io(op, key, e))?;
+        if no_replace {
+            place_new(op, key, tmp, &dst)?;
+        } else {
+            fs::rename(tmp, &dst).map_err(|e| conflict_or_io(op, key, e))?;
+        }
         if self.durable {
             if let Ok(d) = File::open(&parent) {
                 let _ = d.sync_all();
             }
         }
         Ok(())
+    }
+}
+
+/// Moves `tmp` to `dst` only if nothing is at `dst`: `renameat2` with
+/// `RENAME_NOREPLACE`, or, on a file system without it, a hard link (which
+/// never replaces either) and the removal of `tmp`.
+fn place_new(op: Op, key: &str, tmp: &Path, dst: &Path) -> Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    let exists = || {
+        StoreError::new(
+            op,
+            key,
+            ErrorKind::PreconditionFailed,
+            "If-None-Match: the key exists (kept)",
+        )
+        .with_code("PreconditionFailed")
+    };
+    match renameat_with(CWD, tmp, CWD, dst, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(exists()),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => match fs::hard_link(tmp, dst) {
+            Ok(()) => {
+                let _ = fs::remove_file(tmp);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+            Err(e) => Err(conflict_or_io(op, key, e)),
+        },
+        Err(e) => Err(conflict_or_io(op, key, e.into())),
     }
 }
 
@@ -549,7 +597,7 @@ impl Inner {
             crc64nvme: crc64.clone(),
             ..attrs_from(&state.opts, etag.clone())
         };
-        self.commit(op, key, &data, file, attrs, state.opts.mtime)?;
+        self.commit(op, key, &data, file, attrs, state.opts.mtime, state.opts.if_none_match)?;
         let _ = fs::remove_dir_all(&dir);
         Ok((etag, crc64))
     }
@@ -712,7 +760,15 @@ impl ObjectStore for LocalStore {
                 let _ = fs::remove_file(&tmp);
                 return Err(StoreError::io(op, &k, e));
             }
-            inner.commit(op, &k, &tmp, f, attrs_from(&opts, etag.clone()), opts.mtime)?;
+            inner.commit(
+                op,
+                &k,
+                &tmp,
+                f,
+                attrs_from(&opts, etag.clone()),
+                opts.mtime,
+                opts.if_none_match,
+            )?;
             Ok(PutResult {
                 etag: Some(etag),
                 checksums: Checksums::default(),
@@ -1004,7 +1060,7 @@ impl ObjectStore for LocalStore {
             if let Some(sc) = &opts.put.storage_class {
                 attrs.storage_class = Some(sc.clone());
             }
-            inner.commit(op, &k, &tmp, out, attrs, md.modified().ok())?;
+            inner.commit(op, &k, &tmp, out, attrs, md.modified().ok(), opts.put.if_none_match)?;
             Ok(PutResult {
                 etag: Some(etag),
                 checksums: Checksums::default(),

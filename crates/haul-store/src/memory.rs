@@ -575,6 +575,14 @@ impl ObjectStore for MemoryStore {
             buf.extend_from_slice(data);
             sizes.push(*size);
         }
+        if u.opts.if_none_match && lock(&self.objects).contains_key(u.key.as_str()) {
+            return Err(StoreError::new(
+                Op::CompleteMultipart,
+                key.as_str(),
+                ErrorKind::PreconditionFailed,
+                "If-None-Match: the key exists",
+            ));
+        }
         let total: u64 = sizes.iter().sum();
         let virtual_size = (total != buf.len() as u64).then_some(total);
         let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();

@@ -138,6 +138,7 @@ conformance!(metadata_storage_class_tags);
 conformance!(server_side_copy);
 conformance!(part_copy);
 conformance!(errors);
+conformance!(if_none_match);
 
 fn data(n: usize, seed: u64) -> Bytes {
     Bytes::from(haul_testkit::data(n, seed))
@@ -670,5 +671,45 @@ async fn s3_crc64_uploads_are_learnt_from_the_server() -> TestResult {
         let s: DynStore = Arc::new(store);
         assert_eq!(read_all(&s, &k, None).await?, body);
     }
+    Ok(())
+}
+
+/// `If-None-Match: *` (`PutOptions::if_none_match`): a write over an
+/// existing key is refused with `PreconditionFailed` and the object keeps
+/// its content, for a single PUT and for a multipart upload's complete; a
+/// new key is written.
+async fn if_none_match(be: Backend) -> TestResult {
+    let s = &be.a;
+    let k = key("inm/kept.bin");
+    let first = data(1000, 1);
+    s.put(&k, first.clone(), &put_opts(&first)).await?;
+    let cond = |body: &[u8]| PutOptions {
+        if_none_match: true,
+        ..put_opts(body)
+    };
+    let second = data(1000, 2);
+    match s.put(&k, second.clone(), &cond(&second)).await {
+        Err(e) if e.kind == ErrorKind::PreconditionFailed => {}
+        other => return Err(format!("a conditional PUT over an existing key: {other:?}").into()),
+    }
+    assert_eq!(read_all(s, &k, None).await?, first, "the object is intact");
+    let fresh = key("inm/new.bin");
+    s.put(&fresh, second.clone(), &cond(&second)).await?;
+    assert_eq!(read_all(s, &fresh, None).await?, second);
+
+    const PART: usize = 5 * 1024 * 1024;
+    let big = data(PART + 1000, 3);
+    let cond_mpu = PutOptions {
+        if_none_match: true,
+        ..Default::default()
+    };
+    match multipart_put(s, &k, &big, PART, &cond_mpu).await {
+        Err(e) if e.kind == ErrorKind::PreconditionFailed => {}
+        other => return Err(format!("a conditional multipart complete over an existing key: {other:?}").into()),
+    }
+    assert_eq!(read_all(s, &k, None).await?, first, "the object is intact");
+    let fresh_mpu = key("inm/new-mpu.bin");
+    multipart_put(s, &fresh_mpu, &big, PART, &cond_mpu).await?;
+    assert_eq!(read_all(s, &fresh_mpu, None).await?, big);
     Ok(())
 }

@@ -3,11 +3,12 @@
 //!
 //! `skip` and `rename` never replace an object: the key is looked up first
 //! (HEAD), and the upload itself is conditional (`If-None-Match: *` on the
-//! PUT or the CompleteMultipartUpload; a local destination links the new
-//! file in place, which fails if the name is taken), so an object written
-//! by someone else between the look-up and the write is kept too. A server
-//! that ignores the condition is protected by the look-up only (a write in
-//! between the two is then replaced). An existing object with the very
+//! PUT or the CompleteMultipartUpload; a local destination moves the new
+//! file in place with `RENAME_NOREPLACE`, which fails if the name is
+//! taken), so an object written by someone else between the look-up and
+//! the write is kept too. A server that answers the condition with 501
+//! (learnt by the S3 store) or ignores it is protected by the look-up only
+//! (a write in between the two is then replaced). An existing object with the very
 //! bytes of the file (an upload of this watch whose answer was lost, a
 //! crash before the journal recorded it) counts as this upload.
 

@@ -21,6 +21,7 @@
 
 pub mod exists;
 pub mod journal;
+pub mod lease;
 pub mod nofollow;
 pub mod source;
 pub mod tree;
@@ -232,6 +233,8 @@ struct Inner {
     failed: AtomicU64,
     scans: AtomicU64,
     scan_errors: AtomicU64,
+    /// The warning that deletions go without a read lease was logged.
+    no_lease_logged: AtomicBool,
 }
 
 /// A watch of one local directory into one destination.
@@ -347,6 +350,7 @@ impl Watch {
                 failed: AtomicU64::new(0),
                 scans: AtomicU64::new(0),
                 scan_errors: AtomicU64::new(0),
+                no_lease_logged: AtomicBool::new(false),
             }),
         })
     }
@@ -362,6 +366,15 @@ impl Watch {
         let inner = self.inner.clone();
         let opts = &inner.opts;
         inner.recover().await?;
+        // A read lease taken before a deletion is broken with SIGIO when a
+        // writer opens the file meanwhile: the signal must not end haul.
+        let _sigio = match opts.delete_after_upload {
+            true => Some(
+                lease::guard_sigio()
+                    .map_err(|e| WatchError::Setup(format!("cannot handle SIGIO (needed for read leases): {e}")))?,
+            ),
+            false => None,
+        };
         if opts.once {
             inner.journal.retry_failed_now()?;
         }
@@ -944,12 +957,32 @@ impl Inner {
             return Err(again(*id));
         }
         let (tree, r, expect) = (self.tree.clone(), rel.to_string(), *id);
-        let removed = tokio::task::spawn_blocking(move || tree.remove_if(&r, &expect))
-            .await
-            .map_err(|e| Outcome::Failed(StoreError::new(Op::Delete, rel, ErrorKind::Other, e.to_string())))?
-            .map_err(|e| Outcome::Failed(StoreError::io(Op::Delete, rel, e)))?;
+        let (removed, no_lease) = tokio::task::spawn_blocking(move || {
+            let mut no_lease = None;
+            tree.remove_if(&r, &expect, &mut no_lease).map(|r| (r, no_lease))
+        })
+        .await
+        .map_err(|e| Outcome::Failed(StoreError::new(Op::Delete, rel, ErrorKind::Other, e.to_string())))?
+        .map_err(|e| Outcome::Failed(StoreError::io(Op::Delete, rel, e)))?;
+        if let Some(e) = no_lease {
+            if !self.no_lease_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    key = rel,
+                    error = %e,
+                    "no read lease (not the files' owner, or leases disabled): deleting after the second settle \
+                     window and the writers seen by file-system events only"
+                );
+            }
+        }
         match removed {
             Removed::Yes => Ok(true),
+            Removed::Busy => {
+                tracing::info!(
+                    key = rel,
+                    "open for writing by another process: kept, uploaded again once it is closed and settled"
+                );
+                Err(again(*id))
+            }
             Removed::Changed(Entry::File(now)) => {
                 tracing::info!(
                     key = rel,

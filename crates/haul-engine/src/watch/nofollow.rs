@@ -15,6 +15,8 @@ use std::path::Path;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
+use super::lease::{self, Lease};
+
 /// What must not change between reading a file and deleting it: the
 /// inode, its size, and both times (a writer may set mtime back; ctime
 /// cannot be set).
@@ -67,6 +69,9 @@ pub enum Removed {
     Yes,
     /// Something else is at the path now (changed, replaced, a link): kept.
     Changed(Entry),
+    /// Someone has the file open for writing (the read lease was refused
+    /// or broken): kept.
+    Busy,
 }
 
 /// The root of a watched tree, held open.
@@ -188,25 +193,65 @@ impl Tree {
         Ok(Ok((File::from(fd), Ident::of(&st))))
     }
 
-    /// Deletes the file at `rel` if it is still the one `expect` describes:
-    /// the parent is opened without following links, the name is stat'ed
-    /// relative to it and unlinked relative to the same descriptor.
-    pub fn remove_if(&self, rel: &str, expect: &Ident) -> io::Result<Removed> {
+    /// Deletes the file at `rel` if it is still the one `expect` describes
+    /// and no one has it open for writing. In order: the parent is opened
+    /// without following links; the file is opened read-only relative to
+    /// it (`O_NOFOLLOW|O_NONBLOCK`); a read lease is taken on that
+    /// descriptor (refused: someone writes it, [`Removed::Busy`]); the
+    /// opened file must have the expected inode, size, mtime and ctime, and
+    /// the name (`fstatat`, no follow) must still be that inode; the lease
+    /// must be unbroken; then `unlinkat` relative to the same parent, and
+    /// the lease is released. Without leases ([`Lease::Unavailable`]) the
+    /// same checks run, and `*no_lease` says why.
+    pub fn remove_if(&self, rel: &str, expect: &Ident, no_lease: &mut Option<io::Error>) -> io::Result<Removed> {
         let (parent, name) = self.parent_of(rel)?;
         let dir = match parent {
             Parent::Found(d) => d,
             Parent::Not(e) => return Ok(Removed::Changed(e)),
         };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat(dir.fd(), name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if e == Errno::LOOP => return Ok(Removed::Changed(Entry::Symlink { at: rel.to_string() })),
+            Err(e) if e == Errno::NOENT => return Ok(Removed::Changed(Entry::Missing)),
+            Err(e) if e == Errno::NXIO => return Ok(Removed::Changed(Entry::Special)),
+            Err(e) => return Err(e.into()),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Directory => return Ok(Removed::Changed(Entry::Dir)),
+            _ => return Ok(Removed::Changed(Entry::Special)),
+        }
+        let lease = match lease::take(fd.as_fd()) {
+            Lease::Busy => return Ok(Removed::Busy),
+            Lease::Held(h) => Some(h),
+            Lease::Unavailable(e) => {
+                *no_lease = Some(e);
+                None
+            }
+        };
+        let opened = Ident::of(&st);
+        if opened != *expect {
+            return Ok(Removed::Changed(Entry::File(opened)));
+        }
         match classify(dir.fd(), name)? {
-            Entry::File(id) if id == *expect => {}
+            Entry::File(id) if id == opened => {}
             Entry::Symlink { .. } => return Ok(Removed::Changed(Entry::Symlink { at: rel.to_string() })),
             other => return Ok(Removed::Changed(other)),
         }
-        match rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty()) {
+        // A writer that started opening it since the lease was granted.
+        if lease.as_ref().is_some_and(|l| !l.intact()) {
+            return Ok(Removed::Busy);
+        }
+        let removed = match rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty()) {
             Ok(()) => Ok(Removed::Yes),
             Err(e) if e == Errno::NOENT => Ok(Removed::Changed(Entry::Missing)),
             Err(e) => Err(e.into()),
-        }
+        };
+        drop(lease);
+        drop(fd);
+        removed
     }
 
     /// The entries of the folder `rel` (`""`: the root), without following
@@ -310,13 +355,13 @@ mod tests {
         std::fs::rename(r.join("a/b"), r.join("a/old"))?;
         std::os::unix::fs::symlink(outside.path(), r.join("a/b"))?;
         assert_eq!(
-            t.remove_if("a/b/f", &id)?,
+            t.remove_if("a/b/f", &id, &mut None)?,
             Removed::Changed(Entry::Symlink { at: "a/b".into() })
         );
         assert!(outside.path().join("f").exists(), "nothing outside the tree is deleted");
         std::fs::remove_file(r.join("a/b"))?;
         std::fs::rename(r.join("a/old"), r.join("a/b"))?;
-        assert_eq!(t.remove_if("a/b/f", &id)?, Removed::Yes);
+        assert_eq!(t.remove_if("a/b/f", &id, &mut None)?, Removed::Yes);
         let mut names = t.read_dir("a")?.map_err(|e| format!("{e:?}"))?;
         names.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(

@@ -14,6 +14,7 @@
 //! * Stalled-stream protection is relaxed for server-side copies, which can
 //!   take minutes before the server answers.
 
+mod conditional;
 mod error;
 mod tagging;
 mod timeouts;
@@ -153,6 +154,7 @@ pub struct S3Connection {
     attempt: Duration,
     crc64: Arc<Crc64Support>,
     tagging: Arc<tagging::TaggingSupport>,
+    conditional: Arc<conditional::Conditional>,
 }
 
 impl S3Connection {
@@ -221,6 +223,7 @@ impl S3Connection {
                 cfg.send_crc64nvme.or((!custom_endpoint).then_some(true)),
             )),
             tagging: Arc::default(),
+            conditional: Arc::default(),
         })
     }
 
@@ -751,6 +754,12 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
+        // Without conditional writes on this server: a HEAD, then a plain PUT.
+        let conditional = opts.if_none_match && !self.conn.conditional.missing();
+        if opts.if_none_match && !conditional {
+            conditional::absent(self, Op::Put, key).await?;
+        }
+        let resend = conditional.then(|| payload.clone());
         let crc64 = self.conn.crc64.on() && opts.checksums.crc64nvme.is_some();
         // A CRC64NVME this server is not known to check does not protect
         // the payload: an MD5 does (returned, for the caller's ETag check).
@@ -773,7 +782,7 @@ impl ObjectStore for S3Store {
                 req = req.checksum_crc64_nvme(c);
             }
         }
-        if opts.if_none_match {
+        if conditional {
             req = req.if_none_match("*");
         }
         let req = apply_put_options!(req, opts, true);
@@ -789,7 +798,15 @@ impl ObjectStore for S3Store {
         } else {
             req.customize().config_override(self.sending(len)).send().await
         }
-        .map_err(|e| self.err(Op::Put, key.as_str(), e))?;
+        .map_err(|e| self.err(Op::Put, key.as_str(), e));
+        let out = match (out, resend) {
+            (Ok(out), _) => out,
+            // NotImplemented: learnt; the next try is a HEAD and a plain PUT.
+            (Err(e), Some(p)) if self.conn.conditional.learn_from(&self.conn.domain, &e) => {
+                return self.put(key, p, opts).await
+            }
+            (Err(e), _) => return Err(e),
+        };
         Ok(PutResult {
             etag: out.e_tag().map(clean_etag),
             checksums: Checksums {
@@ -829,6 +846,9 @@ impl ObjectStore for S3Store {
                 "the server returned no upload id",
             )
         })?;
+        if opts.if_none_match {
+            self.conn.conditional.remember(id);
+        }
         Ok(MultipartId(id.to_string()))
     }
 
@@ -954,6 +974,11 @@ impl ObjectStore for S3Store {
                 .build()
             })
             .collect::<Vec<_>>();
+        let wanted = self.conn.conditional.wanted(&upload.0);
+        let conditional = wanted && !self.conn.conditional.missing();
+        if wanted && !conditional {
+            conditional::absent(self, Op::CompleteMultipart, key).await?;
+        }
         let mut req = self
             .conn
             .client
@@ -967,7 +992,13 @@ impl ObjectStore for S3Store {
                 .checksum_crc64_nvme(crate::checksum::crc64_to_b64(c))
                 .checksum_type(ChecksumType::FullObject);
         }
+        if conditional {
+            req = req.if_none_match("*");
+        }
         let res = req.customize().config_override(self.no_stall()).send().await;
+        if res.is_ok() {
+            self.conn.conditional.forget(&upload.0);
+        }
         match res {
             Ok(out) => Ok(PutResult {
                 etag: out.e_tag().map(clean_etag),
@@ -998,11 +1029,19 @@ impl ObjectStore for S3Store {
                     sse: head.sse,
                 })
             }
-            Err(e) => Err(self.err(Op::CompleteMultipart, key.as_str(), e)),
+            Err(e) => {
+                let e = self.err(Op::CompleteMultipart, key.as_str(), e);
+                if conditional && self.conn.conditional.learn_from(&self.conn.domain, &e) {
+                    // Learnt: the next try is a HEAD and a plain complete.
+                    return self.complete_multipart(key, upload, parts).await;
+                }
+                Err(e)
+            }
         }
     }
 
     async fn abort_multipart(&self, key: &Key, upload: &MultipartId) -> Result<()> {
+        self.conn.conditional.forget(&upload.0);
         match self
             .conn
             .client
