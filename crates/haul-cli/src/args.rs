@@ -228,6 +228,19 @@ pub struct WriteArgs {
     /// rule); objects whose ETag cannot be kept are reported as failed.
     #[arg(long)]
     pub preserve_etag: bool,
+    /// Fail (instead of copying and counting as unverified) an object whose
+    /// source bytes cannot be checked: an ETag that is not an MD5 (SSE-KMS,
+    /// some multipart uploads) with no full-object checksum and no readable
+    /// part layout.
+    #[arg(long)]
+    pub require_verified: bool,
+    /// Exit 1 when a listing entry was skipped because it cannot be an
+    /// object (dangling or looping symbolic link, socket, FIFO, device,
+    /// name that is not UTF-8, folder marker into a local directory). Such
+    /// entries are reported either way, and never hold back other copies or
+    /// deletes.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -494,6 +507,8 @@ impl ObjectArgs {
             metadata_directive: Directive::Copy,
             no_server_side: false,
             preserve_etag: false,
+            require_verified: false,
+            strict: false,
         }
     }
 }

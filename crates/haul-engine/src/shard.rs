@@ -41,7 +41,7 @@ impl Shard {
                 delimiter: self.delimiter,
                 ..Default::default()
             })
-            .try_filter(|e| futures::future::ready(matches!(e, ListEntry::Object(_))))
+            .try_filter(|e| futures::future::ready(matches!(e, ListEntry::Object(_) | ListEntry::Unlisted(_))))
             .boxed()
     }
 
@@ -206,7 +206,7 @@ pub async fn auto_split(
                 .try_filter_map(|e| {
                     futures::future::ready(Ok(match e {
                         ListEntry::Prefix(p) => p.strip_prefix(base).map(str::to_string),
-                        ListEntry::Object(_) => None,
+                        ListEntry::Object(_) | ListEntry::Unlisted(_) => None,
                     }))
                 })
                 .take(MAX_SHARDS)

@@ -164,7 +164,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
         }
     }
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
-    Ok(summary.exit_code() as u8)
+    Ok(super::exit_code(&summary, &a.write))
 }
 
 fn row(o: &ObjectMeta) -> (u64, String, String) {
@@ -220,6 +220,10 @@ async fn print_plan(g: &Global, job: &SyncJob, mut actions: BoxStream<'static, S
                     continue;
                 }
                 (src, reason, &job.src_base)
+            }
+            SyncAction::Unlisted(u) => {
+                haul_engine::Observer::unlisted(&out, u.key.as_str(), u.reason, &u.detail);
+                continue;
             }
             SyncAction::Error(e) => {
                 errors += 1;
@@ -291,6 +295,7 @@ pub async fn verify(g: &Global, a: VerifyArgs) -> Result<u8> {
             Finding::Missing { key } => format!("missing\t{key}"),
             Finding::Mismatch { key, reason } => format!("mismatch\t{key}\t{reason}"),
             Finding::Extra { key } => format!("extra\t{key}\tonly in the destination"),
+            Finding::Skipped { key, reason } => format!("skipped\t{key}\t{reason}"),
             Finding::Error { key, message } => format!("error\t{key}\t{message}"),
         };
         out.line(&line);
@@ -354,5 +359,5 @@ async fn sync_listed(
     let exec = super::executor(topts, job_options(a), out.clone(), &source.store, &dest.store);
     let summary = exec.sync_listed(&source.store, &dest.store, job, entries).await;
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
-    Ok(summary.exit_code() as u8)
+    Ok(super::exit_code(&summary, &a.write))
 }

@@ -42,6 +42,13 @@ pub struct FaultConfig {
     pub ignore_crc: bool,
     /// Added to every request.
     pub latency: std::time::Duration,
+    /// Fraction of ranged reads answered with one byte less than asked,
+    /// consistently: the range returned (Content-Length) says so too, as a
+    /// truncating server or proxy would.
+    pub short_range_rate: f64,
+    /// Added to every part upload on top of `latency` (a slow upload link:
+    /// parts still in flight when everything else has answered).
+    pub part_latency: std::time::Duration,
 }
 
 impl FaultConfig {
@@ -57,6 +64,8 @@ impl FaultConfig {
             corrupt_write_rate: 0.0,
             ignore_crc: false,
             latency: std::time::Duration::ZERO,
+            short_range_rate: 0.0,
+            part_latency: std::time::Duration::ZERO,
         }
     }
 
@@ -209,7 +218,22 @@ impl ObjectStore for FaultStore {
     }
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
         self.before(Op::Get, key.as_str()).await?;
+        let ranged = range.is_some();
         let mut g = self.inner.get(key, range).await?;
+        if ranged && g.range.end > g.range.start && self.roll(self.cfg.short_range_rate).is_some() {
+            g.range.end -= 1;
+            let mut left = g.range.end - g.range.start;
+            let body = std::mem::replace(&mut g.body, stream::empty().boxed());
+            g.body = body
+                .map(move |c| {
+                    c.map(|b: Bytes| {
+                        let take = (b.len() as u64).min(left);
+                        left -= take;
+                        b.slice(..take as usize)
+                    })
+                })
+                .boxed();
+        }
         if self.roll(self.cfg.corrupt_rate).is_some() {
             let body = std::mem::replace(&mut g.body, stream::empty().boxed());
             let mut first = true;
@@ -268,6 +292,9 @@ impl ObjectStore for FaultStore {
         sums: &Checksums,
     ) -> Result<CompletedPart> {
         let payload = self.maybe_corrupt(payload);
+        if !self.cfg.part_latency.is_zero() {
+            tokio::time::sleep(self.cfg.part_latency).await;
+        }
         if !self.cfg.ignore_crc {
             return faulty!(
                 self,
