@@ -727,6 +727,7 @@ fn files_that_cannot_be_objects_are_reported_and_skipped() -> TestResult {
     let dst = format!("s3://{b}/t");
     let out = run(&["cp", "-r", src, &dst, "--endpoint-url", &ep, "--json"])?;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = last_json(&out)?;
     let lines: Vec<Value> = String::from_utf8(out.stdout)?
         .lines()
         .map(serde_json::from_str)
@@ -750,7 +751,6 @@ fn files_that_cannot_be_objects_are_reported_and_skipped() -> TestResult {
     .map(|(k, r)| (k.to_string(), r.to_string()))
     .collect();
     assert_eq!(skipped, want);
-    let summary = last_json(&out)?;
     assert_eq!(
         (summary["unlisted"].as_u64(), summary["failed"].as_u64()),
         (Some(3), Some(0)),

@@ -128,7 +128,7 @@ impl TmpDir {
             // Not following links: only haul's own files and folders.
             let Ok(md) = ent.metadata() else { continue };
             let age = md.modified().ok().and_then(|m| now.duration_since(m).ok());
-            if !age.is_some_and(|a| a > older_than) {
+            if age.is_none_or(|a| a <= older_than) {
                 continue;
             }
             let gone = if md.is_dir() {
