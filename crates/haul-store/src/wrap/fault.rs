@@ -220,7 +220,9 @@ impl ObjectStore for FaultStore {
         self.before(Op::Get, key.as_str()).await?;
         let ranged = range.is_some();
         let mut g = self.inner.get(key, range).await?;
-        if ranged && g.range.end > g.range.start && self.roll(self.cfg.short_range_rate).is_some() {
+        // Rolled only when asked for: the seeded sequence of other faults stays.
+        let short = ranged && self.cfg.short_range_rate > 0.0 && g.range.end > g.range.start;
+        if short && self.roll(self.cfg.short_range_rate).is_some() {
             g.range.end -= 1;
             let mut left = g.range.end - g.range.start;
             let body = std::mem::replace(&mut g.body, stream::empty().boxed());
