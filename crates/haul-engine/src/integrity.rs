@@ -1,8 +1,8 @@
 //! Checks of the bytes read from a source against what the source itself
 //! declares, for objects whose ETag is not the MD5 of their content:
 //!
-//! 1. a full-object checksum the source returns (`GetObject` /
-//!    `HeadObject` with `ChecksumMode=ENABLED`): CRC64NVME, CRC32C or
+//! 1. a full-object checksum the source returns (`HeadObject` with
+//!    `ChecksumMode=ENABLED`, of the version read): CRC64NVME, CRC32C or
 //!    SHA-256 (composite `…-N` checksums of multipart uploads are not
 //!    full-object checksums and are not used);
 //! 2. a multipart ETag (`…-N`, e.g. the AWS CLI's uploads of 8–16 MiB),
@@ -109,7 +109,20 @@ fn mismatch(meta: &ObjectMeta, what: &str, read: &str, want: &str) -> StoreError
 /// caller (as Content-MD5).
 pub(crate) async fn check_whole(src: &DynStore, full: &ObjectMeta, data: &Bytes) -> Result<Option<Verified>> {
     let big = data.len() > 256 * 1024;
-    if let Some(want) = SourceSum::of(&full.checksums) {
+    if full.etag.is_none() && full.checksums.is_empty() {
+        // A plain local file: nothing it could declare.
+        return Ok(None);
+    }
+    // A GET does not carry the checksums (ChecksumMode would make the SDK
+    // validate malformed ones itself): HEAD, for the same version.
+    let sums = match SourceSum::of(&full.checksums) {
+        Some(s) => Some(s),
+        None => match src.head(&full.key).await {
+            Ok(h) if h.etag == full.etag => SourceSum::of(&h.checksums),
+            _ => None,
+        },
+    };
+    if let Some(want) = sums {
         let (w, d) = (want.clone(), data.clone());
         let got = off_thread(big, move || w.of_data(&d)).await;
         return match got {

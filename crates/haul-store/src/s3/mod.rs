@@ -609,11 +609,12 @@ impl ObjectStore for S3Store {
                 });
             }
             call = call.range(range_header(r));
-        } else {
-            // A whole object comes with its full-object checksum, if it has
-            // one: what a source whose ETag is not an MD5 is checked by.
-            call = call.checksum_mode(ChecksumMode::Enabled);
         }
+        // Not with ChecksumMode=ENABLED: the SDK would then validate the
+        // body against whatever checksum header comes back, and servers
+        // send malformed ones (moto: a 4-byte "CRC64NVME" for multipart
+        // objects). Checksums a server sends anyway are kept; the engine
+        // asks HEAD (with ChecksumMode) when it needs them.
         let out = call.send().await.map_err(|e| self.err(Op::Get, key.as_str(), e))?;
         let len = out.content_length().unwrap_or(0).max(0) as u64;
         let total = match out
