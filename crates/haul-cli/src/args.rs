@@ -238,6 +238,19 @@ pub struct WriteArgs {
     /// untagged and the summary says so once.
     #[arg(long)]
     pub require_tags: bool,
+    /// Fail (instead of copying and counting as unverified) an object whose
+    /// source bytes cannot be checked: an ETag that is not an MD5 (SSE-KMS,
+    /// some multipart uploads) with no full-object checksum and no readable
+    /// part layout.
+    #[arg(long)]
+    pub require_verified: bool,
+    /// Exit 1 when a listing entry was skipped because it cannot be an
+    /// object (dangling or looping symbolic link, socket, FIFO, device,
+    /// name that is not UTF-8, folder marker into a local directory). Such
+    /// entries are reported either way, and never hold back other copies or
+    /// deletes.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -521,6 +534,8 @@ impl ObjectArgs {
             no_server_side: false,
             preserve_etag: false,
             require_tags: false,
+            require_verified: false,
+            strict: false,
         }
     }
 }

@@ -198,8 +198,18 @@ impl Output {
         } else {
             String::new()
         };
+        let unlisted = if s.unlisted > 0 {
+            format!(" ({} not objects)", s.unlisted)
+        } else {
+            String::new()
+        };
+        let unverified = if s.unverified > 0 {
+            format!(", {} unverified (source not checkable)", s.unverified)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{listed}{verb} {} objects ({}) in {:.1}s, {}/s{server}; {deleted}{} skipped, {} failed{dry}{shards}",
+            "{listed}{verb} {} objects ({}) in {:.1}s, {}/s{server}{unverified}; {deleted}{} skipped{unlisted}, {} failed{dry}{shards}",
             s.objects,
             bytesize::ByteSize(s.bytes).display().iec(),
             s.elapsed_secs,
@@ -249,6 +259,27 @@ impl Observer for Output {
     fn deleted(&self, key: &str) {
         if let Some(r) = &self.report {
             r.record(|| json!({"event": "deleted", "key": key}), true);
+        }
+    }
+    fn unlisted(&self, key: &str, reason: haul_engine::report::SkipReason, detail: &str) {
+        if let Some(r) = &self.report {
+            r.record(
+                || json!({"event": "skipped", "key": key, "reason": reason, "message": detail}),
+                false,
+            );
+        }
+        if self.json {
+            self.line(&json!({"event": "skipped", "key": key, "reason": reason, "message": detail}).to_string());
+        } else if !self.quiet {
+            self.err_line(&format!("skipped {key}: {detail} [{reason}]"));
+        }
+    }
+    fn unverified(&self, key: &str) {
+        if let Some(r) = &self.report {
+            r.record(|| json!({"event": "unverified", "key": key}), false);
+        }
+        if self.json {
+            self.line(&json!({"event": "unverified", "key": key}).to_string());
         }
     }
     fn skipped(&self, key: &str, reason: &str) {

@@ -119,6 +119,10 @@ impl Executor {
                         self.observer.skipped(key.as_str(), &reason);
                         true
                     }
+                    PlanItem::Unlisted(u) => {
+                        self.report.unlisted(&u, self.observer.as_ref());
+                        true
+                    }
                     PlanItem::Error(e) => {
                         self.report
                             .fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
@@ -175,6 +179,10 @@ impl Executor {
                         self.report.server_side.fetch_add(1, Ordering::Relaxed);
                     }
                     self.report.ok(out.bytes);
+                    if out.unverified {
+                        self.report.unverified.fetch_add(1, Ordering::Relaxed);
+                        self.observer.unverified(t.src.key.as_str());
+                    }
                     self.observer.done(t.src.key.as_str(), out.bytes);
                     return true;
                 }

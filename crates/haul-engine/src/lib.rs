@@ -14,6 +14,7 @@
 
 pub mod budget;
 pub mod filter;
+mod integrity;
 pub mod job;
 pub mod journal;
 pub mod march;

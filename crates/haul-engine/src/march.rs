@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use haul_store::checksum::{etag_is_plain_md5, etag_parts};
-use haul_store::{Key, ListEntry, ObjectMeta, StoreError};
+use haul_store::{Key, ListEntry, ObjectMeta, SkipReason, StoreError, Unlisted};
 use serde::Serialize;
 
 /// How "the same" is decided for a key present on both sides.
@@ -87,6 +87,9 @@ pub enum SyncAction {
         dst: ObjectMeta,
         reason: String,
     },
+    /// A listing entry (of either side) that cannot be an object: reported
+    /// and skipped; the march goes on (it is neither copied nor deleted).
+    Unlisted(Unlisted),
     /// A listing failed: the march stops here (deleting on a partial view
     /// of the destination would be wrong).
     Error(StoreError),
@@ -99,6 +102,7 @@ impl SyncAction {
             SyncAction::Copy { .. } => "copy",
             SyncAction::Delete { .. } => "delete",
             SyncAction::Skip { .. } => "skip",
+            SyncAction::Unlisted(_) => "skipped",
             SyncAction::Error(_) => "error",
         }
     }
@@ -161,6 +165,9 @@ pub struct MarchOptions {
     pub compare: Compare,
     /// Emit deletes for destination objects the source does not have.
     pub delete: bool,
+    /// The destination cannot hold folder markers (`dir/` keys; a local
+    /// directory): the source's are skipped, reported as such.
+    pub skip_folder_markers: bool,
 }
 
 struct State {
@@ -174,13 +181,15 @@ struct State {
     opts: MarchOptions,
 }
 
-/// The next object of a listing (common prefixes are not objects).
+/// The next object of a listing (common prefixes are not objects), or an
+/// entry that cannot be one.
 async fn next_object(
     s: &mut BoxStream<'static, haul_store::Result<ListEntry>>,
-) -> Option<haul_store::Result<ObjectMeta>> {
+) -> Option<haul_store::Result<Result<ObjectMeta, Unlisted>>> {
     loop {
         match s.next().await? {
-            Ok(ListEntry::Object(o)) => return Some(Ok(o)),
+            Ok(ListEntry::Object(o)) => return Some(Ok(Ok(o))),
+            Ok(ListEntry::Unlisted(u)) => return Some(Ok(Err(u))),
             Ok(ListEntry::Prefix(_)) => continue,
             Err(e) => return Some(Err(e)),
         }
@@ -192,19 +201,36 @@ fn rel<'a>(o: &'a ObjectMeta, prefix: &Key) -> &'a str {
 }
 
 impl State {
-    /// Fills the two heads; a listing error ends the march.
-    async fn fill(&mut self) -> Option<StoreError> {
+    /// Fills the two heads; a listing error ends the march, an entry that
+    /// cannot be an object is handed out as it comes.
+    async fn fill(&mut self) -> Option<SyncAction> {
         if self.s.is_none() && !self.s_done {
             match next_object(&mut self.src).await {
-                Some(Ok(o)) => self.s = Some(o),
-                Some(Err(e)) => return Some(e),
+                Some(Ok(Ok(o))) if self.opts.skip_folder_markers && o.key.is_dir_marker() => {
+                    return Some(SyncAction::Unlisted(Unlisted {
+                        key: o.key,
+                        reason: SkipReason::FolderMarker,
+                        detail: "a folder marker (a key ending in '/'): folders are implied in a local directory"
+                            .into(),
+                    }));
+                }
+                Some(Ok(Ok(o))) => self.s = Some(o),
+                Some(Ok(Err(u))) => return Some(SyncAction::Unlisted(u)),
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Some(SyncAction::Error(e));
+                }
                 None => self.s_done = true,
             }
         }
         if self.d.is_none() && !self.d_done {
             match next_object(&mut self.dst).await {
-                Some(Ok(o)) => self.d = Some(o),
-                Some(Err(e)) => return Some(e),
+                Some(Ok(Ok(o))) => self.d = Some(o),
+                Some(Ok(Err(u))) => return Some(SyncAction::Unlisted(u)),
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Some(SyncAction::Error(e));
+                }
                 None => self.d_done = true,
             }
         }
@@ -232,9 +258,8 @@ impl State {
             if self.failed {
                 return None;
             }
-            if let Some(e) = self.fill().await {
-                self.failed = true;
-                return Some(SyncAction::Error(e));
+            if let Some(a) = self.fill().await {
+                return Some(a);
             }
             let order = match (&self.s, &self.d) {
                 (None, None) => return None,
@@ -335,6 +360,7 @@ mod tests {
             dst_prefix: Key::prefix("d/").unwrap_or_default(),
             compare: Compare::Etag,
             delete: true,
+            skip_folder_markers: false,
         };
         let got: Vec<String> = march(listing(src.clone()), listing(dst.clone()), opts.clone())
             .map(|a| match a {
@@ -343,6 +369,7 @@ mod tests {
                 } => format!("copy {} -> {dst_key}: {reason}", src.key),
                 SyncAction::Delete { dst, .. } => format!("delete {}", dst.key),
                 SyncAction::Skip { src, reason, .. } => format!("skip {}: {reason}", src.key),
+                SyncAction::Unlisted(u) => format!("skipped {}: {}", u.key, u.reason),
                 SyncAction::Error(e) => format!("error {e}"),
             })
             .collect()
@@ -384,6 +411,7 @@ mod tests {
             dst_prefix: Key::root(),
             compare: Compare::Size,
             delete: true,
+            skip_folder_markers: false,
         };
         let got: Vec<&str> = march(src, listing(vec![obj("z", 1, A, 1)]), opts)
             .map(|a| a.name())

@@ -4,7 +4,7 @@
 //! remote workers.
 
 use futures::stream::{self, BoxStream, StreamExt};
-use haul_store::{DynStore, Key, ListEntry, ListRequest, ObjectMeta, StoreError};
+use haul_store::{DynStore, Key, ListEntry, ListRequest, ObjectMeta, SkipReason, StoreError, Unlisted};
 use serde::{Deserialize, Serialize};
 
 use crate::filter::Filter;
@@ -26,6 +26,9 @@ pub enum PlanItem {
         key: Key,
         reason: String,
     },
+    /// A listing entry that cannot be an object (or a folder marker a
+    /// local destination cannot hold): reported, counted, not a failure.
+    Unlisted(Unlisted),
     /// The listing failed for part of the source.
     Error(StoreError),
 }
@@ -54,6 +57,10 @@ impl Planner {
                     Err(e) => Some(PlanItem::Error(e)),
                     Ok(ListEntry::Prefix(_)) => None,
                     Ok(ListEntry::Object(o)) => this.item(o),
+                    Ok(ListEntry::Unlisted(u)) => {
+                        let rel = u.key.strip_prefix(&this.src_prefix).unwrap_or(u.key.as_str());
+                        this.filter.matches(rel).then_some(PlanItem::Unlisted(u))
+                    }
                 };
                 futures::future::ready(item)
             })
@@ -70,10 +77,11 @@ impl Planner {
             return None;
         }
         if self.dst_is_local && o.key.is_dir_marker() {
-            return Some(PlanItem::Skip {
+            return Some(PlanItem::Unlisted(Unlisted {
                 key: o.key,
-                reason: "folder marker (a key ending in '/'): folders are implied in a local directory".into(),
-            });
+                reason: SkipReason::FolderMarker,
+                detail: "a folder marker (a key ending in '/'): folders are implied in a local directory".into(),
+            }));
         }
         match self.dst_prefix.join(&rel) {
             Ok(dst_key) => Some(PlanItem::Copy(CopyTask { src: o, dst_key })),
@@ -123,7 +131,9 @@ mod tests {
             PlanItem::Copy(t) => assert_eq!(t.dst_key.as_str(), "in/2026/11/21/a.json"),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(&items[1], PlanItem::Skip { key, .. } if key.as_str() == "data/dir/"));
+        assert!(
+            matches!(&items[1], PlanItem::Unlisted(u) if u.key.as_str() == "data/dir/" && u.reason == SkipReason::FolderMarker)
+        );
         Ok(())
     }
 }

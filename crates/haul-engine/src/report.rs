@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use haul_store::StoreError;
+
+pub use haul_store::{SkipReason, Unlisted};
 use serde::Serialize;
 
 /// How many failures the summary keeps for printing; all go to the observer.
@@ -49,6 +51,13 @@ pub trait Observer: Send + Sync {
     fn shard_finished(&self, _done: u64, _total: u64) {}
     /// One object skipped (with the reason).
     fn skipped(&self, _key: &str, _reason: &str) {}
+    /// One entry of a listing that cannot be an object (a dangling link, a
+    /// socket, a name that is not UTF-8, a folder marker the destination
+    /// cannot hold): not copied, and not a failure unless `--strict`.
+    fn unlisted(&self, _key: &str, _reason: SkipReason, _detail: &str) {}
+    /// One object copied whose source bytes could not be checked against
+    /// anything the source declares (see `Outcome::unverified`).
+    fn unverified(&self, _key: &str) {}
     /// One object failed.
     fn failed(&self, _f: &Failure) {}
     /// A multipart upload was created (so a crash can abort it later).
@@ -68,6 +77,10 @@ pub struct Report {
     pub bytes_ok: AtomicU64,
     pub listed: AtomicU64,
     pub skipped: AtomicU64,
+    /// Listing entries that cannot be objects (counted in `skipped` too).
+    pub unlisted: AtomicU64,
+    /// Objects copied whose source could not be checked.
+    pub unverified: AtomicU64,
     pub deleted: AtomicU64,
     pub failed: AtomicU64,
     pub server_side: AtomicU64,
@@ -86,6 +99,8 @@ impl Default for Report {
             bytes_ok: AtomicU64::new(0),
             listed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            unlisted: AtomicU64::new(0),
+            unverified: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             server_side: AtomicU64::new(0),
@@ -98,6 +113,13 @@ impl Default for Report {
 }
 
 impl Report {
+    /// A listing entry that cannot be an object, skipped.
+    pub fn unlisted(&self, s: &Unlisted, obs: &dyn Observer) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.unlisted.fetch_add(1, Ordering::Relaxed);
+        obs.unlisted(s.key.as_str(), s.reason, &s.detail);
+    }
+
     pub fn ok(&self, bytes: u64) {
         self.objects_ok.fetch_add(1, Ordering::Relaxed);
         self.bytes_ok.fetch_add(bytes, Ordering::Relaxed);
@@ -120,6 +142,8 @@ impl Report {
             bytes,
             listed: self.listed.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            unlisted: self.unlisted.load(Ordering::Relaxed),
+            unverified: self.unverified.load(Ordering::Relaxed),
             deleted: self.deleted.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             server_side: self.server_side.load(Ordering::Relaxed),
@@ -153,6 +177,13 @@ pub struct Summary {
     pub listed: u64,
     /// Objects skipped: unchanged (sync) or not copyable (with a reason).
     pub skipped: u64,
+    /// Of the skipped: listing entries that cannot be objects (dangling
+    /// links, special files, names that are not UTF-8, folder markers).
+    pub unlisted: u64,
+    /// Objects copied whose source bytes could not be checked against
+    /// anything the source declares (ETag not an MD5, no full-object
+    /// checksum, no readable part layout).
+    pub unverified: u64,
     /// Objects deleted (or that would be, in a dry run).
     pub deleted: u64,
     pub failed: u64,

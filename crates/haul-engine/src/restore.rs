@@ -105,7 +105,7 @@ mod tests {
                 .map(|e| {
                     e.map(|e| match e {
                         ListEntry::Object(o) => o,
-                        ListEntry::Prefix(_) => ObjectMeta::default(),
+                        ListEntry::Prefix(_) | ListEntry::Unlisted(_) => ObjectMeta::default(),
                     })
                 })
                 .boxed()

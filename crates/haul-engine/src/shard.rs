@@ -139,7 +139,7 @@ impl Shard {
             .try_filter(move |e| {
                 let k = e.key().as_str();
                 futures::future::ready(
-                    matches!(e, ListEntry::Object(_))
+                    matches!(e, ListEntry::Object(_) | ListEntry::Unlisted(_))
                         && from.as_deref().is_none_or(|f| k >= f)
                         && until.as_ref().is_none_or(|u| k < u.as_str()),
                 )

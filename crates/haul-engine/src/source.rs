@@ -247,6 +247,7 @@ impl Executor {
                 futures::future::ready(match a {
                     SyncAction::Copy { src, dst_key, .. } => Some(PlanItem::Copy(CopyTask { src, dst_key })),
                     SyncAction::Error(e) => Some(PlanItem::Error(e)),
+                    SyncAction::Unlisted(u) => Some(PlanItem::Unlisted(u)),
                     SyncAction::Skip { .. } | SyncAction::Delete { .. } => {
                         report.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         None

@@ -114,6 +114,7 @@ impl SyncJob {
                 dst_prefix: self.dst_base.clone(),
                 compare: self.compare,
                 delete: self.delete,
+                skip_folder_markers: !dst.capabilities().any_key,
             },
         );
         if self.compare != Compare::Checksum {
@@ -276,6 +277,7 @@ impl Executor {
                             Err(e) => Some(PlanItem::Error(spool_error(e))),
                         }
                     }
+                    SyncAction::Unlisted(u) => Some(PlanItem::Unlisted(u)),
                     SyncAction::Error(e) => Some(PlanItem::Error(e)),
                 };
                 futures::future::ready(item)

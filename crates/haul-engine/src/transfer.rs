@@ -37,6 +37,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::ByteBudget;
+use crate::integrity::{self, check_unchanged};
 use crate::report::Observer;
 use crate::tags::{explicit_tags, tags_to_set, Notices};
 
@@ -79,6 +80,11 @@ pub struct Outcome {
     pub verified: Verified,
     pub bytes: u64,
     pub etag: Option<String>,
+    /// The bytes read from a (remote) source could not be checked against
+    /// anything it declares: its ETag is not an MD5 and it has no
+    /// full-object checksum or readable part layout. The arrival is still
+    /// checked against what was sent.
+    pub unverified: bool,
 }
 
 /// Options of a transfer, the same for every object of a job.
@@ -108,6 +114,9 @@ pub struct TransferOptions {
     /// Fail an object whose tags cannot be carried over (a server without
     /// the tagging API) instead of copying it without them.
     pub require_tags: bool,
+    /// Fail (before anything is written) an object whose source bytes
+    /// cannot be checked, instead of counting it as unverified.
+    pub require_verified: bool,
 }
 
 impl Default for TransferOptions {
@@ -123,6 +132,7 @@ impl Default for TransferOptions {
             server_side: true,
             preserve_etag: false,
             require_tags: false,
+            require_verified: false,
         }
     }
 }
@@ -176,9 +186,9 @@ fn check_part(dst: &DynStore, put: &PutOptions, key: &Key, part: &CompletedPart,
     Ok(())
 }
 
-/// Reads a whole body into one buffer, checking its length.
-async fn collect(g: GetResult, key: &Key, obs: &dyn Observer) -> Result<Bytes> {
-    let want = g.range.end - g.range.start;
+/// Reads a whole body into one buffer, checking that it holds the `want`
+/// bytes asked for — whatever length the answer announced.
+async fn collect(g: GetResult, want: u64, key: &Key, obs: &dyn Observer) -> Result<Bytes> {
     let mut body = g.body;
     let mut buf: Option<BytesMut> = None;
     let mut first: Option<Bytes> = None;
@@ -395,15 +405,33 @@ impl Transfer {
         if self.cancel.is_cancelled() {
             return Err(cancelled(dst_key));
         }
+        // Streamed copies check a local source before the destination is
+        // written or completed; a server-side copy (which reads the file
+        // itself, checking it did not change while read) after.
         let out = match self.strategy(src, dst, meta) {
             Strategy::ServerCopy => self.server_copy(src, meta, dst, dst_key, obs).await?,
             Strategy::ServerPartCopy { .. } => self.server_part_copy(src, meta, dst, dst_key, obs).await?,
-            Strategy::Single => self.single(src, meta, dst, dst_key, obs).await?,
-            Strategy::Multipart { .. } => self.multipart(src, meta, dst, dst_key, obs).await?,
+            Strategy::Single => {
+                return self
+                    .single(src, meta, dst, dst_key, obs)
+                    .await
+                    .and_then(|o| self.kept_etag(meta, dst_key, o))
+            }
+            Strategy::Multipart { .. } => {
+                return self
+                    .multipart(src, meta, dst, dst_key, obs)
+                    .await
+                    .and_then(|o| self.kept_etag(meta, dst_key, o))
+            }
         };
         if src.capabilities().local_root.is_some() {
             check_unchanged(src, meta).await?;
         }
+        self.kept_etag(meta, dst_key, out)
+    }
+
+    /// With `--preserve-etag`: fails an object whose ETag came out different.
+    fn kept_etag(&self, meta: &ObjectMeta, dst_key: &Key, out: Outcome) -> Result<Outcome> {
         if self.opts.preserve_etag && meta.etag.is_some() && out.etag != meta.etag {
             // The data is verified; only its layout differs: not retried.
             return Err(err(
@@ -445,7 +473,12 @@ impl Transfer {
                 ),
             ));
         }
-        let data = collect(g, &meta.key, obs).await?;
+        let data = collect(g, meta.size, &meta.key, obs).await?;
+        let src_local = src.capabilities().local_root.is_some();
+        if src_local {
+            // Before anything replaces the destination.
+            check_unchanged(src, meta).await?;
+        }
         let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
         // A local destination hashes what it writes and returns the MD5 as
         // its ETag: no second pass here.
@@ -465,6 +498,21 @@ impl Transfer {
             sums_of(data.clone(), !crc_only, crc64).await
         };
         let mut verified = Verified::Etag;
+        // A source whose ETag is not an MD5: its full-object checksum, else
+        // its multipart ETag recomputed, before anything is written.
+        let mut unverified = false;
+        let mut whole_checked = None;
+        if source_md5(&full).is_none() {
+            match integrity::check_whole(src, &full, &data).await? {
+                Some(how) => {
+                    verified = how;
+                    whole_checked = Some(how);
+                }
+                None if src_local => {}
+                None if self.opts.require_verified => return Err(integrity::unverified(&full)),
+                None => unverified = true,
+            }
+        }
         // Checked before anything is written (a local destination checks
         // the source's MD5 it was given as Content-MD5 itself).
         if let (Some(src_md5), Some(md5)) = (source_md5(&full), sums.md5_hex.as_deref()) {
@@ -511,9 +559,14 @@ impl Transfer {
             .await?;
         Ok(Outcome {
             strategy: Strategy::Single,
-            verified: if v == Verified::Etag { verified } else { v },
+            verified: match (v, whole_checked) {
+                (Verified::Etag, _) => verified,
+                (_, Some(how)) => how,
+                (v, None) => v,
+            },
             bytes: meta.size,
             etag: res.etag,
+            unverified,
         })
     }
 
@@ -699,31 +752,69 @@ impl Transfer {
         } else {
             None
         };
+        // The data read is checked against the source before the
+        // destination is completed: a mismatch aborts the upload.
+        let src_check = match self.check_parts_read(
+            meta,
+            &full,
+            crc_checked,
+            whole_md5,
+            expected.as_deref(),
+            same_layout,
+            hashing.crc_only,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                abort(dst, dst_key, &upload).await;
+                return Err(e);
+            }
+        };
+        let src_local = src.capabilities().local_root.is_some();
+        let ready = if src_local {
+            check_unchanged(src, meta).await
+        } else if src_check.is_none() && self.opts.require_verified {
+            Err(integrity::unverified(&full))
+        } else {
+            Ok(())
+        };
+        or_abort(dst, dst_key, &upload, ready).await?;
         let done = dst.complete_multipart(dst_key, &upload, &parts).await;
         let done = or_abort(dst, dst_key, &upload, done).await?;
-        let mut verified = self
+        let verified = self
             .check_written(dst, dst_key, &put, &done, expected.as_deref(), meta.size)
             .await?;
-        let expected = expected.unwrap_or_default();
-        let src_kms = full.sse.as_deref() == Some(KMS);
-        if verified == Verified::Etag && hashing.crc_only {
-            verified = Verified::SourceChecksum;
-        } else if verified == Verified::Etag && same_layout && !src_kms && full.etag.is_some() {
-            if full.etag.as_deref() == Some(expected.as_str()) {
-                verified = Verified::SourceEtag;
-            } else if source_md5(&full).is_none() {
-                return Err(err(
-                    Op::Verify,
-                    &meta.key,
-                    ErrorKind::Integrity,
-                    format!(
-                        "data read does not match the source ETag ({} vs {expected})",
-                        full.etag.as_deref().unwrap_or_default()
-                    ),
-                ));
-            }
-        }
-        if let (Some(w), Some(src_md5)) = (whole_md5, source_md5(&full)) {
+        let verified = match (verified, src_check) {
+            (Verified::Etag, Some(c)) => c,
+            (Verified::ServerChecked | Verified::DestChecksum, Some(_)) if crc_checked => Verified::SourceChecksum,
+            (v, _) => v,
+        };
+        Ok(Outcome {
+            strategy: Strategy::Multipart { parts: nparts },
+            verified,
+            bytes: meta.size,
+            etag: done.etag,
+            unverified: src_check.is_none() && !src_local,
+        })
+    }
+
+    /// What the parts read were checked against (before completing): the
+    /// source's CRC64NVME (`crc_checked`, compared by the caller), its MD5
+    /// ETag against the whole object's MD5, or its multipart ETag against
+    /// the one of the parts read. A mismatch is an integrity error; `None`
+    /// when nothing could be compared.
+    #[allow(clippy::too_many_arguments)]
+    fn check_parts_read(
+        &self,
+        meta: &ObjectMeta,
+        full: &ObjectMeta,
+        crc_checked: bool,
+        whole_md5: Option<String>,
+        expected: Option<&str>,
+        same_layout: bool,
+        crc_only: bool,
+    ) -> Result<Option<Verified>> {
+        let mut check = crc_checked.then_some(Verified::SourceChecksum);
+        if let (Some(w), Some(src_md5)) = (whole_md5, source_md5(full)) {
             if w != src_md5 {
                 return Err(err(
                     Op::Verify,
@@ -732,24 +823,22 @@ impl Transfer {
                     format!("data read does not match the source ETag (read MD5 {w}, ETag {src_md5})"),
                 ));
             }
-            if verified == Verified::Etag {
-                verified = Verified::SourceEtag;
+            check = check.or(Some(Verified::SourceEtag));
+        }
+        let src_kms = full.sse.as_deref() == Some(KMS);
+        if let (false, false, Some(etag), Some(expected)) = (src_kms, crc_only, full.etag.as_deref(), expected) {
+            if etag == expected {
+                check = Some(Verified::SourceEtag);
+            } else if same_layout && source_md5(full).is_none() {
+                return Err(err(
+                    Op::Verify,
+                    &meta.key,
+                    ErrorKind::Integrity,
+                    format!("data read does not match the source ETag ({etag} vs {expected})"),
+                ));
             }
         }
-        if crc_checked
-            && matches!(
-                verified,
-                Verified::Etag | Verified::ServerChecked | Verified::DestChecksum
-            )
-        {
-            verified = Verified::SourceChecksum;
-        }
-        Ok(Outcome {
-            strategy: Strategy::Multipart { parts: nparts },
-            verified,
-            bytes: meta.size,
-            etag: done.etag,
-        })
+        Ok(check)
     }
 
     /// Reads ranges of the source and uploads them as parts, in parallel,
@@ -799,7 +888,7 @@ impl Transfer {
                     let md5 = part.etag.clone();
                     return Ok((part, md5, crc, None));
                 }
-                let data = collect(g, &full.key, obs).await?;
+                let data = collect(g, len, &full.key, obs).await?;
                 // A local destination hashes what it writes (one pass over
                 // the data, not two): its part ETag is the MD5. A store that
                 // checks CRC64NVMEs is sent only the CRC.
@@ -963,6 +1052,7 @@ impl Transfer {
             verified,
             bytes: meta.size,
             etag: res.etag,
+            unverified: false,
         })
     }
 
@@ -1038,6 +1128,7 @@ impl Transfer {
             verified,
             bytes: meta.size,
             etag: done.etag,
+            unverified: false,
         })
     }
 
@@ -1071,6 +1162,7 @@ impl Transfer {
                 verified,
                 bytes: size,
                 etag: res.etag,
+                unverified: false,
             });
         }
         let base = self.opts.part_size.max(caps.min_part_size);
@@ -1087,8 +1179,12 @@ impl Transfer {
         }
         let upload = dst.create_multipart(key, &put).await?;
         obs.upload_started(key, &upload);
+        // Part tasks run in the background; on an error or a cancel they are
+        // stopped and joined before the upload is aborted, so no part can
+        // land after the abort.
+        let mut pending = futures::stream::FuturesOrdered::new();
+        let mut stops: Vec<tokio::task::AbortHandle> = Vec::new();
         let run = async {
-            let mut pending = futures::stream::FuturesOrdered::new();
             let mut parts: Vec<(CompletedPart, String)> = Vec::new();
             let mut total = 0u64;
             let mut next = Some(first);
@@ -1117,7 +1213,7 @@ impl Transfer {
                 total += data.len() as u64;
                 let permit = self.budget.acquire(data.len() as u64).await;
                 let (d, k, u, o) = (dst.clone(), key.clone(), upload.clone(), self.opts.put.clone());
-                pending.push_back(tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let _permit = permit;
                     let md5 = md5_of(data.clone()).await;
                     let p = d
@@ -1125,7 +1221,9 @@ impl Transfer {
                         .await?;
                     check_part(&d, &o, &k, &p, &md5)?;
                     Ok::<_, StoreError>((p, md5))
-                }));
+                });
+                stops.push(task.abort_handle());
+                pending.push_back(task);
                 // At most `parts_per_object` parts in flight.
                 while pending.len() >= self.opts.parts_per_object.max(1) {
                     if let Some(p) = pending.next().await {
@@ -1142,6 +1240,12 @@ impl Transfer {
             r = run => r,
             _ = self.cancel.cancelled() => Err(cancelled(key)),
         };
+        if res.is_err() {
+            for s in &stops {
+                s.abort();
+            }
+            while pending.next().await.is_some() {}
+        }
         let (parts, total) = or_abort(dst, key, &upload, res).await?;
         let expected = multipart_etag(parts.iter().map(|(_, m)| m.as_str())).unwrap_or_default();
         let parts: Vec<CompletedPart> = parts.into_iter().map(|(p, _)| p).collect();
@@ -1157,6 +1261,7 @@ impl Transfer {
             verified,
             bytes: total,
             etag: done.etag,
+            unverified: false,
         })
     }
 
@@ -1224,21 +1329,6 @@ fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>, key: &Ke
             format!("upload task failed: {e}"),
         )
     })?
-}
-
-/// Fails if a local source changed while it was being copied.
-async fn check_unchanged(src: &DynStore, meta: &ObjectMeta) -> Result<()> {
-    let now = src.head(&meta.key).await?;
-    let changed = now.size != meta.size || (meta.last_modified.is_some() && now.last_modified != meta.last_modified);
-    if changed {
-        return Err(err(
-            Op::Verify,
-            &meta.key,
-            ErrorKind::PreconditionFailed,
-            "the source file changed while it was copied",
-        ));
-    }
-    Ok(())
 }
 
 async fn abort(dst: &DynStore, key: &Key, upload: &MultipartId) {

@@ -29,6 +29,10 @@ pub enum Finding {
     Mismatch { key: String, reason: String },
     /// Only in the destination (not a failure).
     Extra { key: String },
+    /// A listing entry that cannot be an object (not a failure): a
+    /// dangling link, a special file, a name that is not UTF-8, a folder
+    /// marker a local directory cannot hold.
+    Skipped { key: String, reason: String },
     /// Could not be checked.
     Error { key: String, message: String },
 }
@@ -49,6 +53,7 @@ pub struct VerifySummary {
     pub missing: u64,
     pub mismatched: u64,
     pub extra: u64,
+    pub skipped: u64,
     pub errors: u64,
 }
 
@@ -172,6 +177,10 @@ pub fn verify(
                         ..
                     } => Finding::Mismatch { key: rel(&s), reason },
                     SyncAction::Delete { dst: d, .. } => Finding::Extra { key: d.key.to_string() },
+                    SyncAction::Unlisted(u) => Finding::Skipped {
+                        key: u.key.to_string(),
+                        reason: u.reason.to_string(),
+                    },
                     SyncAction::Error(e) => Finding::Error {
                         key: e.key.clone(),
                         message: e.to_string(),
@@ -198,6 +207,7 @@ impl VerifySummary {
             Finding::Missing { .. } => &mut self.missing,
             Finding::Mismatch { .. } => &mut self.mismatched,
             Finding::Extra { .. } => &mut self.extra,
+            Finding::Skipped { .. } => &mut self.skipped,
             Finding::Error { .. } => &mut self.errors,
         };
         *c += 1;

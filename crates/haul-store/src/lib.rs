@@ -19,6 +19,7 @@ pub mod local;
 pub mod location;
 pub mod memory;
 pub mod s3;
+mod tmpdir;
 pub mod types;
 pub mod wrap;
 

@@ -60,6 +60,8 @@ struct Inner {
     inline: bool,
     /// Aligned buffers for direct writes, reused.
     buffers: Arc<crate::direct::BufferPool>,
+    /// `<root>/.haul-tmp`, present only while writes are in flight.
+    tmp: crate::tmpdir::TmpDir,
 }
 
 /// Attributes kept in the `user.haul` xattr.
@@ -115,6 +117,9 @@ impl LocalStore {
         caps.any_key = false;
         caps.local_root = Some(root.clone());
         let inline = on_local_disk(&root);
+        let tmp = crate::tmpdir::TmpDir::new(root.join(TMP_DIR));
+        // Debris of crashed runs: temp files and uploads idle for a day.
+        tmp.clean_stale(crate::tmpdir::STALE_AFTER);
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 root,
@@ -122,6 +127,7 @@ impl LocalStore {
                 durable: true,
                 inline,
                 buffers: Arc::default(),
+                tmp,
             }),
         })
     }
@@ -281,13 +287,7 @@ async fn blocking<T: Send + 'static>(op: Op, key: &str, f: impl FnOnce() -> Resu
 
 impl Inner {
     fn tmp_dir(&self) -> PathBuf {
-        self.root.join(TMP_DIR)
-    }
-
-    fn new_tmp_path(&self, op: Op, key: &str) -> Result<PathBuf> {
-        let dir = self.tmp_dir();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io(op, key, e))?;
-        Ok(dir.join(format!("w-{:016x}", rand::random::<u64>())))
+        self.tmp.path().to_path_buf()
     }
 
     /// Moves a finished temp file to `key`: sets mtime and attributes, fsyncs, renames.
@@ -599,6 +599,7 @@ impl Inner {
         };
         self.commit(op, key, &data, file, attrs, state.opts.mtime, state.opts.if_none_match)?;
         let _ = fs::remove_dir_all(&dir);
+        self.tmp.upload_ended(&id.0);
         Ok((etag, crc64))
     }
 
@@ -753,8 +754,7 @@ impl ObjectStore for LocalStore {
                     .with_code("BadDigest"));
                 }
             }
-            let tmp = inner.new_tmp_path(op, &k)?;
-            let mut f = File::create(&tmp).map_err(|e| StoreError::io(op, &k, e))?;
+            let (tmp, mut f, _in_flight) = inner.tmp.new_file().map_err(|e| StoreError::io(op, &k, e))?;
             if let Err(e) = f.write_all(&payload) {
                 drop(f);
                 let _ = fs::remove_file(&tmp);
@@ -789,11 +789,15 @@ impl ObjectStore for LocalStore {
         blocking(Op::CreateMultipart, key.as_str(), move || {
             let op = Op::CreateMultipart;
             let id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-            let dir = inner.tmp_dir().join(format!("mpu-{id}"));
-            fs::create_dir_all(&dir).map_err(|e| StoreError::io(op, &k, e))?;
-            let raw =
-                serde_json::to_vec(&state).map_err(|e| StoreError::new(op, &k, ErrorKind::Other, e.to_string()))?;
-            fs::write(dir.join("upload.json"), raw).map_err(|e| StoreError::io(op, &k, e))?;
+            let dir = inner.tmp.new_upload_dir(&id).map_err(|e| StoreError::io(op, &k, e))?;
+            let written = serde_json::to_vec(&state)
+                .map_err(|e| StoreError::new(op, &k, ErrorKind::Other, e.to_string()))
+                .and_then(|raw| fs::write(dir.join("upload.json"), raw).map_err(|e| StoreError::io(op, &k, e)));
+            if let Err(e) = written {
+                let _ = fs::remove_dir_all(&dir);
+                inner.tmp.upload_ended(&id);
+                return Err(e);
+            }
             Ok(MultipartId(id))
         })
         .await
@@ -998,11 +1002,15 @@ impl ObjectStore for LocalStore {
         let k = key.as_str().to_string();
         let id = upload.clone();
         blocking(Op::AbortMultipart, key.as_str(), move || {
-            match inner.upload_dir(Op::AbortMultipart, &k, &id) {
+            let r = match inner.upload_dir(Op::AbortMultipart, &k, &id) {
                 Ok(dir) => fs::remove_dir_all(&dir).map_err(|e| StoreError::io(Op::AbortMultipart, &k, e)),
                 Err(e) if e.is_not_found() => Ok(()),
                 Err(e) => Err(e),
+            };
+            if r.is_ok() {
+                inner.tmp.upload_ended(&id.0);
             }
+            r
         })
         .await
     }
@@ -1031,8 +1039,7 @@ impl ObjectStore for LocalStore {
                     ));
                 }
             }
-            let tmp = inner.new_tmp_path(op, &k)?;
-            let mut out = File::create(&tmp).map_err(|e| StoreError::io(op, &k, e))?;
+            let (tmp, mut out, _in_flight) = inner.tmp.new_file().map_err(|e| StoreError::io(op, &k, e))?;
             let mut hasher = Hasher::new(false, false);
             let mut buf = vec![0u8; READ_CHUNK];
             let copied = (|| loop {
@@ -1043,6 +1050,19 @@ impl ObjectStore for LocalStore {
                 hasher.update(&buf[..n]);
                 out.write_all(&buf[..n]).map_err(|e| StoreError::io(op, &k, e))?;
             })();
+            // A source changed while it was read is not committed.
+            let copied = copied.and_then(|()| {
+                let now = from.metadata().map_err(|e| StoreError::io(op, &sk, e))?;
+                if now.len() != md.len() || mtime_ns(&now) != mtime_ns(&md) {
+                    return Err(StoreError::new(
+                        op,
+                        &sk,
+                        ErrorKind::PreconditionFailed,
+                        "the source file changed while it was copied",
+                    ));
+                }
+                Ok(())
+            });
             if let Err(e) = copied {
                 drop(out);
                 let _ = fs::remove_file(&tmp);
@@ -1145,10 +1165,24 @@ fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) 
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
+/// `ELOOP`: a symbolic link that leads back to itself.
+fn is_loop(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// What a directory entry is, as far as a listing is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    /// Not an object: reported as a [`ListEntry::Unlisted`] entry.
+    Unlisted(SkipReason, &'static str),
+}
+
 /// One directory being walked: its key prefix and its sorted entries.
 struct Frame {
     dir_key: String,
-    entries: std::vec::IntoIter<(String, bool)>,
+    entries: std::vec::IntoIter<(String, Kind)>,
 }
 
 /// Walks the tree under the request's prefix in byte order, sending entries.
@@ -1170,12 +1204,7 @@ fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool
     let mut stack: Vec<Frame> = Vec::new();
     let open = |dir_key: &str, stack: &mut Vec<Frame>| -> bool {
         match read_sorted(root, dir_key, prefix, &req.range) {
-            Ok((entries, problems)) => {
-                for p in problems {
-                    if !send(Err(p)) {
-                        return false;
-                    }
-                }
+            Ok(entries) => {
                 stack.push(Frame {
                     dir_key: dir_key.to_string(),
                     entries: entries.into_iter(),
@@ -1191,12 +1220,26 @@ fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool
         return;
     }
     while let Some(frame) = stack.last_mut() {
-        let Some((name, is_dir)) = frame.entries.next() else {
+        let Some((name, kind)) = frame.entries.next() else {
             stack.pop();
             continue;
         };
         let key = format!("{}{}", frame.dir_key, name);
-        if is_dir {
+        if let Kind::Unlisted(reason, detail) = kind {
+            // Filtered by prefix and range in `read_sorted`.
+            let entry = Key::prefix(key).map(|key| {
+                ListEntry::Unlisted(Unlisted {
+                    key,
+                    reason,
+                    detail: detail.to_string(),
+                })
+            });
+            if !send(entry) {
+                return;
+            }
+            continue;
+        }
+        if kind == Kind::Dir {
             // `key` ends with '/'. With a delimiter, a folder below the
             // prefix is a common prefix — if it holds anything (S3 has no
             // empty folders).
@@ -1223,12 +1266,34 @@ fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool
         }
         let path = root.join(&key);
         let entry = match fs::metadata(&path) {
-            Ok(md) => match Key::prefix(key) {
+            Ok(md) if md.is_file() => match Key::prefix(key) {
                 Ok(k) => Ok(ListEntry::Object(meta_from(k, &path, &md, false))),
+                Err(e) => Err(e),
+            },
+            // Replaced by something else since the directory was read.
+            Ok(md) => match Key::prefix(key) {
+                Ok(key) => Ok(ListEntry::Unlisted(Unlisted {
+                    key,
+                    reason: if md.is_dir() {
+                        SkipReason::Symlink
+                    } else {
+                        SkipReason::SpecialFile
+                    },
+                    detail: "not a regular file any more".into(),
+                })),
                 Err(e) => Err(e),
             },
             // Deleted between readdir and stat: not listed, as in S3.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // A link that loops (ELOOP): not an object.
+            Err(e) if is_loop(&e) => match Key::prefix(key) {
+                Ok(key) => Ok(ListEntry::Unlisted(Unlisted {
+                    key,
+                    reason: SkipReason::Symlink,
+                    detail: "a symbolic link loop".into(),
+                })),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(StoreError::io(Op::List, key, e)),
         };
         if !send(entry) {
@@ -1238,73 +1303,61 @@ fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool
 }
 
 /// Reads one directory: entries compatible with the prefix and range, with
-/// directories suffixed by `/`, sorted by bytes; and the entries that cannot
-/// be objects (names that are not UTF-8, links to folders, dangling links,
-/// sockets and devices), as errors to report — never skipped silently.
-#[allow(clippy::type_complexity)]
-fn read_sorted(
-    root: &Path,
-    dir_key: &str,
-    prefix: &str,
-    range: &KeyRange,
-) -> Result<(Vec<(String, bool)>, Vec<StoreError>)> {
+/// directories suffixed by `/`, sorted by bytes. Entries that cannot be
+/// objects — names that are not UTF-8 (sorted and shown lossily), links to
+/// folders, dangling or looping links, sockets, FIFOs and devices — are
+/// kept as [`Kind::Unlisted`], to be reported and skipped, never silently.
+/// Links to regular files are followed (their target's content is listed
+/// under the link's name).
+fn read_sorted(root: &Path, dir_key: &str, prefix: &str, range: &KeyRange) -> Result<Vec<(String, Kind)>> {
     let dir = root.join(dir_key);
     let rd = fs::read_dir(&dir).map_err(|e| StoreError::io(Op::List, dir_key, e))?;
     let mut out = Vec::new();
-    let mut problems = Vec::new();
     for ent in rd {
         let ent = ent.map_err(|e| StoreError::io(Op::List, dir_key, e))?;
-        let name = match ent.file_name().into_string() {
-            Ok(n) => n,
-            Err(raw) => {
-                let shown = format!("{dir_key}{}", raw.to_string_lossy());
-                if shown.starts_with(prefix) {
-                    problems.push(StoreError::new(
-                        Op::List,
-                        shown,
-                        ErrorKind::InvalidKey,
-                        "the file name is not valid UTF-8 and cannot be an object key",
-                    ));
-                }
-                continue;
-            }
+        let (name, valid) = match ent.file_name().into_string() {
+            Ok(n) => (n, true),
+            Err(raw) => (raw.to_string_lossy().into_owned(), false),
         };
         if dir_key.is_empty() && name == TMP_DIR {
             continue;
         }
-        let full = format!("{dir_key}{name}");
-        let problem = |kind, msg: &str| StoreError::new(Op::List, full.clone(), kind, msg);
-        let is_dir = match ent.file_type() {
-            Ok(ft) if ft.is_dir() => Ok(true),
-            Ok(ft) if ft.is_file() => Ok(false),
-            // Links to files are followed; links to folders are not (loops).
-            Ok(ft) if ft.is_symlink() => match fs::metadata(ent.path()) {
-                Ok(md) if md.is_file() => Ok(false),
-                Ok(md) if md.is_dir() => Err(problem(
-                    ErrorKind::NotSupported,
-                    "a symbolic link to a folder is not followed",
-                )),
-                Ok(_) => Err(problem(
-                    ErrorKind::NotSupported,
-                    "a link to something that is not a file",
-                )),
-                Err(_) => Err(problem(ErrorKind::NotFound, "a dangling symbolic link")),
-            },
-            Ok(_) => Err(problem(
-                ErrorKind::NotSupported,
-                "not a regular file (socket, pipe or device)",
-            )),
-            Err(e) => Err(StoreError::io(Op::List, full.clone(), e)),
-        };
-        let is_dir = match is_dir {
-            Ok(d) => d,
-            Err(e) => {
-                if full.starts_with(prefix) && range.contains(&full) {
-                    problems.push(e);
-                }
-                continue;
+        let kind = if !valid {
+            Kind::Unlisted(
+                SkipReason::InvalidName,
+                "the file name is not valid UTF-8 and cannot be an object key",
+            )
+        } else {
+            match ent.file_type() {
+                Ok(ft) if ft.is_dir() => Kind::Dir,
+                Ok(ft) if ft.is_file() => Kind::File,
+                // Links to files are followed; links to folders are not (loops).
+                Ok(ft) if ft.is_symlink() => match fs::metadata(ent.path()) {
+                    Ok(md) if md.is_file() => Kind::File,
+                    Ok(md) if md.is_dir() => {
+                        Kind::Unlisted(SkipReason::Symlink, "a symbolic link to a folder is not followed")
+                    }
+                    Ok(_) => Kind::Unlisted(
+                        SkipReason::Symlink,
+                        "a symbolic link to something that is not a regular file",
+                    ),
+                    Err(e) if is_loop(&e) => Kind::Unlisted(SkipReason::Symlink, "a symbolic link loop"),
+                    Err(_) => Kind::Unlisted(SkipReason::Symlink, "a dangling symbolic link"),
+                },
+                Ok(_) => Kind::Unlisted(SkipReason::SpecialFile, "not a regular file (socket, FIFO or device)"),
+                // Gone since the directory was read: not listed, as in S3.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(Op::List, format!("{dir_key}{name}"), e)),
             }
         };
+        let full = format!("{dir_key}{name}");
+        if let Kind::Unlisted(..) = kind {
+            if full.starts_with(prefix) && range.contains(&full) {
+                out.push((name, kind));
+            }
+            continue;
+        }
+        let is_dir = kind == Kind::Dir;
         let full = if is_dir { format!("{full}/") } else { full };
         let relevant = full.starts_with(prefix) || (is_dir && prefix.starts_with(&full));
         if !relevant {
@@ -1313,10 +1366,10 @@ fn read_sorted(
         if is_dir && (range.prefix_past_end(&full) || range.prefix_before_start(&full)) {
             continue;
         }
-        out.push((if is_dir { format!("{name}/") } else { name }, is_dir));
+        out.push((if is_dir { format!("{name}/") } else { name }, kind));
     }
     out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    Ok((out, problems))
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -115,15 +115,64 @@ pub enum ListEntry {
     Object(ObjectMeta),
     /// A common prefix (only with a delimiter).
     Prefix(Key),
+    /// An entry that cannot be an object (a local directory's dangling
+    /// link, socket or non-UTF-8 name): reported and skipped by the
+    /// caller, never a reason to stop the listing.
+    Unlisted(Unlisted),
 }
 
 impl ListEntry {
+    /// The entry's key (an unlisted entry's name that is not UTF-8, lossily).
     pub fn key(&self) -> &Key {
         match self {
             ListEntry::Object(o) => &o.key,
             ListEntry::Prefix(p) => p,
+            ListEntry::Unlisted(u) => &u.key,
         }
     }
+}
+
+/// Why a listing entry is not an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A symbolic link that is dangling, loops, or leads to something that
+    /// is not a regular file (links to folders are not followed).
+    Symlink,
+    /// A socket, FIFO or device.
+    SpecialFile,
+    /// A name that is not valid UTF-8 (shown lossily).
+    InvalidName,
+    /// A key ending in `/` (an S3 folder marker) where the destination
+    /// cannot hold one (a local directory: the folder is implied).
+    FolderMarker,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Symlink => "symlink",
+            SkipReason::SpecialFile => "special_file",
+            SkipReason::InvalidName => "invalid_name",
+            SkipReason::FolderMarker => "folder_marker",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A listing entry that is not an object, with why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlisted {
+    /// The key it would have (lossy for a name that is not UTF-8).
+    pub key: Key,
+    pub reason: SkipReason,
+    /// A human explanation ("a dangling symbolic link").
+    pub detail: String,
 }
 
 /// A listing request: keys starting with `prefix`, inside `range`, in

@@ -169,6 +169,7 @@ async fn list_keys(s: &DynStore, req: ListRequest) -> Result<Vec<String>, StoreE
         .map_ok(|e| match e {
             ListEntry::Object(o) => o.key.to_string(),
             ListEntry::Prefix(p) => format!("PRE {p}"),
+            ListEntry::Unlisted(u) => format!("SKIPPED {} ({})", u.key, u.reason),
         })
         .try_collect()
         .await

@@ -54,6 +54,7 @@ pub(crate) fn transfer_options(t: &TransferArgs, w: &WriteArgs) -> Result<Transf
         server_side: !w.no_server_side,
         preserve_etag: w.preserve_etag,
         require_tags: w.require_tags,
+        require_verified: w.require_verified,
     })
 }
 
@@ -129,7 +130,7 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
         let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
         let summary = exec.copy(&source.store, &dest.store, planner.tasks()).await;
         out.summary(if a.dry_run { "Would copy" } else { "Copied" }, &summary);
-        return Ok(summary.exit_code() as u8);
+        return Ok(super::exit_code(&summary, &a.write));
     }
 
     // One object.
@@ -158,7 +159,7 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
         .copy(&source.store, &dest.store, Planner::single(meta, dest.key))
         .await;
     out.summary(if a.dry_run { "Would copy" } else { "Copied" }, &summary);
-    Ok(summary.exit_code() as u8)
+    Ok(super::exit_code(&summary, &a.write))
 }
 
 /// The destination of a tree: a bucket prefix, or a local directory (created).

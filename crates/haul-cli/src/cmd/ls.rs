@@ -36,6 +36,7 @@ pub async fn run(g: &Global, a: LsArgs) -> Result<u8> {
         };
         first = false;
         match entry {
+            ListEntry::Unlisted(u) => eprintln!("skipped {}: {} ({})", u.key, u.detail, u.reason),
             ListEntry::Prefix(p) => {
                 prefixes += 1;
                 if g.json {

@@ -13,21 +13,61 @@ use std::sync::Arc;
 use haul_engine::{JobOptions, Transfer, TransferOptions};
 use tokio_util::sync::CancellationToken;
 
-/// A cancellation token cancelled by the first Ctrl-C (in-flight multipart
-/// uploads are aborted, no new objects start); a second Ctrl-C exits at once.
+/// A cancellation token cancelled by the first SIGINT (Ctrl-C) or SIGTERM
+/// (in-flight multipart uploads are aborted, no new objects start); a
+/// second signal exits at once (130 after SIGINT, 143 after SIGTERM).
 pub fn ctrl_c() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("haul: interrupted: finishing in-flight work and aborting unfinished uploads (Ctrl-C again to quit now)");
+        let Some(mut signals) = Signals::new() else {
+            return;
+        };
+        if let Some(name) = signals.next().await {
+            eprintln!("haul: interrupted ({name}): finishing in-flight work and aborting unfinished uploads (Ctrl-C again to quit now)");
             t.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
+            if let Some(again) = signals.next().await {
+                std::process::exit(if again == "SIGTERM" { 143 } else { 130 });
             }
         }
     });
     token
+}
+
+/// SIGINT and SIGTERM, as one stream of signal names.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Option<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(int), Ok(term)) => Some(Signals { int, term }),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot catch SIGINT/SIGTERM: a signal ends haul at once");
+                None
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            s = self.int.recv() => s.map(|()| "SIGINT"),
+            s = self.term.recv() => s.map(|()| "SIGTERM"),
+        }
+    }
+}
+
+/// The exit code of a cp or sync: 1 when objects failed, or with
+/// `--strict` when listing entries were skipped as not objects.
+pub fn exit_code(s: &haul_engine::Summary, w: &crate::args::WriteArgs) -> u8 {
+    if s.exit_code() != 0 || (w.strict && s.unlisted > 0) {
+        1
+    } else {
+        0
+    }
 }
 
 /// An executor over a transfer with these options, whose dry runs print

@@ -40,7 +40,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> Result<u8> {
                 .filter_map(|e| async move {
                     match e {
                         Ok(ListEntry::Object(o)) => Some(Ok(o)),
-                        Ok(ListEntry::Prefix(_)) => None,
+                        Ok(ListEntry::Prefix(_) | ListEntry::Unlisted(_)) => None,
                         Err(e) => Some(Err(e)),
                     }
                 })

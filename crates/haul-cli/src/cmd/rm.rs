@@ -32,7 +32,8 @@ pub async fn run(g: &Global, a: RmArgs) -> Result<u8> {
             .filter_map(|e| async move {
                 match e {
                     Ok(ListEntry::Object(o)) => Some(Ok(o.key)),
-                    Ok(ListEntry::Prefix(_)) => None,
+                    // An entry that is not an object cannot be deleted as one.
+                    Ok(ListEntry::Prefix(_) | ListEntry::Unlisted(_)) => None,
                     Err(e) => Some(Err(e)),
                 }
             })

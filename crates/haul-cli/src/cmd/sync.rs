@@ -128,7 +128,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> Result<u8> {
         .sync_journaled(&source.store, &dest.store, &job, journal.as_ref(), planned)
         .await?;
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
-    Ok(summary.exit_code() as u8)
+    Ok(super::exit_code(&summary, &a.write))
 }
 
 /// Everything that makes two runs the same job: the version of haul, both
@@ -259,6 +259,10 @@ async fn print_plan(g: &Global, job: &SyncJob, mut actions: BoxStream<'static, S
                 }
                 (src, reason, &job.src_base)
             }
+            SyncAction::Unlisted(u) => {
+                haul_engine::Observer::unlisted(&out, u.key.as_str(), u.reason, &u.detail);
+                continue;
+            }
             SyncAction::Error(e) => {
                 errors += 1;
                 let f = haul_engine::Failure::from_error(&e.key, e);
@@ -329,6 +333,7 @@ pub async fn verify(g: &Global, a: VerifyArgs) -> Result<u8> {
             Finding::Missing { key } => format!("missing\t{key}"),
             Finding::Mismatch { key, reason } => format!("mismatch\t{key}\t{reason}"),
             Finding::Extra { key } => format!("extra\t{key}\tonly in the destination"),
+            Finding::Skipped { key, reason } => format!("skipped\t{key}\t{reason}"),
             Finding::Error { key, message } => format!("error\t{key}\t{message}"),
         };
         out.line(&line);
@@ -400,7 +405,7 @@ async fn sync_listed(
     let exec = super::executor(topts, job_options(a), out.clone(), &source.store, &dest.store);
     let summary = exec.sync_listed(&source.store, &dest.store, job, entries).await;
     out.summary(if a.dry_run { "Would sync" } else { "Synced" }, &summary);
-    Ok(summary.exit_code() as u8)
+    Ok(super::exit_code(&summary, &a.write))
 }
 
 #[cfg(test)]

@@ -98,6 +98,26 @@ pub fn inspect_at(
     Ok(m)
 }
 
+/// The multipart uploads still open under a prefix (boto3's ListMultipartUploads).
+pub fn open_uploads(bucket: &str, prefix: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_inspect.py");
+    let mut c = Command::new("python3");
+    c.arg(script).args(["--uploads", &endpoint(), bucket, prefix]);
+    for (k, v) in haul_testkit::aws_env() {
+        c.env(k, v);
+    }
+    let out = c.output()?;
+    if !out.status.success() {
+        return Err(format!("s3_inspect.py --uploads: {}", stderr(&out)).into());
+    }
+    let mut keys = Vec::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let v: Value = serde_json::from_str(line)?;
+        keys.push(v["key"].as_str().unwrap_or_default().to_string());
+    }
+    Ok(keys)
+}
+
 pub fn write(path: &Path, body: &[u8]) -> std::io::Result<()> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;

@@ -786,6 +786,9 @@ impl Inner {
                         }
                     }
                     Ok(ListEntry::Prefix(_)) => {}
+                    Ok(ListEntry::Unlisted(u)) => {
+                        tracing::warn!(key = %u.key, reason = %u.reason, "{}: not uploaded", u.detail)
+                    }
                     Err(e) => {
                         self.scan_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(key = %e.key, error = %e, "cannot scan part of the tree");
@@ -813,6 +816,9 @@ impl Inner {
                     }
                     crate::march::SyncAction::Skip { .. } => files += 1,
                     crate::march::SyncAction::Delete { .. } => {}
+                    crate::march::SyncAction::Unlisted(u) => {
+                        tracing::warn!(key = %u.key, reason = %u.reason, "{}: not uploaded", u.detail)
+                    }
                     crate::march::SyncAction::Error(e) => {
                         flush(&mut batch, &mut queued)?;
                         self.scan_errors.fetch_add(1, Ordering::Relaxed);

@@ -529,6 +529,7 @@ impl ObjectStore for S3Store {
                 let before = page.len();
                 page.retain(|e| match e {
                     Ok(ListEntry::Object(o)) => range.contains(o.key.as_str()),
+                    Ok(ListEntry::Unlisted(u)) => range.contains(u.key.as_str()),
                     Ok(ListEntry::Prefix(p)) => {
                         !range.prefix_past_end(p.as_str()) && !range.prefix_before_start(p.as_str())
                     }
@@ -635,6 +636,11 @@ impl ObjectStore for S3Store {
             }
             call = call.range(range_header(r));
         }
+        // Not with ChecksumMode=ENABLED: the SDK would then validate the
+        // body against whatever checksum header comes back, and servers
+        // send malformed ones (moto: a 4-byte "CRC64NVME" for multipart
+        // objects). Checksums a server sends anyway are kept; the engine
+        // asks HEAD (with ChecksumMode) when it needs them.
         let out = call.send().await.map_err(|e| self.err(Op::Get, key.as_str(), e))?;
         let len = out.content_length().unwrap_or(0).max(0) as u64;
         let total = match out
@@ -672,7 +678,12 @@ impl ObjectStore for S3Store {
             last_modified: to_system_time(out.last_modified()),
             etag: out.e_tag().map(clean_etag),
             storage_class: out.storage_class().map(|s| s.as_str().to_string()),
-            checksums: Checksums::default(),
+            checksums: Checksums {
+                md5_hex: None,
+                crc32c: out.checksum_crc32_c().map(str::to_string),
+                crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
+                sha256: out.checksum_sha256().map(str::to_string),
+            },
             parts_count: out.parts_count().map(|n| n as u32),
             content_type: out.content_type().map(str::to_string),
             metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect(),

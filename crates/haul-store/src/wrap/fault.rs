@@ -46,6 +46,13 @@ pub struct FaultConfig {
     /// server answers a request garbled on the way (a flipped byte in a
     /// signed header or the path). Rolled only when non-zero.
     pub garble_rate: f64,
+    /// Fraction of ranged reads answered with one byte less than asked,
+    /// consistently: the range returned (Content-Length) says so too, as a
+    /// truncating server or proxy would.
+    pub short_range_rate: f64,
+    /// Added to every part upload on top of `latency` (a slow upload link:
+    /// parts still in flight when everything else has answered).
+    pub part_latency: std::time::Duration,
 }
 
 impl FaultConfig {
@@ -62,6 +69,8 @@ impl FaultConfig {
             ignore_crc: false,
             latency: std::time::Duration::ZERO,
             garble_rate: 0.0,
+            short_range_rate: 0.0,
+            part_latency: std::time::Duration::ZERO,
         }
     }
 
@@ -223,7 +232,24 @@ impl ObjectStore for FaultStore {
     }
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
         self.before(Op::Get, key.as_str()).await?;
+        let ranged = range.is_some();
         let mut g = self.inner.get(key, range).await?;
+        // Rolled only when asked for: the seeded sequence of other faults stays.
+        let short = ranged && self.cfg.short_range_rate > 0.0 && g.range.end > g.range.start;
+        if short && self.roll(self.cfg.short_range_rate).is_some() {
+            g.range.end -= 1;
+            let mut left = g.range.end - g.range.start;
+            let body = std::mem::replace(&mut g.body, stream::empty().boxed());
+            g.body = body
+                .map(move |c| {
+                    c.map(|b: Bytes| {
+                        let take = (b.len() as u64).min(left);
+                        left -= take;
+                        b.slice(..take as usize)
+                    })
+                })
+                .boxed();
+        }
         if self.roll(self.cfg.corrupt_rate).is_some() {
             let body = std::mem::replace(&mut g.body, stream::empty().boxed());
             let mut first = true;
@@ -285,6 +311,9 @@ impl ObjectStore for FaultStore {
         sums: &Checksums,
     ) -> Result<CompletedPart> {
         let payload = self.maybe_corrupt(payload);
+        if !self.cfg.part_latency.is_zero() {
+            tokio::time::sleep(self.cfg.part_latency).await;
+        }
         if !self.cfg.ignore_crc {
             return faulty!(
                 self,
