@@ -115,7 +115,7 @@ fn without_tags(
     }
     let notice = format!("tags not copied: {why}");
     if notices.add(notice.clone()) {
-        tracing::warn!("{notice}");
+        tracing::info!("{notice}");
     }
     Ok(Vec::new())
 }

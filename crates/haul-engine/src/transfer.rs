@@ -1148,6 +1148,10 @@ impl Transfer {
         put.tags = explicit_tags(&self.opts, dst, key).await?;
         let caps = dst.capabilities();
         let threshold = self.opts.multipart_threshold.clamp(1, caps.max_put_size);
+        let base = self.opts.part_size.max(caps.min_part_size);
+        // Every buffer is paid for from the byte budget *before* it is
+        // filled: the first one may become the first part.
+        let first_permit = self.budget.acquire(threshold.max(base)).await;
         let mut first = read_up_to(&mut reader, threshold as usize).await.map_err(read_err)?;
         obs.bytes(first.len() as u64);
         if (first.len() as u64) < threshold {
@@ -1165,7 +1169,6 @@ impl Transfer {
                 unverified: false,
             });
         }
-        let base = self.opts.part_size.max(caps.min_part_size);
         let part_size = |n: u32| base << (n / 1000).min(10);
         // The first part must be a whole part (S3 refuses small non-last parts).
         if (first.len() as u64) < base {
@@ -1187,15 +1190,16 @@ impl Transfer {
         let run = async {
             let mut parts: Vec<(CompletedPart, String)> = Vec::new();
             let mut total = 0u64;
-            let mut next = Some(first);
+            let mut next = Some((first, first_permit));
             let mut n = 0u32;
             loop {
-                let data = match next.take() {
+                let (data, permit) = match next.take() {
                     Some(d) => d,
                     None => {
+                        let permit = self.budget.acquire(part_size(n)).await;
                         let d = read_up_to(&mut reader, part_size(n) as usize).await.map_err(read_err)?;
                         obs.bytes(d.len() as u64);
-                        d
+                        (d, permit)
                     }
                 };
                 if data.is_empty() {
@@ -1211,7 +1215,6 @@ impl Transfer {
                     ));
                 }
                 total += data.len() as u64;
-                let permit = self.budget.acquire(data.len() as u64).await;
                 let (d, k, u, o) = (dst.clone(), key.clone(), upload.clone(), self.opts.put.clone());
                 let task = tokio::spawn(async move {
                     let _permit = permit;

@@ -27,6 +27,9 @@ struct Backend {
     tagging: bool,
     /// Storage classes other than STANDARD are kept (garage ignores them).
     storage_classes: bool,
+    /// `If-None-Match: *` is honoured (garage 2.5 ignores it: a
+    /// conditional write replaces the object).
+    conditional_writes: bool,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -38,6 +41,7 @@ async fn memory() -> Result<Backend, Box<dyn std::error::Error>> {
         enforces: true,
         tagging: true,
         storage_classes: true,
+        conditional_writes: true,
         _dirs: vec![],
     })
 }
@@ -50,6 +54,7 @@ async fn local() -> Result<Backend, Box<dyn std::error::Error>> {
         enforces: true,
         tagging: true,
         storage_classes: true,
+        conditional_writes: true,
         _dirs: vec![d1, d2],
     })
 }
@@ -72,6 +77,7 @@ async fn s3() -> Result<Backend, Box<dyn std::error::Error>> {
         enforces: false,
         tagging: true,
         storage_classes: true,
+        conditional_writes: true,
         _dirs: vec![],
     })
 }
@@ -94,6 +100,7 @@ async fn garage() -> Result<Backend, Box<dyn std::error::Error>> {
         enforces: true,
         tagging: false,
         storage_classes: false,
+        conditional_writes: false,
         _dirs: vec![],
     })
 }
@@ -680,6 +687,12 @@ async fn s3_crc64_uploads_are_learnt_from_the_server() -> TestResult {
 /// its content, for a single PUT and for a multipart upload's complete; a
 /// new key is written.
 async fn if_none_match(be: Backend) -> TestResult {
+    if !be.conditional_writes {
+        // Nothing a client can do at the request level: `--if-exists skip`
+        // guards with a HEAD first there (the race is documented).
+        eprintln!("this server ignores If-None-Match: not tested");
+        return Ok(());
+    }
     let s = &be.a;
     let k = key("inm/kept.bin");
     let first = data(1000, 1);
