@@ -56,6 +56,19 @@ impl Filter {
         self.include.as_ref().is_none_or(|s| s.is_match(rel_key))
             && !self.exclude.as_ref().is_some_and(|s| s.is_match(rel_key))
     }
+
+    /// The listing hint for keys under `base` this filter drops, so that a
+    /// local source never stats (or follows) an excluded entry; `None`
+    /// without a filter.
+    pub fn skip_keys(&self, base: &haul_store::Key) -> Option<haul_store::SkipKeys> {
+        if self.is_empty() {
+            return None;
+        }
+        let (f, base) = (self.clone(), base.as_str().to_string());
+        Some(haul_store::SkipKeys(std::sync::Arc::new(move |key: &str| {
+            !f.matches(key.strip_prefix(base.as_str()).unwrap_or(key))
+        })))
+    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,10 @@ pub struct Planner {
 impl Planner {
     /// The tasks of a recursive copy, in source key order.
     pub fn tasks(&self) -> BoxStream<'static, PlanItem> {
-        let listing = self.src.list(ListRequest::prefix(self.src_prefix.clone()));
+        let listing = self.src.list(ListRequest {
+            skip: self.filter.skip_keys(&self.src_prefix),
+            ..ListRequest::prefix(self.src_prefix.clone())
+        });
         let this = self.clone();
         listing
             .filter_map(move |e| {

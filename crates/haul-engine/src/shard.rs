@@ -108,6 +108,17 @@ impl Shard {
 
     /// The objects of this shard under `base` in `store`, in byte order.
     pub fn list(&self, store: &DynStore, base: &Key) -> BoxStream<'static, haul_store::Result<ListEntry>> {
+        self.list_skipping(store, base, None)
+    }
+
+    /// [`Shard::list`], with keys the caller drops anyway not looked at by
+    /// stores that would have to ([`ListRequest::skip`]).
+    pub fn list_skipping(
+        &self,
+        store: &DynStore,
+        base: &Key,
+        skip: Option<haul_store::SkipKeys>,
+    ) -> BoxStream<'static, haul_store::Result<ListEntry>> {
         let range = (|| {
             Ok::<_, StoreError>(KeyRange {
                 // Too long to be a key: start at the prefix (the filter
@@ -135,6 +146,7 @@ impl Shard {
                 prefix,
                 range,
                 delimiter: self.delimiter,
+                skip,
             })
             .try_filter(move |e| {
                 let k = e.key().as_str();

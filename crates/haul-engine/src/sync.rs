@@ -62,8 +62,9 @@ impl SyncJob {
         shard: &Shard,
     ) -> BoxStream<'static, haul_store::Result<ListEntry>> {
         let (base, filter) = (base.clone(), self.filter.clone());
+        let skip = self.filter.skip_keys(&base);
         shard
-            .list(store, &base)
+            .list_skipping(store, &base, skip)
             .try_filter(move |e| {
                 let rel = e.key().strip_prefix(&base).unwrap_or(e.key().as_str());
                 futures::future::ready(filter.matches(rel))

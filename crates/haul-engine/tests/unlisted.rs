@@ -136,3 +136,49 @@ async fn folder_markers_into_a_local_directory_are_skipped() -> TestResult {
     assert_eq!(got.get("logs/2026/"), Some(&SkipReason::FolderMarker));
     Ok(())
 }
+
+/// `--exclude` applies before an entry is looked at: the local walk asks
+/// the filter about every non-folder entry before it stats it or follows a
+/// link, so an excluded dangling link is neither classified nor reported,
+/// and folders are never asked about (their files may be included).
+#[tokio::test]
+async fn exclusions_apply_before_an_entry_is_looked_at() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    std::fs::write(root.join("a.txt"), b"a")?;
+    std::fs::write(root.join("x.tmp"), b"x")?;
+    std::fs::create_dir(root.join("d"))?;
+    std::fs::write(root.join("d/b.txt"), b"b")?;
+    std::os::unix::fs::symlink(root.join("nowhere"), root.join(".#lock"))?;
+    let store: DynStore = Arc::new(LocalStore::new(root)?);
+    let filter = Filter::new(&[], &[".#*".into(), "**/*.tmp".into(), "*.tmp".into()])?;
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (inner, log) = (filter.skip_keys(&Key::root()), asked.clone());
+    let inner = inner.ok_or("a filter gives a skip hint")?;
+    let skip = SkipKeys(Arc::new(move |k: &str| {
+        log.lock().unwrap_or_else(|e| e.into_inner()).push(k.to_string());
+        inner.skips(k)
+    }));
+    let listed: Vec<ListEntry> = store
+        .list(ListRequest {
+            skip: Some(skip),
+            ..ListRequest::prefix(Key::root())
+        })
+        .try_collect()
+        .await?;
+    let keys: Vec<String> = listed.iter().map(|e| e.key().to_string()).collect();
+    assert_eq!(keys, vec!["a.txt".to_string(), "d/b.txt".to_string()]);
+    let mut asked = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        vec![".#lock", "a.txt", "d/b.txt", "x.tmp"],
+        "folders are never asked about"
+    );
+    // Without the hint the dangling link is an entry to report.
+    let plain: Vec<ListEntry> = store.list(ListRequest::prefix(Key::root())).try_collect().await?;
+    assert!(plain
+        .iter()
+        .any(|e| matches!(e, ListEntry::Unlisted(u) if u.key.as_str() == ".#lock")));
+    Ok(())
+}

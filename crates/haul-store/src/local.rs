@@ -290,8 +290,8 @@ impl Inner {
         self.tmp.path().to_path_buf()
     }
 
-    /// Moves a finished temp file to `key`: sets mtime and attributes, fsyncs, renames.
-    /// Moves a finished temp file to `key`; the temp file is removed if anything fails.
+    /// Moves a finished temp file to `key` (sets mtime and attributes,
+    /// fsyncs, renames); the temp file is removed if anything fails.
     /// `no_replace` (`If-None-Match: *`): an existing key is kept and the
     /// write refused with `PreconditionFailed`.
     #[allow(clippy::too_many_arguments)]
@@ -1203,7 +1203,7 @@ fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool
     };
     let mut stack: Vec<Frame> = Vec::new();
     let open = |dir_key: &str, stack: &mut Vec<Frame>| -> bool {
-        match read_sorted(root, dir_key, prefix, &req.range) {
+        match read_sorted(root, dir_key, prefix, &req.range, req.skip.as_ref()) {
             Ok(entries) => {
                 stack.push(Frame {
                     dir_key: dir_key.to_string(),
@@ -1309,7 +1309,13 @@ fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool
 /// kept as [`Kind::Unlisted`], to be reported and skipped, never silently.
 /// Links to regular files are followed (their target's content is listed
 /// under the link's name).
-fn read_sorted(root: &Path, dir_key: &str, prefix: &str, range: &KeyRange) -> Result<Vec<(String, Kind)>> {
+fn read_sorted(
+    root: &Path,
+    dir_key: &str,
+    prefix: &str,
+    range: &KeyRange,
+    skip: Option<&SkipKeys>,
+) -> Result<Vec<(String, Kind)>> {
     let dir = root.join(dir_key);
     let rd = fs::read_dir(&dir).map_err(|e| StoreError::io(Op::List, dir_key, e))?;
     let mut out = Vec::new();
@@ -1320,6 +1326,12 @@ fn read_sorted(root: &Path, dir_key: &str, prefix: &str, range: &KeyRange) -> Re
             Err(raw) => (raw.to_string_lossy().into_owned(), false),
         };
         if dir_key.is_empty() && name == TMP_DIR {
+            continue;
+        }
+        // Excluded entries are never looked at (no stat, no link target);
+        // the entry's type from the directory itself is free.
+        let cheap = ent.file_type().ok();
+        if valid && !cheap.is_some_and(|t| t.is_dir()) && skip.is_some_and(|s| s.skips(&format!("{dir_key}{name}"))) {
             continue;
         }
         let kind = if !valid {

@@ -184,6 +184,27 @@ pub struct ListRequest {
     /// Group keys by this delimiter into common prefixes (only `/` is
     /// guaranteed to be supported by every backend).
     pub delimiter: Option<char>,
+    /// Keys the caller will drop anyway (`--exclude`): a store that has to
+    /// look at an entry to list it (a local directory: a stat, a link's
+    /// target) skips these before touching them. A hint: the caller still
+    /// filters, and stores that get entries for free ignore it.
+    pub skip: Option<SkipKeys>,
+}
+
+/// A predicate over full keys: true for keys not to list ([`ListRequest::skip`]).
+#[derive(Clone)]
+pub struct SkipKeys(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl SkipKeys {
+    pub fn skips(&self, key: &str) -> bool {
+        (self.0)(key)
+    }
+}
+
+impl std::fmt::Debug for SkipKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkipKeys(..)")
+    }
 }
 
 impl ListRequest {

@@ -303,6 +303,7 @@ async fn listing_order_and_shard_bounds(be: Backend) -> TestResult {
             end: Some(Key::prefix("o/b/x")?),
         },
         delimiter: None,
+        skip: None,
     };
     assert_eq!(list_keys(&be.a, shard).await?, ["o/a/c/d", "o/a0", "o/b+y"]);
     // Shards that tile the key space list every key exactly once.
@@ -323,6 +324,7 @@ async fn listing_order_and_shard_bounds(be: Backend) -> TestResult {
                 end: Some(c.clone()),
             },
             delimiter: None,
+            skip: None,
         };
         let part: Vec<String> = list_keys(&be.a, req)
             .await?
@@ -378,6 +380,7 @@ async fn pagination_and_batch_delete(be: Backend) -> TestResult {
             end: None,
         },
         delimiter: None,
+        skip: None,
     };
     assert_eq!(list_keys(&be.a, after).await?.len(), n - 500);
     for batch in keys.chunks(1000) {

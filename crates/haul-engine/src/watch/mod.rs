@@ -267,6 +267,18 @@ impl Observer for UploadObserver {
 
 /// Logs what the tree holds that is never uploaded: each symbolic link once
 /// ever (and counted, in the journal), other unusable entries once a run.
+/// Counts a symbolic link met in the tree, logging it the first time.
+fn record_symlink(journal: &WatchJournal, at: &str) {
+    match journal.symlink_seen(at) {
+        Ok(true) => tracing::warn!(
+            path = at,
+            "a symbolic link in the watched tree: never followed, not uploaded"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
+    }
+}
+
 struct SkipLog {
     journal: Arc<WatchJournal>,
     logged: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -274,14 +286,7 @@ struct SkipLog {
 
 impl Skips for SkipLog {
     fn symlink(&self, at: &str) {
-        match self.journal.symlink_seen(at) {
-            Ok(true) => tracing::warn!(
-                path = at,
-                "a symbolic link in the watched tree: never followed, not uploaded"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
-        }
+        record_symlink(&self.journal, at);
     }
 
     fn unusable(&self, at: &str, why: &str) {
@@ -732,14 +737,7 @@ impl Inner {
         if self.excl.excluded(at) {
             return;
         }
-        match self.journal.symlink_seen(at) {
-            Ok(true) => tracing::warn!(
-                path = at,
-                "a symbolic link in the watched tree: never followed, not uploaded"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
-        }
+        record_symlink(&self.journal, at);
     }
 
     /// Scans the tree (or the folder `base`, `a/b/`) and records every file
