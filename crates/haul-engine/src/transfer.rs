@@ -463,14 +463,20 @@ impl Transfer {
         let g = src.get(&meta.key, None).await?;
         let full = g.meta.clone();
         if g.range.end != meta.size {
+            let got = g.range.end;
+            drop(g);
+            // An answer garbled on the way, or a source really replaced:
+            // ask again. Only a source that changed fails for good.
+            let changed = src.head(&meta.key).await.map_or(true, |h| h.size != meta.size);
             return Err(err(
                 Op::Get,
                 &meta.key,
-                ErrorKind::PreconditionFailed,
-                format!(
-                    "the source changed: {} bytes now, {} when listed",
-                    g.range.end, meta.size
-                ),
+                if changed {
+                    ErrorKind::PreconditionFailed
+                } else {
+                    ErrorKind::Transient
+                },
+                format!("the source changed: {} bytes now, {} when listed", got, meta.size),
             ));
         }
         let data = collect(g, meta.size, &meta.key, obs).await?;

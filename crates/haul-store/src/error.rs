@@ -197,6 +197,26 @@ impl StoreError {
             )
     }
 
+    /// The server refused the request as malformed in a way haul never
+    /// sends — an Authorization header it cannot parse, a header that is
+    /// not text, XML it cannot read — or as badly signed: once the server
+    /// has accepted haul's requests, that is a request garbled on the way,
+    /// worth sending again.
+    pub fn is_garbled_request(&self) -> bool {
+        match self.code.as_deref() {
+            Some(
+                "SignatureDoesNotMatch"
+                | "AuthorizationHeaderMalformed"
+                | "InvalidHeaderValue"
+                | "MalformedXML"
+                | "IncompleteBody",
+            ) => true,
+            // garage's catch-all for requests it cannot parse.
+            Some("InvalidRequest") => self.message.contains("Bad request"),
+            _ => false,
+        }
+    }
+
     /// The request never reached a server: connection refused, or a host
     /// name that does not resolve (`code` `ConnectionRefused` /
     /// `DnsFailure`). Retryable once a server has answered (it may be

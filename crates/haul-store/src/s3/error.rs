@@ -53,11 +53,21 @@ where
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().map(str::to_string);
+            // garage answers a bad signature with `AccessDenied: Invalid
+            // signature`: the same thing as AWS's SignatureDoesNotMatch.
+            let code = match (code, se.err().message()) {
+                (Some(c), Some(m)) if c == "AccessDenied" && m.to_ascii_lowercase().contains("invalid signature") => {
+                    Some("SignatureDoesNotMatch".to_string())
+                }
+                (c, _) => c,
+            };
             let kind = match kind_for(code.as_deref().unwrap_or(""), status) {
                 // An error answer without S3's XML document (no code): a
                 // body garbled in transit as often as a real refusal — worth
                 // sending again, within the retry budget.
                 ErrorKind::InvalidRequest if code.is_none() => ErrorKind::Transient,
+                // A success status the SDK could not read (a garbled header).
+                _ if code.is_none() && status < 400 => ErrorKind::Transient,
                 k => k,
             };
             let message = match (kind, se.err().message()) {
@@ -72,6 +82,7 @@ where
                 ),
                 (_, Some(m)) => format!("{} ({status}): {m}", code.as_deref().unwrap_or("error")),
                 // A 4xx/5xx whose body is not S3's XML error document.
+                (_, None) if code.is_none() && status < 400 => format!("unreadable answer (HTTP {status})"),
                 (_, None) if code.is_none() => format!("unexpected response (HTTP {status})"),
                 (_, None) => format!("{} (HTTP {status})", code.as_deref().unwrap_or("error")),
             };

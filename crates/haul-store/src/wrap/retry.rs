@@ -70,8 +70,9 @@ impl RetryStore {
 /// error) — from then on an unreachable endpoint is a restart worth
 /// waiting for, before it is a wrong endpoint, reported at once instead of
 /// after every backoff; it accepted a request — from then on a
-/// `SignatureDoesNotMatch` is a request garbled on the way (a flipped
-/// byte in a signed header or the path), not wrong credentials.
+/// `SignatureDoesNotMatch` or a malformed-request refusal is a request
+/// garbled on the way (a flipped byte in a header or the path), not wrong
+/// credentials or a bad request ([`StoreError::is_garbled_request`]).
 #[derive(Debug, Default)]
 struct Seen {
     answered: AtomicBool,
@@ -81,7 +82,7 @@ struct Seen {
 /// Whether to send the request that failed with `e` again.
 fn worth_retrying(seen: &Seen, e: &StoreError) -> bool {
     (e.is_retryable() && (!e.is_unreachable() || seen.answered.load(Ordering::Relaxed)))
-        || (e.code.as_deref() == Some("SignatureDoesNotMatch") && seen.accepted.load(Ordering::Relaxed))
+        || (e.is_garbled_request() && seen.accepted.load(Ordering::Relaxed))
 }
 
 /// Remembers what the server showed.
