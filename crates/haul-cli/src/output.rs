@@ -217,6 +217,9 @@ impl Output {
             s.skipped,
             s.failed,
         );
+        if s.retries > 0 {
+            eprintln!("{} requests sent again after retryable failures", s.retries);
+        }
         for n in &s.notices {
             eprintln!("note: {n}");
         }

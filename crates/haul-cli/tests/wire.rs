@@ -256,6 +256,13 @@ fn lossy(up: Upstream) -> TestResult {
         {
             eprintln!("{what}: {l}");
         }
+        let retries = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "summary")
+            .and_then(|v| v["retries"].as_u64());
+        assert!(retries.is_some(), "{what}: the summary counts retries");
+        eprintln!("{what}: {} requests sent again", retries.unwrap_or_default());
         eprintln!(
             "{what}: exit {:?}, {} of {} arrived, {} reported failed; proxy so far: {}",
             out.status.code(),

@@ -153,6 +153,7 @@ impl Report {
             elapsed_secs: elapsed.as_secs_f64(),
             bytes_per_sec: rate(bytes, elapsed),
             notices: Vec::new(),
+            retries: haul_store::wrap::resent_requests(),
             first_failures: self.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         }
     }
@@ -200,6 +201,9 @@ pub struct Summary {
     /// "tags not copied: the source does not support object tagging").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// Requests sent again after a retryable failure (throttling, 5xx,
+    /// resets, timeouts, damaged requests), in this process.
+    pub retries: u64,
     #[serde(skip)]
     pub first_failures: Vec<Failure>,
 }

@@ -346,5 +346,11 @@ async fn writes_refused_for_a_bad_digest_are_resent_part_by_part() -> TestResult
         "only {} writes were corrupted",
         faults.injected()
     );
+    assert!(
+        summary.retries >= faults.injected(),
+        "every refused write was resent and counted: {} retries, {} refused",
+        summary.retries,
+        faults.injected()
+    );
     check_copied(&dst, &objs, &[]).await
 }

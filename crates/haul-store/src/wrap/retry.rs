@@ -97,7 +97,17 @@ fn saw<T>(seen: &Seen, r: &Result<T>) {
     }
 }
 
+/// Requests sent again by every RetryStore of this process.
+static RESENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many requests the retry layer has sent again in this process (a
+/// run's summary reports it: the cost of a flaky network, made visible).
+pub fn resent_requests() -> u64 {
+    RESENT.load(Ordering::Relaxed)
+}
+
 fn notify(e: &StoreError, d: Duration) {
+    RESENT.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(op = %e.op, key = %e.key, error = %e.message, delay_ms = d.as_millis() as u64, "retrying");
 }
 
