@@ -14,27 +14,13 @@ use common::*;
 
 use haul_store::checksum::md5_hex;
 
-/// `haul` with the test server's environment, run as an unprivileged user
-/// when the tests run as root (root reads every file, whatever its mode).
+/// `haul` with the test server's environment, as an unprivileged user.
 fn haul_unprivileged() -> Command {
-    let bin = env!("CARGO_BIN_EXE_haul");
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let mut c = if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
+    let mut c = haul_as_nobody();
     for (k, v) in haul_testkit::aws_env() {
         c.env(k, v);
     }
-    c.env("HOME", "/tmp")
-        .env_remove("AWS_PROFILE")
+    c.env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL_S3");
     c

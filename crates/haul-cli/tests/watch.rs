@@ -233,24 +233,10 @@ fn a_missing_directory_or_bucket_is_a_fatal_error() -> TestResult {
     Ok(())
 }
 
-/// A command that runs haul as an unprivileged user when the tests run as
-/// root (root reads every file, whatever its mode).
+/// haul as an unprivileged user, with `args`.
 fn unprivileged(args: &[&str]) -> Command {
-    let bin = env!("CARGO_BIN_EXE_haul");
-    // SAFETY-free check of the effective user: `id -u`.
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let mut c = if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
-    c.args(args).env("HOME", "/tmp");
+    let mut c = haul_as_nobody();
+    c.args(args);
     c
 }
 

@@ -305,87 +305,77 @@ impl Inner {
         mtime: Option<SystemTime>,
         no_replace: bool,
     ) -> Result<()> {
-        let r = self.commit_inner(op, key, tmp, file, attrs, mtime, no_replace);
+        // Whatever fails, the temp file does not stay behind.
+        let r = (|| -> Result<()> {
+            let io = |e| StoreError::io(op, key, e);
+            if let Some(m) = mtime {
+                filetime::set_file_handle_times(&file, None, Some(filetime::FileTime::from_system_time(m)))
+                    .map_err(io)?;
+            }
+            if self.durable {
+                file.sync_all().map_err(io)?;
+            }
+            let md = file.metadata().map_err(io)?;
+            let attrs = Attrs {
+                size: md.len(),
+                mtime_ns: mtime_ns(&md),
+                ..attrs
+            };
+            let wants_xattr = !attrs.metadata.is_empty() || !attrs.tags.is_empty();
+            if let Ok(raw) = serde_json::to_vec(&attrs) {
+                if let Err(e) = xattr::set(tmp, XATTR, &raw) {
+                    if wants_xattr {
+                        return Err(StoreError::new(
+                            op,
+                            key,
+                            ErrorKind::NotSupported,
+                            format!("cannot keep metadata or tags: extended attributes unavailable ({e})"),
+                        ));
+                    }
+                    tracing::debug!(key, error = %e, "xattr not kept");
+                }
+            }
+            drop(file);
+            let dst = self.root.join(key);
+            let parent = dst.parent().unwrap_or(&self.root).to_path_buf();
+            fs::create_dir_all(&parent).map_err(|e| conflict_or_io(op, key, e))?;
+            // Never write through a symbolic link that leaves the bucket.
+            let real_parent = parent.canonicalize().map_err(io)?;
+            if !real_parent.starts_with(&self.root) {
+                return Err(StoreError::new(
+                    op,
+                    key,
+                    ErrorKind::InvalidKey,
+                    format!(
+                        "a folder of this key is a symbolic link leading out of the bucket (to {})",
+                        real_parent.display()
+                    ),
+                ));
+            }
+            if dst.is_dir() {
+                return Err(StoreError::new(
+                    op,
+                    key,
+                    ErrorKind::InvalidKey,
+                    "a directory with this name exists (keys under it use it as a folder)",
+                ));
+            }
+            if no_replace {
+                place_new(op, key, tmp, &dst)?;
+            } else {
+                fs::rename(tmp, &dst).map_err(|e| conflict_or_io(op, key, e))?;
+            }
+            if self.durable {
+                if let Ok(d) = File::open(&parent) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(())
+        })();
         if r.is_err() {
             let _ = fs::remove_file(tmp);
         }
         r
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn commit_inner(
-        &self,
-        op: Op,
-        key: &str,
-        tmp: &Path,
-        file: File,
-        attrs: Attrs,
-        mtime: Option<SystemTime>,
-        no_replace: bool,
-    ) -> Result<()> {
-        let io = |e| StoreError::io(op, key, e);
-        if let Some(m) = mtime {
-            filetime::set_file_handle_times(&file, None, Some(filetime::FileTime::from_system_time(m))).map_err(io)?;
-        }
-        if self.durable {
-            file.sync_all().map_err(io)?;
-        }
-        let md = file.metadata().map_err(io)?;
-        let attrs = Attrs {
-            size: md.len(),
-            mtime_ns: mtime_ns(&md),
-            ..attrs
-        };
-        let wants_xattr = !attrs.metadata.is_empty() || !attrs.tags.is_empty();
-        if let Ok(raw) = serde_json::to_vec(&attrs) {
-            if let Err(e) = xattr::set(tmp, XATTR, &raw) {
-                if wants_xattr {
-                    return Err(StoreError::new(
-                        op,
-                        key,
-                        ErrorKind::NotSupported,
-                        format!("cannot keep metadata or tags: extended attributes unavailable ({e})"),
-                    ));
-                }
-                tracing::debug!(key, error = %e, "xattr not kept");
-            }
-        }
-        drop(file);
-        let dst = self.root.join(key);
-        let parent = dst.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|e| conflict_or_io(op, key, e))?;
-        // Never write through a symbolic link that leaves the bucket.
-        let real_parent = parent.canonicalize().map_err(io)?;
-        if !real_parent.starts_with(&self.root) {
-            return Err(StoreError::new(
-                op,
-                key,
-                ErrorKind::InvalidKey,
-                format!(
-                    "a folder of this key is a symbolic link leading out of the bucket (to {})",
-                    real_parent.display()
-                ),
-            ));
-        }
-        if dst.is_dir() {
-            return Err(StoreError::new(
-                op,
-                key,
-                ErrorKind::InvalidKey,
-                "a directory with this name exists (keys under it use it as a folder)",
-            ));
-        }
-        if no_replace {
-            place_new(op, key, tmp, &dst)?;
-        } else {
-            fs::rename(tmp, &dst).map_err(|e| conflict_or_io(op, key, e))?;
-        }
-        if self.durable {
-            if let Ok(d) = File::open(&parent) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
     }
 }
 

@@ -42,6 +42,26 @@ pub fn haul() -> Command {
     c
 }
 
+/// `haul` run as an unprivileged user (nobody) when the tests run as root
+/// — root reads every file, whatever its mode — with `HOME=/tmp`.
+pub fn haul_as_nobody() -> Command {
+    let bin = env!("CARGO_BIN_EXE_haul");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let mut c = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    c.env("HOME", "/tmp");
+    c
+}
+
 pub fn run(args: &[&str]) -> Result<Output, std::io::Error> {
     haul().args(args).output()
 }
