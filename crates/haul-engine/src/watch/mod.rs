@@ -23,6 +23,7 @@ pub mod exists;
 pub mod journal;
 pub mod lease;
 pub mod nofollow;
+mod skips;
 pub mod source;
 pub mod tree;
 pub mod writers;
@@ -52,7 +53,8 @@ use crate::sync::SyncJob;
 use crate::transfer::{Transfer, TransferOptions};
 use journal::{now_ms, Due, Seen};
 use nofollow::{Entry, Ident, Removed, Tree};
-use source::{Skips, WatchSource};
+use skips::{record_symlink, SkipLog};
+use source::WatchSource;
 use tree::time_ns;
 use writers::Writers;
 
@@ -261,42 +263,6 @@ impl Observer for UploadObserver {
     fn upload_started(&self, key: &Key, upload: &MultipartId) {
         if let Err(e) = self.journal.set_upload(&self.key, key.as_str(), &upload.0) {
             tracing::warn!(key = %self.key, error = %e, "cannot record a multipart upload in the journal");
-        }
-    }
-}
-
-/// Logs what the tree holds that is never uploaded: each symbolic link once
-/// ever (and counted, in the journal), other unusable entries once a run.
-/// Counts a symbolic link met in the tree, logging it the first time.
-fn record_symlink(journal: &WatchJournal, at: &str) {
-    match journal.symlink_seen(at) {
-        Ok(true) => tracing::warn!(
-            path = at,
-            "a symbolic link in the watched tree: never followed, not uploaded"
-        ),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(path = at, error = %e, "cannot record a symbolic link in the journal"),
-    }
-}
-
-struct SkipLog {
-    journal: Arc<WatchJournal>,
-    logged: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-impl Skips for SkipLog {
-    fn symlink(&self, at: &str) {
-        record_symlink(&self.journal, at);
-    }
-
-    fn unusable(&self, at: &str, why: &str) {
-        if self
-            .logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(at.to_string())
-        {
-            tracing::warn!(path = at, "{why}: not uploaded");
         }
     }
 }

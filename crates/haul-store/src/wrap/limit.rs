@@ -204,7 +204,10 @@ impl ObjectStore for LimitStore {
         limited!(self, self.inner.get_tags(key))
     }
     async fn tagging_supported(&self) -> Result<bool> {
-        limited!(self, self.inner.tagging_supported())
+        // Asked for every copied object and answered from what the
+        // connection learnt; at most one probe request per connection:
+        // not worth a request slot.
+        self.inner.tagging_supported().await
     }
     async fn put(&self, key: &Key, payload: Bytes, opts: &PutOptions) -> Result<PutResult> {
         limited!(self, self.inner.put(key, payload, opts))
