@@ -212,7 +212,7 @@ impl StoreError {
                 | "IncompleteBody",
             ) => true,
             // garage's catch-all for requests it cannot parse.
-            Some("InvalidRequest") => self.message.contains("Bad request"),
+            Some("InvalidRequest") => self.message.contains("Bad request") || self.message.contains("Invalid UTF-8"),
             _ => false,
         }
     }
