@@ -144,10 +144,17 @@ fn main() -> ExitCode {
             Command::Cat(a) => cmd::cat::run(g, a).await,
             Command::Watch(a) => match &a.action {
                 Some(action) => cmd::watch::action(g, action),
-                None => Err(anyhow::anyhow!("usage: haul watch DIR DST (or haul watch status|retry)")),
+                None => Err(anyhow::anyhow!(
+                    "usage: haul watch DIR DST (or haul watch status|retry)"
+                )),
             },
-            Command::Cp(_) | Command::Sync(_) | Command::Diff(_) | Command::Verify(_) | Command::Rm(_)
-            | Command::Restore(_) | Command::Run(_) => Err(anyhow::anyhow!("a job command without its job")),
+            Command::Cp(_)
+            | Command::Sync(_)
+            | Command::Diff(_)
+            | Command::Verify(_)
+            | Command::Rm(_)
+            | Command::Restore(_)
+            | Command::Run(_) => Err(anyhow::anyhow!("a job command without its job")),
         }
     };
     // The command runs as a task on the runtime's workers, beside the I/O
@@ -175,10 +182,12 @@ fn main() -> ExitCode {
 /// refused"), whichever request found out.
 fn one_line(e: &anyhow::Error) -> String {
     for c in e.chain() {
-        let store_err = c.downcast_ref::<haul_store::StoreError>().or_else(|| match c.downcast_ref() {
-            Some(haul_jobs::JobError::Store { error, .. }) => Some(error),
-            _ => None,
-        });
+        let store_err = c
+            .downcast_ref::<haul_store::StoreError>()
+            .or_else(|| match c.downcast_ref() {
+                Some(haul_jobs::JobError::Store { error, .. }) => Some(error),
+                _ => None,
+            });
         if let Some(se) = store_err.filter(|se| se.is_unreachable()) {
             return se.message.clone();
         }

@@ -10,8 +10,8 @@ use haul_engine::job::Action;
 use haul_engine::restore::RestoreOutcome;
 use haul_engine::verify::Finding;
 use haul_engine::watch::{Uploaded, WatchObserver};
-use haul_jobs::{PlanRow, Reporter};
 use haul_engine::{Failure, Observer, Summary};
+use haul_jobs::{PlanRow, Reporter};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -353,7 +353,9 @@ impl WatchObserver for Output {
 
     fn skipped_exists(&self, key: &str, dst_key: &haul_store::Key) {
         if self.json {
-            self.line(&json!({"event": "skipped", "key": key, "dst": dst_key.as_str(), "reason": "exists"}).to_string());
+            self.line(
+                &json!({"event": "skipped", "key": key, "dst": dst_key.as_str(), "reason": "exists"}).to_string(),
+            );
         }
     }
 }
@@ -384,7 +386,10 @@ impl Reporter for Output {
             );
         } else {
             let key = r.key.replace(['\t', '\n'], " ");
-            self.line(&format!("{}\t{}\t{key}\t{}\t{}\t{}", r.action, r.reason, r.size, r.etag, r.mtime));
+            self.line(&format!(
+                "{}\t{}\t{key}\t{}\t{}\t{}",
+                r.action, r.reason, r.size, r.etag, r.mtime
+            ));
         }
     }
 

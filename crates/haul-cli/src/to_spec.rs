@@ -103,7 +103,10 @@ fn pairs(kv: &[(String, String)]) -> BTreeMap<String, String> {
 fn object(o: &ObjectArgs) -> ObjectSpec {
     ObjectSpec {
         storage_class: o.storage_class.clone(),
-        sse: o.sse.as_deref().map(|s| if s == "AES256" { SseSpec::Aes256 } else { SseSpec::Kms }),
+        sse: o
+            .sse
+            .as_deref()
+            .map(|s| if s == "AES256" { SseSpec::Aes256 } else { SseSpec::Kms }),
         sse_kms_key_id: o.sse_kms_key_id.clone(),
         metadata: pairs(&o.metadata),
         tags: pairs(&o.tag),
@@ -220,9 +223,16 @@ fn watch(a: &WatchArgs) -> Result<WatchSpec, JobError> {
             "usage: haul watch DIR DST (or haul watch status|retry)".into(),
         ));
     };
+    // The tree is the first thing a watch needs: said before anything about DST.
+    if !dir.is_dir() {
+        return Err(JobError::Invalid(format!(
+            "{}: the directory to watch does not exist or is not a directory",
+            dir.display()
+        )));
+    }
     Ok(WatchSpec {
-        dir,
         dst: loc("DST", dst)?,
+        dir,
         settle: a.settle.into(),
         rescan_every: a.rescan_every.into(),
         exclude: a.exclude.clone(),
@@ -249,4 +259,43 @@ fn watch(a: &WatchArgs) -> Result<WatchSpec, JobError> {
         transfer: transfer(&a.transfer),
         conn: a.conn.side(Side::Dst),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn sync_spec(extra: &[&str]) -> Result<SyncSpec, Box<dyn std::error::Error>> {
+        let mut argv = vec!["haul", "sync", "s3://src-bkt/x", "s3://dst-bkt/y"];
+        argv.extend_from_slice(extra);
+        match job_of(&crate::args::Cli::try_parse_from(argv)?.cmd)? {
+            Some(JobSpec::Sync(s)) => Ok(s),
+            other => Err(format!("not sync: {other:?}").into()),
+        }
+    }
+
+    /// Each side's endpoint and profile come from its own flags, else the
+    /// plain ones (and so identify the side in the sync journal).
+    #[test]
+    fn each_side_gets_its_own_endpoint_and_profile() -> Result<(), Box<dyn std::error::Error>> {
+        let base = sync_spec(&["--endpoint-url", "http://one:9000"])?;
+        assert_eq!(base.src_conn.endpoint_url.as_deref(), Some("http://one:9000"));
+        assert_eq!(base.src_conn, base.dst_conn);
+        let dr = sync_spec(&["--endpoint-url", "http://one:9000", "--dst-profile", "dr"])?;
+        assert_eq!(dr.src_conn, base.src_conn);
+        assert_eq!(dr.dst_conn.profile.as_deref(), Some("dr"));
+        let other = sync_spec(&[
+            "--endpoint-url",
+            "http://one:9000",
+            "--src-endpoint-url",
+            "http://two:9000",
+        ])?;
+        assert_eq!(other.src_conn.endpoint_url.as_deref(), Some("http://two:9000"));
+        assert_eq!(other.dst_conn, base.dst_conn);
+        let ps = sync_spec(&["--dst-path-style", "--max-requests", "9"])?;
+        assert!(!ps.src_conn.path_style && ps.dst_conn.path_style);
+        assert_eq!((ps.src_conn.max_requests, ps.dst_conn.max_requests), (9, 9));
+        Ok(())
+    }
 }

@@ -70,7 +70,11 @@ impl Connector {
             max_attempts: conn.retries.max(1),
             ..Default::default()
         };
-        Ok(resilient(Arc::new(connection.bucket(bucket)), conn.max_requests, policy))
+        Ok(resilient(
+            Arc::new(connection.bucket(bucket)),
+            conn.max_requests,
+            policy,
+        ))
     }
 
     /// A local directory as a store (created when `create`).

@@ -141,7 +141,10 @@ pub enum JobOutcome {
     Planned(PlanCounts),
     Verified(VerifySummary),
     Restored(RestoreCounts),
-    Watched { summary: WatchSummary, once: bool },
+    Watched {
+        summary: WatchSummary,
+        once: bool,
+    },
 }
 
 impl JobOutcome {
@@ -149,9 +152,7 @@ impl JobOutcome {
     /// (or differ, for verify; or, with `--strict`, were not objects).
     pub fn exit_code(&self) -> u8 {
         let failed = match self {
-            JobOutcome::Moved { summary, strict, .. } => {
-                summary.exit_code() != 0 || (*strict && summary.unlisted > 0)
-            }
+            JobOutcome::Moved { summary, strict, .. } => summary.exit_code() != 0 || (*strict && summary.unlisted > 0),
             JobOutcome::Planned(c) => c.errors > 0,
             JobOutcome::Verified(s) => s.exit_code() != 0,
             JobOutcome::Restored(c) => c.failed > 0,
@@ -199,4 +200,3 @@ impl Observer for Forward {
         self.0.upload_started(key, upload)
     }
 }
-

@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::args::{Global, LsArgs};
 use haul_jobs::{Connector, JobError};
 
-use crate::to_spec::Side;
 use crate::output::Output;
+use crate::to_spec::Side;
 
 pub async fn run(g: &Global, a: LsArgs) -> Result<u8> {
     let loc = Location::parse(&a.location)?;

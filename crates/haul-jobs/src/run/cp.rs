@@ -62,7 +62,9 @@ pub(crate) async fn run(s: &CpSpec, ctx: &RunContext) -> Result<JobOutcome> {
         if tree {
             return invalid("cannot copy a tree to stdout");
         }
-        return to_stdout(&source, ctx).await.map(|summary| moved("Downloaded", summary));
+        return to_stdout(&source, ctx)
+            .await
+            .map(|summary| moved("Downloaded", summary));
     }
     let verb = if s.dry_run { "Would copy" } else { "Copied" };
 
@@ -251,10 +253,7 @@ async fn from_stdin(s: &CpSpec, ctx: &RunContext, c: &mut Connector) -> Result<J
             },
         );
     } else {
-        let t = Transfer::new(
-            transfer_options(&s.transfer, &s.object, &s.write),
-            ctx.cancel.clone(),
-        );
+        let t = Transfer::new(transfer_options(&s.transfer, &s.object, &s.write), ctx.cancel.clone());
         let obs = ctx.observer();
         match t
             .upload_stream(tokio::io::stdin(), &dest.store, &dest.key, obs.as_ref())

@@ -11,7 +11,9 @@ use crate::error::{invalid, JobError, Result};
 use crate::spec::RmSpec;
 
 pub(crate) async fn run(s: &RmSpec, ctx: &RunContext) -> Result<JobOutcome> {
-    let opened = Connector::default().open_existing(s.location.location(), &s.conn).await?;
+    let opened = Connector::default()
+        .open_existing(s.location.location(), &s.conn)
+        .await?;
     let store = opened.store.clone();
     let jopts = job_options(haul_engine::JobOptions::default().concurrency, s.dry_run);
     let exec = executor(Default::default(), jopts, ctx, &store, &store);

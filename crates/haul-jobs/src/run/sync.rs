@@ -25,8 +25,7 @@ fn read_part_file(s: &SyncSpec) -> Result<Option<(String, Vec<Shard>)>> {
     let Some(p) = &s.part_file else { return Ok(None) };
     let text = std::fs::read_to_string(p)
         .map_err(|e| JobError::Invalid(format!("cannot read the part file {}: {e}", p.display())))?;
-    let shards =
-        parse_part_file(&text).map_err(|e| JobError::Invalid(format!("part file {}: {e}", p.display())))?;
+    let shards = parse_part_file(&text).map_err(|e| JobError::Invalid(format!("part file {}: {e}", p.display())))?;
     Ok(Some((text, shards)))
 }
 

@@ -75,7 +75,14 @@ pub(crate) async fn run(s: &WatchSpec, ctx: &RunContext) -> Result<JobOutcome> {
         serve_metrics(addr)?;
     }
     let observer = Arc::new(Metered(ctx.reporter.clone()));
-    let watch = Watch::new(&root, dest.store.clone(), journal.clone(), options(s, &dest.key), topts, observer)?;
+    let watch = Watch::new(
+        &root,
+        dest.store.clone(),
+        journal.clone(),
+        options(s, &dest.key),
+        topts,
+        observer,
+    )?;
     tracing::info!(
         dir = %root.display(),
         dst = %s.dst,

@@ -29,9 +29,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use jobs::{CpSpec, DiffSpec, RestoreSpec, RmSpec, SyncSpec, Tier, VerifySpec, WatchSpec};
-pub use options::{
-    ConnSpec, Directive, FilterSpec, ObjectSpec, RequestChecksums, SseSpec, TransferSpec, WriteSpec,
-};
+pub use options::{ConnSpec, Directive, FilterSpec, ObjectSpec, RequestChecksums, SseSpec, TransferSpec, WriteSpec};
 pub use values::{Dur, Loc, Size};
 
 use crate::JobError;
@@ -86,8 +84,7 @@ impl JobSpec {
     /// Parses a job from TOML; `origin` names the file in messages
     /// (`jobs/nightly.toml:7:9: unknown field ...`).
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, JobError> {
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| JobError::Invalid(located(origin, text, &e)))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| JobError::Invalid(located(origin, text, &e)))?;
         if let Some(key) = find_secret(&table) {
             let (line, col) = key_position(text, &key);
             return Err(JobError::Invalid(format!(
@@ -108,7 +105,8 @@ impl JobSpec {
             )));
         }
         let spec: JobSpec = toml::from_str(text).map_err(|e| JobError::Invalid(located(origin, text, &e)))?;
-        spec.validate().map_err(|e| JobError::Invalid(format!("{origin}: {e}")))?;
+        spec.validate()
+            .map_err(|e| JobError::Invalid(format!("{origin}: {e}")))?;
         Ok(spec)
     }
 

@@ -82,9 +82,24 @@ fn sync(s: &SyncSpec) -> Result<(), String> {
     // The pairs the CLI refuses (clap's conflicts), refused in files too.
     let pairs = [
         ("--part-file", s.part_file.is_some(), "--no-split", s.no_split),
-        ("--files-from", s.files_from.is_some(), "--part-file", s.part_file.is_some()),
-        ("--files-from", s.files_from.is_some(), "--inventory", s.inventory.is_some()),
-        ("--inventory", s.inventory.is_some(), "--part-file", s.part_file.is_some()),
+        (
+            "--files-from",
+            s.files_from.is_some(),
+            "--part-file",
+            s.part_file.is_some(),
+        ),
+        (
+            "--files-from",
+            s.files_from.is_some(),
+            "--inventory",
+            s.inventory.is_some(),
+        ),
+        (
+            "--inventory",
+            s.inventory.is_some(),
+            "--part-file",
+            s.part_file.is_some(),
+        ),
     ];
     if let Some((a, _, b, _)) = pairs.iter().find(|p| p.1 && p.3) {
         return Err(format!("{a} cannot be used with {b}"));
