@@ -200,7 +200,7 @@ fn a_minimal_file_has_the_cli_defaults() -> R {
 #[test]
 fn sizes_and_durations_read_as_people_write_them() -> R {
     let spec = JobSpec::from_toml(
-        "[watch]\ndir = \"/d\"\ndst = \"s3://b\"\nsettle = \"2m 30s\"\n[watch.transfer]\npart_size = 8388608\nmax_buffer = \"1GiB\"\n",
+        "[watch]\ndir = \"/d\"\ndst = \"s3://bkt\"\nsettle = \"2m 30s\"\n[watch.transfer]\npart_size = 8388608\nmax_buffer = \"1GiB\"\n",
         "w.toml",
     )?;
     let JobSpec::Watch(w) = spec else {
