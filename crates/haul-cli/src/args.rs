@@ -39,6 +39,9 @@ pub struct Global {
     /// More logging on stderr (-v info, -vv debug). RUST_LOG also works.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Print the command as a job file (TOML, for `haul run`) and exit.
+    #[arg(long, global = true)]
+    pub print_job: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +86,19 @@ pub enum Command {
     /// complete, verified; optionally delete it after; retry from a durable journal.
     #[command(after_help = WATCH_HELP)]
     Watch(Box<WatchArgs>),
+    /// Run a job file (TOML: one [cp], [sync], [diff], [verify], [rm], [restore] or [watch] table).
+    #[command(
+        after_help = "Examples:\n  haul run examples/jobs/nightly-sync.toml\n  haul run job.toml --dry-run\n  haul sync /data s3://bucket/data --delete --print-job > job.toml\n\nCredentials never go in a job file: name a profile (profile = \"name\" in [JOB.src_conn],\n[JOB.dst_conn] or [JOB.conn]); keys come from the standard AWS chain."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file.
+    pub file: std::path::PathBuf,
+    #[command(flatten)]
+    pub dry: DryRunArgs,
 }
 
 const WATCH_HELP: &str = "\
@@ -161,6 +177,33 @@ pub enum ChecksumPolicyArg {
     WhenSupported,
 }
 
+/// Which keys take part (cp, sync, verify).
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only keys (relative to SRC) matching this glob; repeatable. `*` stays within a folder, `**` crosses folders.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave out keys (relative to SRC) matching this glob; repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+}
+
+/// `--dry-run` (cp, sync, rm, restore, run).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct DryRunArgs {
+    /// Show what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `--state-dir` (sync, watch and its status/retry).
+#[derive(Debug, Args, Clone, Default)]
+pub struct StateDirArgs {
+    /// Where journals live (default: $XDG_STATE_HOME/haul, else ~/.local/state/haul).
+    #[arg(long, env = "HAUL_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// s3://bucket[/prefix] or a local directory.
@@ -200,17 +243,12 @@ pub struct CpArgs {
     /// Copy everything under SRC, keeping the hierarchy.
     #[arg(short, long)]
     pub recursive: bool,
-    /// Only copy keys (relative to SRC) matching this glob; repeatable. `*` stays within a folder, `**` crosses folders.
-    #[arg(long)]
-    pub include: Vec<String>,
-    /// Skip keys (relative to SRC) matching this glob; repeatable.
-    #[arg(long)]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[command(flatten)]
     pub write: WriteArgs,
-    /// Print what would be copied; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub dry: DryRunArgs,
     #[command(flatten)]
     pub transfer: TransferArgs,
     #[command(flatten)]
@@ -275,15 +313,10 @@ pub struct SyncArgs {
     /// With --delete: delete nothing if more than this many objects would go.
     #[arg(long)]
     pub max_delete: Option<u64>,
-    /// Only sync keys (relative to SRC) matching this glob; repeatable.
-    #[arg(long)]
-    pub include: Vec<String>,
-    /// Leave out keys (relative to SRC) matching this glob; repeatable.
-    #[arg(long)]
-    pub exclude: Vec<String>,
-    /// Print the plan; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub dry: DryRunArgs,
     /// Shards from a Campanile part file: one `delimiter,prefix` per line
     /// (`/,00` = the keys directly under 00…, `,000/` = everything under 000/).
     #[arg(long)]
@@ -305,9 +338,8 @@ pub struct SyncArgs {
     /// Split the source into shards only when it has at least this many keys.
     #[arg(long, default_value_t = 20_000, hide = true)]
     pub split_min_keys: usize,
-    /// Where the resume journal lives (default: the user's data dir, e.g. ~/.local/share/haul).
-    #[arg(long, env = "HAUL_STATE_DIR")]
-    pub state_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArgs,
     /// Do not record or resume the job.
     #[arg(long)]
     pub no_journal: bool,
@@ -341,12 +373,8 @@ pub struct DiffArgs {
 pub struct VerifyArgs {
     pub src: String,
     pub dst: String,
-    /// Only verify keys (relative to SRC) matching this glob; repeatable.
-    #[arg(long)]
-    pub include: Vec<String>,
-    /// Leave out keys (relative to SRC) matching this glob; repeatable.
-    #[arg(long)]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Objects checked at once.
     #[arg(long, short = 'j', default_value_t = 32)]
     pub concurrency: usize,
@@ -373,9 +401,8 @@ pub struct RestoreArgs {
     /// Restore requests at once.
     #[arg(long, short = 'j', default_value_t = 32)]
     pub concurrency: usize,
-    /// Show what would be requested; request nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub dry: DryRunArgs,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -387,9 +414,8 @@ pub struct RmArgs {
     /// Delete every object under the prefix.
     #[arg(short, long)]
     pub recursive: bool,
-    /// Print what would be deleted; delete nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub dry: DryRunArgs,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -455,9 +481,8 @@ pub struct WatchArgs {
     /// Longest wait between two attempts of one file (the wait doubles from 1s).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub retry_max_delay: std::time::Duration,
-    /// Where the journal lives (default: the platform's data directory, e.g. ~/.local/share/haul/watch).
-    #[arg(long, env = "HAUL_STATE_DIR")]
-    pub state_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArgs,
     /// Scan, upload everything present, exit (for cron).
     #[arg(long)]
     pub once: bool,
@@ -525,21 +550,6 @@ pub struct ObjectArgs {
     pub content_type: Option<String>,
 }
 
-impl ObjectArgs {
-    /// Written as given, from local files (watch): no source metadata to keep.
-    pub fn write_args(&self) -> WriteArgs {
-        WriteArgs {
-            object: self.clone(),
-            metadata_directive: Directive::Copy,
-            no_server_side: false,
-            preserve_etag: false,
-            require_tags: false,
-            require_verified: false,
-            strict: false,
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum WatchAction {
     /// Show the journal: counts by state, uploaded totals, the oldest pending file, recent failures, dead letters.
@@ -550,16 +560,14 @@ pub enum WatchAction {
 
 #[derive(Debug, Args)]
 pub struct WatchStateArgs {
-    /// The watch's state directory.
-    #[arg(long, env = "HAUL_STATE_DIR")]
-    pub state_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct WatchRetryArgs {
-    /// The watch's state directory.
-    #[arg(long, env = "HAUL_STATE_DIR")]
-    pub state_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArgs,
     /// Paths (relative to the watched directory) to retry; all dead letters if none.
     pub paths: Vec<String>,
 }

@@ -4,10 +4,11 @@
 
 mod args;
 mod cmd;
-mod conn;
 mod output;
+mod to_spec;
 
 use clap::Parser;
+use haul_jobs::JobSpec;
 use std::process::ExitCode;
 
 use crate::args::{Cli, Command};
@@ -16,9 +17,9 @@ const QUIET_SDK: &str = "aws_config=error,aws_runtime=error,aws_smithy_runtime=e
 
 /// Logging on stderr, or for `haul watch --log-file` in a file rotated
 /// daily, keeping `--log-retention-days` files.
-fn init_logging(verbose: u8, quiet: bool, cmd: &Command) -> Result<(), String> {
-    let daemon = match cmd {
-        Command::Watch(a) if a.action.is_none() => Some(a),
+fn init_logging(verbose: u8, quiet: bool, job: Option<&JobSpec>) -> Result<(), String> {
+    let daemon = match job {
+        Some(JobSpec::Watch(w)) => Some(w),
         _ => None,
     };
     // A running daemon logs what it does; `--once` (cron) and `-q` only problems.
@@ -75,9 +76,48 @@ fn colour_stderr() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// The job a command runs: its flags as a spec, or a job file's; `None`
+/// for commands that are not jobs (ls, cat, watch status/retry).
+fn job_of(cli: &Cli) -> Result<Option<JobSpec>, String> {
+    let job = match &cli.cmd {
+        Command::Run(r) => {
+            let mut spec = JobSpec::load(&r.file).map_err(|e| e.to_string())?;
+            if r.dry.dry_run && !spec.set_dry_run(true) {
+                return Err(format!("{}: a {} job has no dry run", r.file.display(), spec.kind()));
+            }
+            Some(spec)
+        }
+        cmd => to_spec::job_of(cmd).map_err(|e| e.to_string())?,
+    };
+    Ok(job)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.global.verbose, cli.global.quiet, &cli.cmd) {
+    let job = match job_of(&cli) {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("haul: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.global.print_job {
+        return match job.as_ref().map(JobSpec::to_toml) {
+            Some(Ok(toml)) => {
+                print!("{toml}");
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                eprintln!("haul: error: {e}");
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("haul: error: --print-job: this command is not a job (jobs: cp, sync, diff, verify, rm, restore, watch)");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Err(e) = init_logging(cli.global.verbose, cli.global.quiet, job.as_ref()) {
         eprintln!("haul: error: {e}");
         return ExitCode::from(2);
     }
@@ -96,16 +136,25 @@ fn main() -> ExitCode {
     };
     let command = async move {
         let g = &cli.global;
+        if let Some(job) = job {
+            return cmd::job::run(g, job).await;
+        }
         match cli.cmd {
             Command::Ls(a) => cmd::ls::run(g, a).await,
-            Command::Cp(a) => cmd::cp::run(g, *a).await,
-            Command::Rm(a) => cmd::rm::run(g, a).await,
-            Command::Sync(a) => cmd::sync::run(g, *a).await,
-            Command::Diff(a) => cmd::sync::diff(g, a).await,
-            Command::Verify(a) => cmd::sync::verify(g, a).await,
-            Command::Restore(a) => cmd::restore::run(g, a).await,
             Command::Cat(a) => cmd::cat::run(g, a).await,
-            Command::Watch(a) => cmd::watch::run(g, *a).await,
+            Command::Watch(a) => match &a.action {
+                Some(action) => cmd::watch::action(g, action),
+                None => Err(anyhow::anyhow!(
+                    "usage: haul watch DIR DST (or haul watch status|retry)"
+                )),
+            },
+            Command::Cp(_)
+            | Command::Sync(_)
+            | Command::Diff(_)
+            | Command::Verify(_)
+            | Command::Rm(_)
+            | Command::Restore(_)
+            | Command::Run(_) => Err(anyhow::anyhow!("a job command without its job")),
         }
     };
     // The command runs as a task on the runtime's workers, beside the I/O
@@ -135,7 +184,10 @@ fn one_line(e: &anyhow::Error) -> String {
     for c in e.chain() {
         let store_err = c
             .downcast_ref::<haul_store::StoreError>()
-            .or_else(|| c.downcast_ref::<conn::Fatal>().map(|f| &f.0));
+            .or_else(|| match c.downcast_ref() {
+                Some(haul_jobs::JobError::Store { error, .. }) => Some(error),
+                _ => None,
+            });
         if let Some(se) = store_err.filter(|se| se.is_unreachable()) {
             return se.message.clone();
         }

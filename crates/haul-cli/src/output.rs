@@ -6,8 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use haul_engine::job::{Action, PlanSink};
+use haul_engine::job::Action;
+use haul_engine::restore::RestoreOutcome;
+use haul_engine::verify::Finding;
+use haul_engine::watch::{Uploaded, WatchObserver};
 use haul_engine::{Failure, Observer, Summary};
+use haul_jobs::{PlanRow, Reporter};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -313,22 +317,109 @@ impl Observer for Output {
     }
 }
 
-/// Prints the actions of a dry run.
-#[derive(Debug)]
-pub struct DryRun {
-    pub out: std::sync::Arc<Output>,
-    pub src_url: String,
-    pub dst_url: String,
+impl WatchObserver for Output {
+    fn uploaded(&self, u: &Uploaded<'_>) {
+        if self.json {
+            self.line(
+                &json!({
+                    "event": "uploaded",
+                    "key": u.key,
+                    "dst": u.dst_key.as_str(),
+                    "bytes": u.bytes,
+                    "latency_ms": u.latency.as_millis() as u64,
+                    "deleted": u.deleted,
+                })
+                .to_string(),
+            );
+        }
+    }
+
+    fn failed(&self, f: &Failure, attempts: u32, dead: bool) {
+        if self.json {
+            self.line(
+                &json!({
+                    "event": "failed",
+                    "key": f.key,
+                    "op": f.op,
+                    "code": f.code,
+                    "message": f.message,
+                    "attempts": attempts,
+                    "dead": dead,
+                })
+                .to_string(),
+            );
+        }
+    }
+
+    fn skipped_exists(&self, key: &str, dst_key: &haul_store::Key) {
+        if self.json {
+            self.line(
+                &json!({"event": "skipped", "key": key, "dst": dst_key.as_str(), "reason": "exists"}).to_string(),
+            );
+        }
+    }
 }
 
-impl PlanSink for DryRun {
-    fn would(&self, action: Action<'_>) {
-        let line = match (action, self.out.json) {
-            (Action::Copy { src, dst, size }, true) => json!({"event": "plan", "action": "copy", "src": format!("{}/{}", self.src_url, src), "dst": format!("{}/{}", self.dst_url, dst), "size": size}).to_string(),
-            (Action::Copy { src, dst, size }, false) => format!("(dry run) copy {}/{src} -> {}/{dst} ({size} bytes)", self.src_url, self.dst_url),
-            (Action::Delete { key }, true) => json!({"event": "plan", "action": "delete", "key": format!("{}/{}", self.dst_url, key)}).to_string(),
-            (Action::Delete { key }, false) => format!("(dry run) delete {}/{key}", self.dst_url),
+impl Reporter for Output {
+    fn would(&self, src_url: &str, dst_url: &str, action: Action<'_>) {
+        let line = match (action, self.json) {
+            (Action::Copy { dst, .. }, false) if src_url == "stdin" => format!("(dry run) upload stdin -> {dst_url}/{dst}"),
+            (Action::Copy { src, dst, size }, true) => json!({"event": "plan", "action": "copy", "src": format!("{src_url}/{src}"), "dst": format!("{dst_url}/{dst}"), "size": size}).to_string(),
+            (Action::Copy { src, dst, size }, false) => format!("(dry run) copy {src_url}/{src} -> {dst_url}/{dst} ({size} bytes)"),
+            (Action::Delete { key }, true) => json!({"event": "plan", "action": "delete", "key": format!("{dst_url}/{key}")}).to_string(),
+            (Action::Delete { key }, false) => format!("(dry run) delete {dst_url}/{key}"),
         };
-        self.out.line(&line);
+        self.line(&line);
+    }
+
+    fn plan_started(&self) {
+        if !self.json {
+            self.line("action\treason\tkey\tsize\tetag\tmtime");
+        }
+    }
+
+    fn plan_row(&self, r: &PlanRow) {
+        if self.json {
+            self.line(
+                &json!({"action": r.action, "reason": r.reason, "key": r.key, "size": r.size, "etag": r.etag, "mtime": r.mtime})
+                    .to_string(),
+            );
+        } else {
+            let key = r.key.replace(['\t', '\n'], " ");
+            self.line(&format!(
+                "{}\t{}\t{key}\t{}\t{}\t{}",
+                r.action, r.reason, r.size, r.etag, r.mtime
+            ));
+        }
+    }
+
+    fn finding(&self, f: &Finding) {
+        if self.json {
+            self.line(&serde_json::to_string(f).unwrap_or_default());
+            return;
+        }
+        let line = match f {
+            Finding::Same { key, how } => format!("same\t{key}\t{how}"),
+            Finding::Missing { key } => format!("missing\t{key}"),
+            Finding::Mismatch { key, reason } => format!("mismatch\t{key}\t{reason}"),
+            Finding::Extra { key } => format!("extra\t{key}\tonly in the destination"),
+            Finding::Skipped { key, reason } => format!("skipped\t{key}\t{reason}"),
+            Finding::Error { key, message } => format!("error\t{key}\t{message}"),
+        };
+        self.line(&line);
+    }
+
+    fn restored(&self, url: &str, o: &RestoreOutcome, dry_run: bool) {
+        if self.json {
+            self.line(&serde_json::to_string(o).unwrap_or_default());
+        } else if let (RestoreOutcome::Requested { key }, true) = (o, dry_run) {
+            self.line(&format!("(dry run) restore {url}/{key}"));
+        }
+    }
+
+    fn notice(&self, message: &str) {
+        if !self.quiet {
+            self.err_line(message);
+        }
     }
 }

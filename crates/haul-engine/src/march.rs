@@ -16,7 +16,7 @@ use haul_store::{Key, ListEntry, ObjectMeta, SkipReason, StoreError, Unlisted};
 use serde::Serialize;
 
 /// How "the same" is decided for a key present on both sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compare {
     /// Same size.

@@ -47,7 +47,7 @@ impl Finding {
 }
 
 /// Counters of a verification.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifySummary {
     pub same: u64,
     pub missing: u64,

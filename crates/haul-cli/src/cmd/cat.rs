@@ -6,12 +6,15 @@ use haul_engine::{Transfer, TransferOptions};
 use haul_store::location::Location;
 
 use crate::args::{CatArgs, Global};
-use crate::conn::{Connector, Side};
+use haul_jobs::Connector;
+
+use crate::to_spec::Side;
 
 pub async fn run(_g: &Global, a: CatArgs) -> Result<u8> {
     let loc = Location::parse(&a.location)?;
-    let mut c = Connector::new(a.conn.clone());
-    let opened = c.open_existing(&loc, Side::Only).await?;
+    let opened = Connector::default()
+        .open_existing(&loc, &a.conn.side(Side::Only))
+        .await?;
     if opened.key.is_empty() || opened.key.is_dir_marker() {
         bail!(
             "{}: not an object (give a key, not a prefix or directory)",

@@ -7,13 +7,16 @@ use haul_store::{ListEntry, ListRequest};
 use serde_json::json;
 
 use crate::args::{Global, LsArgs};
-use crate::conn::{fatal, Connector, Side};
+use haul_jobs::{Connector, JobError};
+
 use crate::output::Output;
+use crate::to_spec::Side;
 
 pub async fn run(g: &Global, a: LsArgs) -> Result<u8> {
     let loc = Location::parse(&a.location)?;
-    let mut c = Connector::new(a.conn.clone());
-    let opened = c.open_existing(&loc, Side::Only).await?;
+    let opened = Connector::default()
+        .open_existing(&loc, &a.conn.side(Side::Only))
+        .await?;
     let out = Output::new(g, false);
     let req = ListRequest {
         prefix: opened.key.clone(),
@@ -28,7 +31,7 @@ pub async fn run(g: &Global, a: LsArgs) -> Result<u8> {
             Ok(e) => e,
             // The first page failing means the location is unusable; later
             // failures end the listing with what was printed so far.
-            Err(e) if first => return Err(fatal(e)),
+            Err(e) if first => return Err(JobError::store(e).into()),
             Err(e) => {
                 eprintln!("haul: error: {e}");
                 return Ok(1);

@@ -1,16 +1,10 @@
 //! One module per command.
 
 pub mod cat;
-pub mod cp;
+pub mod job;
 pub mod ls;
-pub mod restore;
-pub mod rm;
-pub mod sync;
 pub mod watch;
 
-use std::sync::Arc;
-
-use haul_engine::{JobOptions, Transfer, TransferOptions};
 use tokio_util::sync::CancellationToken;
 
 /// A cancellation token cancelled by the first SIGINT (Ctrl-C) or SIGTERM
@@ -58,33 +52,4 @@ impl Signals {
             s = self.term.recv() => s.map(|()| "SIGTERM"),
         }
     }
-}
-
-/// The exit code of a cp or sync: 1 when objects failed, or with
-/// `--strict` when listing entries were skipped as not objects.
-pub fn exit_code(s: &haul_engine::Summary, w: &crate::args::WriteArgs) -> u8 {
-    if s.exit_code() != 0 || (w.strict && s.unlisted > 0) {
-        1
-    } else {
-        0
-    }
-}
-
-/// An executor over a transfer with these options, whose dry runs print
-/// their actions as `src` → `dst` URLs.
-pub fn executor(
-    topts: TransferOptions,
-    jopts: JobOptions,
-    out: Arc<crate::output::Output>,
-    src: &haul_store::DynStore,
-    dst: &haul_store::DynStore,
-) -> haul_engine::Executor {
-    let transfer = Transfer::new(topts, ctrl_c());
-    let mut exec = haul_engine::Executor::new(transfer, jopts, out.clone());
-    exec.plan_sink = Some(Arc::new(crate::output::DryRun {
-        out,
-        src_url: src.url(),
-        dst_url: dst.url(),
-    }));
-    exec
 }

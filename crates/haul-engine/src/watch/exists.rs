@@ -22,7 +22,7 @@ use super::nofollow::Ident;
 use super::{Inner, Outcome, UploadObserver};
 
 /// What to do when the key of a file exists in the destination.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IfExists {
     /// Replace the object (the default).
