@@ -10,6 +10,9 @@ use super::WatchJournal;
 use crate::db::{Create, Db, Schema};
 use crate::journal::JournalError;
 
+/// Columns added after the first release, for journals created before.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("ctime_ns", "INTEGER NOT NULL DEFAULT 0")];
+
 /// Version 1: the tables as released before versions were recorded
 /// (`IF NOT EXISTS`, and `ctime_ns` added when missing, so such a journal
 /// opens as it did).
@@ -43,8 +46,7 @@ fn schema_v1(conn: &Connection) -> rusqlite::Result<()> {
          );
          CREATE TABLE IF NOT EXISTS symlinks (path TEXT PRIMARY KEY, first_seen INTEGER NOT NULL);",
     )?;
-    // Added after the first release, for journals created before.
-    for (col, def) in [("ctime_ns", "INTEGER NOT NULL DEFAULT 0")] {
+    for (col, def) in ADDED_COLUMNS {
         let has = conn.query_row(
             "SELECT COUNT(*) FROM pragma_table_info('files') WHERE name = ?1",
             params![col],
