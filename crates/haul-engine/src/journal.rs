@@ -286,4 +286,21 @@ mod tests {
         assert_eq!((s.resumed, s.shards.len(), s.done()), (true, 1, 0));
         Ok(())
     }
+
+    #[test]
+    fn a_journal_of_a_newer_haul_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        drop(Journal::open(dir.path())?);
+        Connection::open(dir.path().join("haul.db"))?.pragma_update(None, "user_version", 7)?;
+        let e = Journal::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("haul.db"), "{e}");
+        assert!(
+            e.contains("written by a newer haul (schema version 7; this haul knows up to 1)"),
+            "{e}"
+        );
+        Ok(())
+    }
 }

@@ -19,7 +19,7 @@
 //! uploads. Memory is bounded by the concurrency and the event queue, not
 //! by the number of files.
 //!
-//! The module map: [`options`] (what a watch is asked to do), `schedule`
+//! The module map: `options` (what a watch is asked to do), `schedule`
 //! (the dispatcher of a run: due files within the concurrency, events,
 //! scans, ticks), `events` (the watcher and its events), `scan` (full and
 //! folder scans, pruning), `upload` (one file: settled? upload, verified;
