@@ -10,27 +10,20 @@
 //! are skipped, the others are re-planned from fresh listings (so nothing
 //! half-done is trusted). `fresh` ignores (and replaces) a recorded job.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::db::{Create, Db, Schema};
 use crate::shard::Shard;
 
-/// A journal that cannot be opened or written.
-#[derive(Debug, thiserror::Error)]
-#[error("journal {path}: {message}")]
-pub struct JournalError {
-    pub path: String,
-    pub message: String,
-}
+pub use crate::db::JournalError;
 
 /// The journal of one state directory.
 #[derive(Debug)]
 pub struct Journal {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 /// A shard of a job: its index, the shard, and whether it is done.
@@ -72,46 +65,37 @@ impl JobShards {
 
 pub use crate::state::default_state_dir;
 
+/// Version 1: the jobs and their shards (also the schema of journals
+/// written before versions were recorded, hence `IF NOT EXISTS`).
+fn schema_v1(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS jobs (
+             id TEXT PRIMARY KEY,
+             description TEXT NOT NULL,
+             started INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS shards (
+             job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+             idx INTEGER NOT NULL,
+             shard TEXT NOT NULL,
+             done INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (job, idx)
+         );",
+    )
+}
+
+const SCHEMA: Schema = Schema {
+    file: "haul.db",
+    busy_timeout: Duration::from_secs(5),
+    migrations: &[schema_v1],
+};
+
 impl Journal {
     /// Opens (creating) `haul.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        let path = dir.join("haul.db");
-        let err = |m: String| JournalError {
-            path: path.display().to_string(),
-            message: m,
-        };
-        crate::state::create_private_dir(dir).map_err(|e| err(format!("cannot create the state directory: {e}")))?;
-        crate::state::create_private_file(&path).map_err(|e| err(format!("cannot create the journal: {e}")))?;
-        let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=NORMAL;
-             PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS jobs (
-                 id TEXT PRIMARY KEY,
-                 description TEXT NOT NULL,
-                 started INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS shards (
-                 job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-                 idx INTEGER NOT NULL,
-                 shard TEXT NOT NULL,
-                 done INTEGER NOT NULL DEFAULT 0,
-                 PRIMARY KEY (job, idx)
-             );",
-        )
-        .map_err(|e| err(e.to_string()))?;
         Ok(Journal {
-            path,
-            conn: Mutex::new(conn),
+            db: Db::open(dir, &SCHEMA, Create::IfMissing)?,
         })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> JournalError {
-        JournalError {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        }
     }
 
     /// The id of a job: a digest of what it does.
@@ -140,29 +124,7 @@ impl Journal {
         }
         let planned = plan().await?;
         let started = SystemTime::now();
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let secs = started
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        tx.execute(
-            "INSERT OR REPLACE INTO jobs (id, description, started) VALUES (?1, ?2, ?3)",
-            params![id, description, secs],
-        )
-        .map_err(|e| self.err(e))?;
-        tx.execute("DELETE FROM shards WHERE job = ?1", params![id])
-            .map_err(|e| self.err(e))?;
-        {
-            let mut ins = tx
-                .prepare("INSERT INTO shards (job, idx, shard) VALUES (?1, ?2, ?3)")
-                .map_err(|e| self.err(e))?;
-            for (i, s) in planned.iter().enumerate() {
-                let raw = serde_json::to_string(s).map_err(|e| self.err(e))?;
-                ins.execute(params![id, i as i64, raw]).map_err(|e| self.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))?;
+        self.record(id, description, started, &planned)?;
         Ok(JobShards {
             id: id.to_string(),
             started,
@@ -170,29 +132,56 @@ impl Journal {
         })
     }
 
+    /// Records a new plan of job `id`, replacing any other, in one transaction.
+    fn record(&self, id: &str, description: &str, started: SystemTime, planned: &[Shard]) -> Result<(), JournalError> {
+        let raw = planned
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.db.err(e))?;
+        let secs = started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.db.tx(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO jobs (id, description, started) VALUES (?1, ?2, ?3)",
+                params![id, description, secs],
+            )?;
+            tx.execute("DELETE FROM shards WHERE job = ?1", params![id])?;
+            let mut ins = tx.prepare("INSERT INTO shards (job, idx, shard) VALUES (?1, ?2, ?3)")?;
+            for (i, s) in raw.iter().enumerate() {
+                ins.execute(params![id, i as i64, s])?;
+            }
+            Ok(())
+        })
+    }
+
     #[allow(clippy::type_complexity)]
     fn load(&self, id: &str) -> Result<Option<(Vec<ShardRow>, SystemTime)>, JournalError> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let started: Option<i64> = conn
-            .query_row("SELECT started FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some(started) = started else {
+        let found = self.db.with(|conn| {
+            let started: Option<i64> = conn
+                .query_row("SELECT started FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
+                .optional()?;
+            let Some(started) = started else {
+                return Ok(None);
+            };
+            let rows = crate::db::rows_of(
+                conn,
+                "SELECT idx, shard, done FROM shards WHERE job = ?1 ORDER BY idx",
+                params![id],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+            )?;
+            Ok(Some((started, rows)))
+        })?;
+        let Some((started, rows)) = found else {
             return Ok(None);
         };
         let started = UNIX_EPOCH + Duration::from_secs(started.max(0) as u64);
-        let mut q = conn
-            .prepare("SELECT idx, shard, done FROM shards WHERE job = ?1 ORDER BY idx")
-            .map_err(|e| self.err(e))?;
-        let rows = q
-            .query_map(params![id], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (idx, raw, done) = row.map_err(|e| self.err(e))?;
-            let shard: Shard = serde_json::from_str(&raw).map_err(|e| self.err(format!("corrupt shard row: {e}")))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (idx, raw, done) in rows {
+            let shard: Shard =
+                serde_json::from_str(&raw).map_err(|e| self.db.err(format!("corrupt shard row: {e}")))?;
             out.push((idx as u32, shard, done != 0));
         }
         Ok(Some((out, started)))
@@ -200,23 +189,22 @@ impl Journal {
 
     /// Records that a shard finished (its copies, and deletes when asked).
     pub fn shard_done(&self, id: &str, idx: u32) -> Result<(), JournalError> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.execute(
-            "UPDATE shards SET done = 1 WHERE job = ?1 AND idx = ?2",
-            params![id, idx as i64],
-        )
-        .map_err(|e| self.err(e))?;
+        self.db.with(|conn| {
+            conn.execute(
+                "UPDATE shards SET done = 1 WHERE job = ?1 AND idx = ?2",
+                params![id, idx as i64],
+            )
+        })?;
         Ok(())
     }
 
     /// Forgets a job: its run completed (with or without failures), or it
     /// is replaced by a fresh one.
     pub fn finish(&self, id: &str) -> Result<(), JournalError> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.execute("DELETE FROM shards WHERE job = ?1", params![id])
-            .map_err(|e| self.err(e))?;
-        conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])
-            .map_err(|e| self.err(e))?;
+        self.db.with(|conn| {
+            conn.execute("DELETE FROM shards WHERE job = ?1", params![id])?;
+            conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])
+        })?;
         Ok(())
     }
 }
@@ -296,6 +284,23 @@ mod tests {
             })
             .await?;
         assert_eq!((s.resumed, s.shards.len(), s.done()), (true, 1, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_journal_of_a_newer_haul_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        drop(Journal::open(dir.path())?);
+        Connection::open(dir.path().join("haul.db"))?.pragma_update(None, "user_version", 7)?;
+        let e = Journal::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("haul.db"), "{e}");
+        assert!(
+            e.contains("written by a newer haul (schema version 7; this haul knows up to 1)"),
+            "{e}"
+        );
         Ok(())
     }
 }

@@ -13,6 +13,7 @@
 //! through the executor's one dry-run guard.
 
 pub mod budget;
+mod db;
 pub mod filter;
 mod integrity;
 pub mod job;
