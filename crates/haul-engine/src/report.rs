@@ -411,3 +411,66 @@ impl Summary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `--json` summary: the counters, then what does not add up, in
+    /// this order and under these names (scripts read them).
+    #[test]
+    fn summary_json_is_built_from_counters() -> Result<(), serde_json::Error> {
+        let c = Counters {
+            objects: 1,
+            bytes: 200,
+            listed: 3,
+            skipped: 4,
+            unlisted: 5,
+            unverified: 6,
+            deleted: 7,
+            failed: 8,
+            server_side: 9,
+            shards: 10,
+            shards_resumed: 11,
+        };
+        let failure = Failure {
+            key: "k".into(),
+            op: "get".into(),
+            code: "NotFound".into(),
+            message: "gone".into(),
+        };
+        let s = Summary::new(
+            c,
+            true,
+            Duration::from_secs(2),
+            vec!["a notice".into()],
+            12,
+            vec![failure],
+        );
+        assert_eq!(s.counters(), c);
+        assert_eq!(
+            serde_json::to_string(&s)?,
+            concat!(
+                r#"{"objects":1,"bytes":200,"listed":3,"skipped":4,"unlisted":5,"unverified":6,"deleted":7,"#,
+                r#""failed":8,"server_side":9,"shards":10,"shards_resumed":11,"dry_run":true,"elapsed_secs":2.0,"#,
+                r#""bytes_per_sec":100.0,"notices":["a notice"],"retries":12}"#
+            )
+        );
+        // A report counts into the same numbers.
+        let r = Report::keeping(1);
+        r.absorb(&c, &[]);
+        r.fail(
+            Failure {
+                key: "x".into(),
+                op: "put".into(),
+                code: "Error".into(),
+                message: "boom".into(),
+            },
+            &NoObserver,
+        );
+        r.fail(s.first_failures[0].clone(), &NoObserver);
+        assert_eq!(r.counters(), Counters { failed: 10, ..c });
+        assert_eq!(r.kept_failures().len(), 1, "kept up to the limit, counted exactly");
+        Ok(())
+    }
+}
