@@ -79,7 +79,7 @@ async fn contents(s: &DynStore, prefix: &str) -> Result<Contents, StoreError> {
 
 fn opts(i: usize) -> PutOptions {
     PutOptions {
-        content_type: Some(if i % 2 == 0 { "text/plain" } else { "application/json" }.into()),
+        content_type: Some(["text/plain", "application/json"][i % 2].into()),
         metadata: BTreeMap::from([("n".to_string(), i.to_string())]),
         ..PutOptions::default()
     }
@@ -166,7 +166,7 @@ async fn a_sync_run_unit_by_unit_ends_as_a_one_shot_run() -> TestResult {
     let unit_job = UnitJob::Sync(job.clone());
     let mut results = Vec::new();
     for (n, i) in [2usize, 0, 3, 1].into_iter().enumerate() {
-        let exec = if n % 2 == 0 { &e1 } else { &e2 };
+        let exec = [&e1, &e2][n % 2];
         let unit = by_wire(&units[i])?;
         let r = exec.run_unit(&src, &units_dst, &unit_job, &unit).await;
         assert!(r.is_clean(), "{r:?}");
@@ -223,7 +223,7 @@ async fn a_copy_run_unit_by_unit_ends_as_a_one_shot_run() -> TestResult {
     .into_iter()
     .enumerate()
     {
-        let exec = if n % 2 == 0 { &e1 } else { &e2 };
+        let exec = [&e1, &e2][n % 2];
         let r = exec
             .run_unit(&src, &units_dst, &unit_job, &WorkUnit::Shard { index: 0, shard: s })
             .await;
