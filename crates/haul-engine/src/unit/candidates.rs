@@ -75,10 +75,17 @@ impl Spool {
         Ok(())
     }
 
+    /// Adds bytes; on an error nothing of them was added.
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let before = self.buf.len();
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= BUFFER {
-            self.flush()?;
+            if let Err(e) = self.flush() {
+                // `written` did not move: the next flush writes the
+                // earlier bytes again, at the same offset.
+                self.buf.truncate(before);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -174,7 +181,7 @@ impl DeleteCandidates {
         }
     }
 
-    /// Adds one destination key.
+    /// Adds one destination key (on an error, it was not added).
     pub fn push(&mut self, key: &str) -> io::Result<()> {
         let mut line = serde_json::to_vec(key).map_err(io::Error::other)?;
         line.push(b'\n');
@@ -183,7 +190,8 @@ impl DeleteCandidates {
         Ok(())
     }
 
-    /// Adds every key of `other` (after the keys already here).
+    /// Adds every key of `other` (after the keys already here). On an
+    /// error none of them was added.
     pub fn append(&mut self, other: DeleteCandidates) -> io::Result<()> {
         let DeleteCandidates { spool, len } = other;
         let Some(spool) = spool else {
@@ -198,13 +206,24 @@ impl DeleteCandidates {
         let mut theirs = spool.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut reader = theirs.reader()?;
         let ours = self.spool_mut()?;
-        let mut chunk = vec![0u8; BUFFER];
-        loop {
-            let n = reader.read(&mut chunk)?;
-            if n == 0 {
-                break;
+        ours.flush()?;
+        let start = ours.written;
+        let copied = (|| {
+            let mut chunk = vec![0u8; BUFFER];
+            loop {
+                let n = reader.read(&mut chunk)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                ours.write(&chunk[..n])?;
             }
-            ours.write(&chunk[..n])?;
+        })();
+        if let Err(e) = copied {
+            // Back to the keys there were: what was copied lies past the
+            // end, to be overwritten.
+            ours.buf.clear();
+            ours.written = start;
+            return Err(e);
         }
         self.len += len;
         Ok(())
