@@ -105,6 +105,18 @@ impl Executor {
     /// Runs a plan; returns how many of its items failed (a cancelled run
     /// counts as one failure: not everything was handled).
     pub async fn run_plan(&self, src: &DynStore, dst: &DynStore, plan: BoxStream<'static, PlanItem>) -> u64 {
+        self.run_plan_into(&self.report, src, dst, plan).await
+    }
+
+    /// [`Executor::run_plan`], counting in `report` (a work unit's own)
+    /// instead of the executor's; the observer sees every event as usual.
+    pub(crate) async fn run_plan_into(
+        &self,
+        report: &Report,
+        src: &DynStore,
+        dst: &DynStore,
+        plan: BoxStream<'static, PlanItem>,
+    ) -> u64 {
         let cancel = self.cancel_token().clone();
         let failures = std::sync::atomic::AtomicU64::new(0);
         plan.take_until(cancel.cancelled_owned())
@@ -112,20 +124,19 @@ impl Executor {
                 let ok = match item {
                     PlanItem::Copy(t) => {
                         self.observer.planned(1, t.src.size);
-                        self.copy_one(src, dst, t).await
+                        self.copy_one(report, src, dst, t).await
                     }
                     PlanItem::Skip { key, reason } => {
-                        self.report.skipped.fetch_add(1, Ordering::Relaxed);
+                        report.skipped.fetch_add(1, Ordering::Relaxed);
                         self.observer.skipped(key.as_str(), &reason);
                         true
                     }
                     PlanItem::Unlisted(u) => {
-                        self.report.unlisted(&u, self.observer.as_ref());
+                        report.unlisted(&u, self.observer.as_ref());
                         true
                     }
                     PlanItem::Error(e) => {
-                        self.report
-                            .fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
+                        report.fail(Failure::from_error(&e.key, &e), self.observer.as_ref());
                         false
                     }
                 };
@@ -139,7 +150,11 @@ impl Executor {
         failures.load(Ordering::Relaxed) + u64::from(self.cancel_token().is_cancelled())
     }
 
-    pub(crate) fn finish(&self) -> Summary {
+    /// The summary of everything this executor's report holds (with an
+    /// `Interrupted` failure when the run was cancelled). A coordinator
+    /// that ran work units elsewhere [`Report::absorb`]s their results
+    /// first.
+    pub fn finish(&self) -> Summary {
         if self.cancel_token().is_cancelled() {
             let e = StoreError::new(
                 haul_store::Op::Validate,
@@ -156,14 +171,14 @@ impl Executor {
     }
 
     /// Copies one object; false if it failed (and was reported).
-    async fn copy_one(&self, src: &DynStore, dst: &DynStore, t: CopyTask) -> bool {
+    async fn copy_one(&self, report: &Report, src: &DynStore, dst: &DynStore, t: CopyTask) -> bool {
         let action = Action::Copy {
             src: t.src.key.as_str(),
             dst: t.dst_key.as_str(),
             size: t.src.size,
         };
         if !self.guard(action) {
-            self.report.ok(t.src.size);
+            report.ok(t.src.size);
             return true;
         }
         let _slot = self.slots.acquire().await;
@@ -176,11 +191,11 @@ impl Executor {
             {
                 Ok(out) => {
                     if matches!(out.strategy, Strategy::ServerCopy | Strategy::ServerPartCopy { .. }) {
-                        self.report.server_side.fetch_add(1, Ordering::Relaxed);
+                        report.server_side.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.report.ok(out.bytes);
+                    report.ok(out.bytes);
                     if out.unverified {
-                        self.report.unverified.fetch_add(1, Ordering::Relaxed);
+                        report.unverified.fetch_add(1, Ordering::Relaxed);
                         self.observer.unverified(t.src.key.as_str());
                     }
                     self.observer.done(t.src.key.as_str(), out.bytes);
@@ -197,8 +212,7 @@ impl Executor {
                         attempt += 1;
                         continue;
                     }
-                    self.report
-                        .fail(Failure::from_error(t.src.key.as_str(), &e), self.observer.as_ref());
+                    report.fail(Failure::from_error(t.src.key.as_str(), &e), self.observer.as_ref());
                     return false;
                 }
             }

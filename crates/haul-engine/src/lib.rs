@@ -11,6 +11,11 @@
 //! multipart ETag recomputed, CRCs). A failed object lands in the
 //! [`report::Report`] and never stops the run. Every destructive step goes
 //! through the executor's one dry-run guard.
+//!
+//! A job can also be cut into [`unit::WorkUnit`]s (a shard, or a list of
+//! objects) run one by one — here or in other processes — whose
+//! [`unit::UnitResult`]s add up; the deletes of a sync wait for the sum
+//! ([`job::Executor::apply_deletes`]).
 
 pub mod budget;
 mod db;
@@ -28,12 +33,14 @@ pub mod state;
 pub mod sync;
 pub mod tags;
 pub mod transfer;
+pub mod unit;
 pub mod verify;
 pub mod watch;
 
 pub use budget::ByteBudget;
 pub use filter::Filter;
 pub use job::{Executor, JobOptions};
-pub use plan::{CopyTask, Planner};
-pub use report::{Failure, Observer, Report, Summary};
+pub use plan::{CopyJob, CopyTask, Planner};
+pub use report::{Counters, Failure, Observer, Report, Summary};
 pub use transfer::{Strategy, Transfer, TransferOptions, Verified};
+pub use unit::{DeleteCandidates, UnitJob, UnitObject, UnitResult, WorkUnit};

@@ -8,6 +8,7 @@ use haul_store::{DynStore, Key, ListEntry, ListRequest, ObjectMeta, SkipReason, 
 use serde::{Deserialize, Serialize};
 
 use crate::filter::Filter;
+use crate::shard::Shard;
 
 /// One object to copy: where from (as listed) and where to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,33 @@ pub struct Planner {
     pub dst_is_local: bool,
 }
 
+/// What a recursive copy does, without its stores: a [`Planner`] as data,
+/// for work units (`unit.rs`) run wherever the stores are opened.
+#[derive(Debug, Clone)]
+pub struct CopyJob {
+    /// Listed recursively; keys are copied relative to it (shards and the
+    /// keys of an objects unit are relative to it too).
+    pub src_base: Key,
+    /// Prepended to the relative keys.
+    pub dst_base: Key,
+    pub filter: Filter,
+    /// The destination cannot hold keys ending in `/` (a local directory).
+    pub dst_is_local: bool,
+}
+
+impl CopyJob {
+    /// The planner of this job over `src`.
+    pub fn planner(&self, src: &DynStore) -> Planner {
+        Planner {
+            src: src.clone(),
+            src_prefix: self.src_base.clone(),
+            dst_prefix: self.dst_base.clone(),
+            filter: self.filter.clone(),
+            dst_is_local: self.dst_is_local,
+        }
+    }
+}
+
 impl Planner {
     /// The tasks of a recursive copy, in source key order.
     pub fn tasks(&self) -> BoxStream<'static, PlanItem> {
@@ -53,6 +81,17 @@ impl Planner {
             skip: self.filter.skip_keys(&self.src_prefix),
             ..ListRequest::prefix(self.src_prefix.clone())
         });
+        self.items(listing)
+    }
+
+    /// The tasks of the keys of one shard (relative to the source prefix),
+    /// in source key order: [`Planner::tasks`] restricted to the shard.
+    pub fn shard_tasks(&self, shard: &Shard) -> BoxStream<'static, PlanItem> {
+        let listing = shard.list_skipping(&self.src, &self.src_prefix, self.filter.skip_keys(&self.src_prefix));
+        self.items(listing)
+    }
+
+    fn items(&self, listing: BoxStream<'static, haul_store::Result<ListEntry>>) -> BoxStream<'static, PlanItem> {
         let this = self.clone();
         listing
             .filter_map(move |e| {
@@ -70,7 +109,8 @@ impl Planner {
             .boxed()
     }
 
-    fn item(&self, o: ObjectMeta) -> Option<PlanItem> {
+    /// The plan item of one source object (None: excluded by the filter).
+    pub(crate) fn item(&self, o: ObjectMeta) -> Option<PlanItem> {
         let rel = o
             .key
             .strip_prefix(&self.src_prefix)

@@ -261,7 +261,7 @@ impl Executor {
 }
 
 /// Copy or skip one listed object (`None`: filtered out).
-async fn decide(
+pub(crate) async fn decide(
     src: &DynStore,
     dst: &DynStore,
     job: &SyncJob,

@@ -1,26 +1,27 @@
-//! `sync`: every shard's march executed. Shards run in parallel (sharing
-//! the executor's object slots); their copies go through the executor as
-//! they are found; deletes are spooled to an anonymous temp file (memory
-//! stays flat at any count) and run only after every copy of the job
-//! succeeded, and not at all when there are more than `max_delete`.
+//! `sync`: every shard's march executed, each shard as a work unit
+//! (`unit.rs`). Shards run in parallel (sharing the executor's object
+//! slots); their copies go through the executor as they are found; deletes
+//! are spooled to anonymous temp files (memory stays flat at any count),
+//! summed, and run only after every copy of the job succeeded, and not at
+//! all when there are more than `max_delete`.
 //! A shard is reported done (to the journal) when all of its work is; a
 //! run that completes closes its job, one that was interrupted keeps it
 //! for the next run to resume.
 
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use haul_store::{DynStore, ErrorKind, Key, ListEntry, ObjectMeta, Op, StoreError};
+use haul_store::{DynStore, Key, ListEntry, ObjectMeta, Op, StoreError};
 
 use crate::filter::Filter;
 use crate::job::Executor;
 use crate::journal::{JobShards, Journal, JournalError};
 use crate::march::{differs, march, Compare, MarchOptions, SyncAction};
 use crate::plan::{CopyTask, PlanItem};
-use crate::report::{Failure, Summary};
+use crate::report::{Failure, Report, Summary};
 use crate::shard::Shard;
+use crate::unit::{DeleteCandidates, UnitJob, UnitResult, WorkUnit};
 use crate::verify::same_content;
 
 /// What a sync job does, the same for all its shards.
@@ -138,19 +139,12 @@ impl SyncJob {
     }
 }
 
-/// Destination keys to delete, one JSON string per line in a temp file.
-struct Spool {
-    out: BufWriter<std::fs::File>,
-    count: u64,
-}
-
-fn spool_error(e: std::io::Error) -> StoreError {
-    StoreError::io(Op::Delete, "", e)
-}
-
 impl Executor {
     /// Syncs `shards` (index, shard) of `job` from `src` to `dst`; calls
-    /// `done` with the index of every shard whose work is complete.
+    /// `done` with the index of every shard whose work is complete. Each
+    /// shard runs as a work unit ([`Executor::run_unit`]); their results
+    /// are summed here, and the deletes they found wait for the barrier
+    /// ([`Executor::apply_deletes`]).
     pub async fn sync(
         &self,
         src: &DynStore,
@@ -159,24 +153,15 @@ impl Executor {
         shards: Vec<(u32, Shard)>,
         done: &(dyn Fn(u32) + Send + Sync),
     ) -> Summary {
-        let spool = match tempfile::tempfile() {
-            Ok(f) => Arc::new(Mutex::new(Spool {
-                out: BufWriter::new(f),
-                count: 0,
-            })),
-            Err(e) => {
-                let e = spool_error(e);
-                self.report.fail(Failure::from_error("", &e), self.observer.as_ref());
-                return self.report.summary(self.opts.dry_run);
-            }
-        };
-        // Phase 1: copies, shard by shard, deletes spooled.
-        let finished: Vec<u32> = stream::iter(shards)
-            .map(|(idx, shard)| {
-                let spool = spool.clone();
+        let unit_job = UnitJob::Sync(job.clone());
+        // Phase 1: copies, shard by shard, deletes only found.
+        let mut results = stream::iter(shards)
+            .map(|(index, shard)| {
+                let unit_job = &unit_job;
                 async move {
-                    let plan = self.plan_of(job.march(src, dst, &shard), spool);
-                    let failures = self.run_plan(src, dst, plan).await;
+                    let r = self
+                        .run_unit(src, dst, unit_job, &WorkUnit::Shard { index, shard })
+                        .await;
                     let finished = self.report.shards_done.fetch_add(1, Ordering::Relaxed) + 1;
                     let total = self.report.shards_total.load(Ordering::Relaxed);
                     let resumed = self.report.shards_resumed.load(Ordering::Relaxed);
@@ -184,23 +169,41 @@ impl Executor {
                         .shard_finished(finished + resumed, total.max(finished + resumed));
                     // Without deletes a clean shard is complete now: record it
                     // at once, so a crash later does not redo it.
-                    if failures == 0 && !job.delete {
-                        done(idx);
+                    if r.is_clean() && !job.delete {
+                        done(index);
                     }
-                    (failures == 0).then_some(idx)
+                    (index, r)
                 }
             })
-            .buffer_unordered(job.shards_in_flight.max(1))
-            .filter_map(futures::future::ready)
-            .collect()
-            .await;
+            .buffer_unordered(job.shards_in_flight.max(1));
+        let mut total = UnitResult::default();
+        let mut clean = Vec::new();
+        while let Some((index, r)) = results.next().await {
+            self.absorb(&r);
+            if r.is_clean() {
+                clean.push(index);
+            }
+            // The failures are in the report already: only the counts, the
+            // interruption and the candidates are needed for the barrier.
+            let r = UnitResult {
+                failures: Vec::new(),
+                ..r
+            };
+            if let Err(e) = total.merge(r) {
+                // Candidates lost: the barrier must refuse.
+                let e = StoreError::io(Op::Delete, "", e);
+                self.report.fail(Failure::from_error("", &e), self.observer.as_ref());
+                total.counters.failed += 1;
+            }
+        }
+        drop(results);
         if !job.delete {
             return self.finish();
         }
         // Phase 2: deletes, if every copy succeeded and there are not too many.
-        if self.run_spooled_deletes(dst, &spool, job.max_delete).await == 0 {
-            for idx in finished {
-                done(idx);
+        if self.apply_deletes(dst, &total, job.max_delete).await == 0 {
+            for index in clean {
+                done(index);
             }
         }
         self.finish()
@@ -247,13 +250,14 @@ impl Executor {
         Ok(summary)
     }
 
-    /// Turns actions into a plan: copies pass, skips are counted, deletes spooled.
-    fn plan_of(
+    /// Turns actions into a plan: copies pass, skips are counted (in
+    /// `report`), deletes become candidates.
+    pub(crate) fn plan_of(
         &self,
+        report: Arc<Report>,
         actions: BoxStream<'static, SyncAction>,
-        spool: Arc<Mutex<Spool>>,
+        candidates: Arc<Mutex<DeleteCandidates>>,
     ) -> BoxStream<'static, PlanItem> {
-        let report = self.report.clone();
         let observer = self.observer.clone();
         actions
             .filter_map(move |a| {
@@ -268,14 +272,10 @@ impl Executor {
                         None
                     }
                     SyncAction::Delete { dst, .. } => {
-                        let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
-                        let line = serde_json::to_string(dst.key.as_str()).unwrap_or_default();
-                        match writeln!(s.out, "{line}") {
-                            Ok(()) => {
-                                s.count += 1;
-                                None
-                            }
-                            Err(e) => Some(PlanItem::Error(spool_error(e))),
+                        let mut c = candidates.lock().unwrap_or_else(|e| e.into_inner());
+                        match c.push(dst.key.as_str()) {
+                            Ok(()) => None,
+                            Err(e) => Some(PlanItem::Error(StoreError::io(Op::Delete, "", e))),
                         }
                     }
                     SyncAction::Unlisted(u) => Some(PlanItem::Unlisted(u)),
@@ -284,47 +284,5 @@ impl Executor {
                 futures::future::ready(item)
             })
             .boxed()
-    }
-
-    /// Runs the spooled deletes; returns the number of failures (a refusal counts).
-    async fn run_spooled_deletes(&self, dst: &DynStore, spool: &Arc<Mutex<Spool>>, max_delete: Option<u64>) -> u64 {
-        // Read back in its own scope: no lock is held across the deletes.
-        let (n, reader) = {
-            let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
-            let reader = match s.out.flush().and_then(|_| s.out.get_mut().seek(SeekFrom::Start(0))) {
-                Ok(_) => s.out.get_ref().try_clone().map(BufReader::new),
-                Err(e) => Err(e),
-            };
-            (s.count, reader)
-        };
-        if n == 0 {
-            return 0;
-        }
-        let failed = self.report.failed.load(Ordering::Relaxed);
-        let refuse = if failed > 0 {
-            Some(format!(
-                "{n} extraneous objects not deleted: {failed} objects failed, and deleting on an incomplete copy could lose data"
-            ))
-        } else {
-            max_delete
-                .filter(|max| n > *max)
-                .map(|max| format!("{n} objects would be deleted, more than --max-delete {max}: nothing was deleted"))
-        };
-        if let Some(msg) = refuse {
-            let e = StoreError::new(Op::Delete, "", ErrorKind::PreconditionFailed, msg).with_code("DeleteRefused");
-            self.report.fail(Failure::from_error("", &e), self.observer.as_ref());
-            return 1;
-        }
-        let keys: BoxStream<'static, Result<Key, StoreError>> = match reader {
-            Ok(r) => stream::iter(r.lines().map(|l| {
-                let l = l.map_err(spool_error)?;
-                let k: String = serde_json::from_str(&l)
-                    .map_err(|e| StoreError::new(Op::Delete, "", ErrorKind::Other, format!("delete spool: {e}")))?;
-                Key::object(k)
-            }))
-            .boxed(),
-            Err(e) => stream::iter(vec![Err(spool_error(e))]).boxed(),
-        };
-        self.run_deletes(dst, keys).await
     }
 }
