@@ -14,9 +14,11 @@ pub mod context;
 pub mod error;
 pub mod run;
 pub mod spec;
+pub mod unit;
 
 pub use connect::{connect, Connector, Opened};
 pub use context::{JobOutcome, PlanCounts, PlanRow, Reporter, RestoreCounts, RunContext};
 pub use error::JobError;
 pub use run::run;
 pub use spec::JobSpec;
+pub use unit::{finish_units, plan_units, run_unit};

@@ -1,11 +1,11 @@
 //! Running a job: [`run`] takes any [`JobSpec`], opens its stores, plans
 //! and executes it, and returns a [`JobOutcome`]. One module per kind.
 
-mod cp;
+pub(crate) mod cp;
 mod plan;
 mod restore;
 mod rm;
-mod sync;
+pub(crate) mod sync;
 mod verify;
 mod watch;
 
@@ -81,7 +81,7 @@ pub(crate) fn executor(
     exec
 }
 
-fn job_options(concurrency: usize, dry_run: bool) -> JobOptions {
+pub(crate) fn job_options(concurrency: usize, dry_run: bool) -> JobOptions {
     JobOptions {
         concurrency: concurrency.max(1),
         dry_run,

@@ -29,9 +29,17 @@ fn read_part_file(s: &SyncSpec) -> Result<Option<(String, Vec<Shard>)>> {
     Ok(Some((text, shards)))
 }
 
-pub(crate) async fn run(s: &SyncSpec, ctx: &RunContext) -> Result<JobOutcome> {
+/// A sync's two sides, opened and probed, and the engine's job.
+pub(crate) struct Prepared {
+    pub source: Opened,
+    pub dest: Dest,
+    pub job: SyncJob,
+    pub part_file: Option<(String, Vec<Shard>)>,
+}
+
+/// Opens and checks both sides of a sync; nothing is written yet.
+pub(crate) async fn prepare(s: &SyncSpec) -> Result<Prepared> {
     let (src, dst) = (s.src.location(), s.dst.location());
-    let topts = transfer_options(&s.transfer, &s.object, &s.write);
     let filter = s.filter.build()?;
     let part_file = read_part_file(s)?;
     let mut c = Connector::default();
@@ -42,35 +50,55 @@ pub(crate) async fn run(s: &SyncSpec, ctx: &RunContext) -> Result<JobOutcome> {
     let dest = open_dest_tree(dst, &s.dst_conn, &mut c).await?;
     let dst_prefix = dest.key.as_dir();
     probe(&dest.store, &dst_prefix, "cannot list the destination", true).await?;
-
     let job = SyncJob {
-        src_base: src_prefix.clone(),
-        dst_base: dst_prefix.clone(),
+        src_base: src_prefix,
+        dst_base: dst_prefix,
         compare: s.compare,
         delete: s.delete,
         max_delete: s.max_delete,
         filter,
         shards_in_flight: s.shards_in_flight.max(1),
     };
+    Ok(Prepared {
+        source,
+        dest,
+        job,
+        part_file,
+    })
+}
+
+/// The shards of a sync: the part file's, one, or split on the source's folders.
+pub(crate) async fn plan_shards(s: &SyncSpec, p: &Prepared) -> Result<Vec<Shard>> {
+    match (&p.part_file, s.no_split) {
+        (Some((_, shards)), _) => Ok(shards.clone()),
+        (None, true) => Ok(vec![Shard::all()]),
+        (None, false) => {
+            let target = p.job.shards_in_flight * 4;
+            auto_split(&p.source.store, &p.job.src_base, target, 3, s.split_min_keys)
+                .await
+                .map_err(|e| JobError::store_in("cannot split the source into shards", e))
+        }
+    }
+}
+
+pub(crate) async fn run(s: &SyncSpec, ctx: &RunContext) -> Result<JobOutcome> {
+    let topts = transfer_options(&s.transfer, &s.object, &s.write);
+    let mut c = Connector::default();
+    let prepared = prepare(s).await?;
+    let Prepared {
+        source,
+        dest,
+        job,
+        part_file,
+    } = &prepared;
     let verb = if s.dry_run { "Would sync" } else { "Synced" };
     if s.files_from.is_some() || s.inventory.is_some() {
-        return sync_listed(s, &source, &dest, &job, ctx, &mut c).await;
+        return sync_listed(s, source, dest, job, ctx, &mut c).await;
     }
     // What the job does identifies it in the journal: a run resumes only a
     // run of the same job.
-    let description = job_description(s, &source, &dest, &part_file);
-    let plan_shards = || async {
-        match (&part_file, s.no_split) {
-            (Some((_, shards)), _) => Ok(shards.clone()),
-            (None, true) => Ok(vec![Shard::all()]),
-            (None, false) => {
-                let target = job.shards_in_flight * 4;
-                auto_split(&source.store, &src_prefix, target, 3, s.split_min_keys)
-                    .await
-                    .map_err(|e| JobError::store_in("cannot split the source into shards", e))
-            }
-        }
-    };
+    let description = job_description(s, source, dest, part_file);
+    let plan_shards = || plan_shards(s, &prepared);
     let journal = if s.no_journal || s.dry_run {
         None
     } else {
@@ -92,7 +120,7 @@ pub(crate) async fn run(s: &SyncSpec, ctx: &RunContext) -> Result<JobOutcome> {
             .map(move |(_, shard, _)| job2.march(&src_store, &dst_store, &shard))
             .flatten()
             .boxed();
-        return Ok(JobOutcome::Planned(emit_plan(&job, actions, false, ctx).await));
+        return Ok(JobOutcome::Planned(emit_plan(job, actions, false, ctx).await));
     }
     if planned.resumed {
         ctx.reporter.notice(&format!(
@@ -111,7 +139,7 @@ pub(crate) async fn run(s: &SyncSpec, ctx: &RunContext) -> Result<JobOutcome> {
         &dest.store,
     );
     let summary = exec
-        .sync_journaled(&source.store, &dest.store, &job, journal.as_ref(), planned)
+        .sync_journaled(&source.store, &dest.store, job, journal.as_ref(), planned)
         .await?;
     Ok(JobOutcome::Moved {
         verb,

@@ -284,3 +284,32 @@ impl CpSpec {
         }
     }
 }
+
+impl SyncSpec {
+    /// A sync of `src` into `dst` with every option at its default.
+    pub fn new(src: Loc, dst: Loc) -> Self {
+        SyncSpec {
+            src,
+            dst,
+            compare: etag(),
+            delete: false,
+            max_delete: None,
+            dry_run: false,
+            part_file: None,
+            no_split: false,
+            files_from: None,
+            inventory: None,
+            shards_in_flight: four(),
+            split_min_keys: split_min_keys(),
+            state_dir: None,
+            no_journal: false,
+            fresh: false,
+            filter: FilterSpec::default(),
+            object: ObjectSpec::default(),
+            write: WriteSpec::default(),
+            transfer: TransferSpec::default(),
+            src_conn: ConnSpec::default(),
+            dst_conn: ConnSpec::default(),
+        }
+    }
+}
