@@ -1360,7 +1360,7 @@ async fn read_up_to<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> std::io::Resul
 /// Mtime helpers re-exported for the CLI.
 pub fn mtime_of(meta: &ObjectMeta) -> Option<SystemTime> {
     meta.metadata
-        .get("mtime")
-        .and_then(|m| haul_store::s3::parse_mtime(m))
+        .get(haul_store::mtime::METADATA_KEY)
+        .and_then(|m| haul_store::mtime::parse_mtime(m))
         .or(meta.last_modified)
 }

@@ -18,6 +18,7 @@ pub mod key;
 pub mod local;
 pub mod location;
 pub mod memory;
+pub mod mtime;
 pub mod s3;
 mod tmpdir;
 pub mod types;

@@ -425,7 +425,7 @@ fn conflict_or_io(op: Op, key: &str, e: std::io::Error) -> StoreError {
 fn attrs_from(opts: &PutOptions, etag: String) -> Attrs {
     let mut metadata = opts.metadata.clone();
     if let Some(m) = opts.mtime {
-        metadata.insert("mtime".into(), crate::s3::format_mtime(m));
+        metadata.insert(crate::mtime::METADATA_KEY.into(), crate::mtime::format_mtime(m));
     }
     Attrs {
         etag: Some(etag),

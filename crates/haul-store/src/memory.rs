@@ -204,7 +204,7 @@ impl MemoryStore {
 fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectMeta {
     let mut metadata = opts.metadata.clone();
     if let Some(m) = opts.mtime {
-        metadata.insert("mtime".into(), crate::s3::format_mtime(m));
+        metadata.insert(crate::mtime::METADATA_KEY.into(), crate::mtime::format_mtime(m));
     }
     ObjectMeta {
         key: Key::prefix(key).unwrap_or_else(|_| Key::root()),

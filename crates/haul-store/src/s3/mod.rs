@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::checksum::{clean_etag, md5_hex_to_base64};
 use crate::error::{ErrorKind, Op, Result, StoreError};
 use crate::key::Key;
+use crate::mtime;
 use crate::types::*;
 use crate::ObjectStore;
 
@@ -275,26 +276,9 @@ async fn check_profile(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `mtime` user metadata haul writes (seconds since the epoch with
-/// fractions, as rclone does).
-pub fn format_mtime(t: SystemTime) -> String {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
-        Err(_) => "0".into(),
-    }
-}
-
-/// Parses `mtime` user metadata written by haul or rclone.
-pub fn parse_mtime(s: &str) -> Option<SystemTime> {
-    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
-    let secs: u64 = secs.parse().ok()?;
-    let mut frac = frac.chars().take(9).collect::<String>();
-    while frac.len() < 9 {
-        frac.push('0');
-    }
-    let nanos: u32 = frac.parse().ok()?;
-    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
+/// The mtime codec's former home, kept so that callers written before it
+/// moved to [`crate::mtime`] still build.
+pub use crate::mtime::{format_mtime, parse_mtime};
 
 /// One bucket on an S3 endpoint.
 #[derive(Clone, Debug)]
@@ -355,8 +339,8 @@ macro_rules! apply_put_options {
             req = req.metadata(k, v);
         }
         if let Some(m) = opts.mtime {
-            if !opts.metadata.contains_key("mtime") {
-                req = req.metadata("mtime", format_mtime(m));
+            if !opts.metadata.contains_key(mtime::METADATA_KEY) {
+                req = req.metadata(mtime::METADATA_KEY, mtime::format_mtime(m));
             }
         }
         if let Some(sc) = &opts.storage_class {
@@ -1218,24 +1202,5 @@ mod tests {
         let off = Crc64Support::new(Some(false));
         off.learn(true);
         assert!(!off.maybe(), "an explicit setting is not overridden");
-    }
-
-    #[test]
-    fn mtime_metadata_roundtrips_and_never_panics() {
-        let t = UNIX_EPOCH + Duration::new(1_795_253_869, 510_095_294);
-        assert_eq!(parse_mtime(&format_mtime(t)), Some(t));
-        assert_eq!(
-            parse_mtime("1700000000"),
-            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-        );
-        assert_eq!(
-            parse_mtime("1700000000.5"),
-            Some(UNIX_EPOCH + Duration::new(1_700_000_000, 500_000_000))
-        );
-        // Hostile or broken metadata: no panic, no time.
-        assert_eq!(parse_mtime("18446744073709551615"), None);
-        assert_eq!(parse_mtime("-1"), None);
-        assert_eq!(parse_mtime("abc"), None);
-        assert_eq!(parse_mtime("1.x"), None);
     }
 }
