@@ -347,8 +347,8 @@ impl Transfer {
         tags: Vec<(String, String)>,
     ) -> PutOptions {
         let o = &self.opts.put;
-        let src_local = src.capabilities().local_root.is_some();
-        let dst_local = dst.capabilities().local_root.is_some();
+        let src_mtime = src.capabilities().keeps_mtime;
+        let dst_mtime = dst.capabilities().keeps_mtime;
         let mut put = PutOptions {
             storage_class: o.storage_class.clone(),
             sse: o.sse.clone(),
@@ -374,11 +374,11 @@ impl Transfer {
             }
         }
         // Keep modification times across the filesystem boundary.
-        if src_local || dst_local {
+        if src_mtime || dst_mtime {
             put.mtime = mtime_of(full);
         }
-        if dst_local {
-            put.metadata.remove("mtime");
+        if dst_mtime {
+            put.metadata.remove(haul_store::mtime::METADATA_KEY);
         }
         put
     }
@@ -424,7 +424,7 @@ impl Transfer {
                     .and_then(|o| self.kept_etag(meta, dst_key, o))
             }
         };
-        if src.capabilities().local_root.is_some() {
+        if src.capabilities().source_may_change {
             check_unchanged(src, meta).await?;
         }
         self.kept_etag(meta, dst_key, out)
@@ -480,15 +480,15 @@ impl Transfer {
             ));
         }
         let data = collect(g, meta.size, &meta.key, obs).await?;
-        let src_local = src.capabilities().local_root.is_some();
-        if src_local {
+        if src.capabilities().source_may_change {
             // Before anything replaces the destination.
             check_unchanged(src, meta).await?;
         }
+        let src_local = src.capabilities().local_reads;
         let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
         // A local destination hashes what it writes and returns the MD5 as
         // its ETag: no second pass here.
-        let local_dst = dst.capabilities().local_root.is_some() && !crc64;
+        let local_dst = dst.capabilities().hashes_writes && !crc64;
         // Into a store that keeps CRC64NVMEs, with no source MD5 to compare,
         // the CRC goes alone (the store protects the payload with an MD5 of
         // its own while it does not know whether the server checks CRCs).
@@ -707,7 +707,7 @@ impl Transfer {
         // is checked by it: ~0.1 s per GiB, where MD5 costs ~2.3 s. A local
         // destination then takes the source's ETag instead of hashing.
         let src_crc = full.checksums.full_crc64();
-        let dst_local = dst.capabilities().local_root.is_some();
+        let dst_local = dst.capabilities().hashes_writes;
         put.full_object_crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
         // The whole-object MD5 is needed only to check a single-part source
         // ETag, when no CRC64NVME checks the data.
@@ -775,8 +775,8 @@ impl Transfer {
                 return Err(e);
             }
         };
-        let src_local = src.capabilities().local_root.is_some();
-        let ready = if src_local {
+        let src_local = src.capabilities().local_reads;
+        let ready = if src.capabilities().source_may_change {
             check_unchanged(src, meta).await
         } else if src_check.is_none() && self.opts.require_verified {
             Err(integrity::unverified(&full))
@@ -870,7 +870,7 @@ impl Transfer {
                 let len = r.end - r.start;
                 // A local destination writes the part as it arrives (no
                 // part-sized buffer) unless the whole object is hashed here.
-                let streamed = hashing.dst_hashes && !keep;
+                let streamed = hashing.dst_hashes && dst.capabilities().streams_parts && !keep;
                 let permit = if streamed {
                     None
                 } else {

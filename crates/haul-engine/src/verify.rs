@@ -129,7 +129,7 @@ pub async fn same_content(
     }
     // 2. One side local: recompute its ETag in the other side's form.
     for (local, lo, other, oo) in [(src, s, dst, d), (dst, d, src, s)] {
-        if local.capabilities().local_root.is_none() || other.capabilities().local_root.is_some() {
+        if !local.capabilities().local_reads || other.capabilities().local_reads {
             continue;
         }
         let Some(target) = &oo.etag else { continue };

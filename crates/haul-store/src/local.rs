@@ -108,14 +108,8 @@ impl LocalStore {
             ));
         }
         let root = root.canonicalize().map_err(|e| StoreError::io(Op::Connect, "", e))?;
-        let mut caps = Capabilities::s3_like(root.display().to_string());
+        let mut caps = Capabilities::local_dir(&root);
         caps.copy_domain = Some("local".into());
-        caps.max_copy_size = u64::MAX;
-        caps.max_put_size = u64::MAX;
-        caps.min_part_size = 1;
-        caps.upload_checksums = vec![ChecksumKind::Md5];
-        caps.any_key = false;
-        caps.local_root = Some(root.clone());
         let inline = on_local_disk(&root);
         let tmp = crate::tmpdir::TmpDir::new(root.join(TMP_DIR));
         // Debris of crashed runs: temp files and uploads idle for a day.

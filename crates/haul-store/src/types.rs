@@ -372,13 +372,71 @@ pub struct Capabilities {
     pub etag_is_md5: bool,
     /// Object tags are kept.
     pub tags: bool,
-    /// Keys may contain empty segments (`a//b`) or end with `/`.
+    /// A copy that keeps the source's metadata carries its tags from and to
+    /// this store. False for a local directory: it keeps tags given with
+    /// `--tag`, but a file's tags are not read for a copy, nor an object's
+    /// written onto a file.
+    pub carries_tags: bool,
+    /// Keys may contain empty segments (`a//b`) or end with `/`. Without
+    /// it, folder markers (keys ending in `/`) cannot be written: the
+    /// planner skips them, a folder being implied.
     pub any_key: bool,
-    /// A local filesystem: objects are files.
+    /// The store computes the MD5 of what it writes and returns it as the
+    /// ETag (of the object, or of each part), and checks a Content-MD5 it
+    /// is given itself: the engine sends no sums of its own and makes no
+    /// second pass over the data (a local directory).
+    pub hashes_writes: bool,
+    /// [`ObjectStore::upload_part_stream`](crate::ObjectStore::upload_part_stream)
+    /// writes a part as its chunks arrive, in place in the object's file: a
+    /// copy holds no part-sized buffer. Only with `hashes_writes` (the store
+    /// returns the part's MD5).
+    pub streams_parts: bool,
+    /// Objects are files that other programs may write while haul reads
+    /// them: a copy from this store checks that the source's size and
+    /// mtime are still those listed before it commits.
+    pub source_may_change: bool,
+    /// Reads come from a local disk: cheap (verify recomputes a local
+    /// file's ETag in the other side's form rather than comparing metadata
+    /// only), and with no transfer on the way that could damage them (a
+    /// copy read from here is not reported unverified for lack of a
+    /// checksum to compare the read with).
+    pub local_reads: bool,
+    /// An object's modification time is its file's mtime, which the store
+    /// reports (as `mtime` user metadata and `last_modified`) and sets from
+    /// [`PutOptions::mtime`]. A copy from or into such a store keeps the
+    /// modification time; into it, the `mtime` metadata is not stored a
+    /// second time.
+    pub keeps_mtime: bool,
+    /// The root directory of a local store, for checks that are about
+    /// paths (the CLI refuses a copy between two local trees that overlap).
+    /// Never a stand-in for what the store can do: that is said by the
+    /// fields above.
     pub local_root: Option<std::path::PathBuf>,
 }
 
 impl Capabilities {
+    /// What a local directory can do (rooted at `root`): files written in
+    /// place and hashed as they are written, read from a local disk, with
+    /// their mtimes; tags only when given explicitly; no folder markers.
+    pub fn local_dir(root: &std::path::Path) -> Self {
+        Capabilities {
+            copy_domain: None,
+            max_copy_size: u64::MAX,
+            max_put_size: u64::MAX,
+            min_part_size: 1,
+            upload_checksums: vec![ChecksumKind::Md5],
+            carries_tags: false,
+            any_key: false,
+            hashes_writes: true,
+            streams_parts: true,
+            source_may_change: true,
+            local_reads: true,
+            keeps_mtime: true,
+            local_root: Some(root.to_path_buf()),
+            ..Capabilities::s3_like(root.display().to_string())
+        }
+    }
+
     /// Defaults that hold for S3.
     pub fn s3_like(bucket: impl Into<String>) -> Self {
         Capabilities {
@@ -392,7 +450,13 @@ impl Capabilities {
             upload_checksums: vec![ChecksumKind::Md5],
             etag_is_md5: true,
             tags: true,
+            carries_tags: true,
             any_key: true,
+            hashes_writes: false,
+            streams_parts: false,
+            source_may_change: false,
+            local_reads: false,
+            keeps_mtime: false,
             local_root: None,
         }
     }

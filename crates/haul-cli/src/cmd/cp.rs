@@ -125,7 +125,8 @@ pub async fn run(g: &Global, a: CpArgs) -> Result<u8> {
             src_prefix,
             dst_prefix: dest.key.as_dir(),
             filter,
-            dst_is_local: dest.store.capabilities().local_root.is_some(),
+            // Folder markers cannot be written where keys cannot end in '/'.
+            dst_is_local: !dest.store.capabilities().any_key,
         };
         let exec = super::executor(topts, jopts, out.clone(), &source.store, &dest.store);
         let summary = exec.copy(&source.store, &dest.store, planner.tasks()).await;
