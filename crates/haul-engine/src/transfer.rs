@@ -29,7 +29,7 @@ use haul_store::checksum::{
 };
 use haul_store::{
     ChecksumKind, CompletedPart, CopyOptions, CopySource, DynStore, ErrorKind, GetResult, Key, MetadataDirective,
-    MultipartId, ObjectMeta, Op, PutOptions, StoreError,
+    MultipartId, ObjectMeta, Op, PutOptions, SseKind, StoreError,
 };
 use md5::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -155,24 +155,24 @@ fn cancelled(key: &Key) -> StoreError {
     err(Op::Put, key, ErrorKind::Other, "cancelled").with_code("Cancelled")
 }
 
-const KMS: &str = "aws:kms";
-
 /// Whether ETags written to `dst` with these options are MD5s. `applied` is
 /// the encryption the server reports having used: a bucket can default to
 /// SSE-KMS without being asked, and then ETags are not MD5s.
-fn etag_is_md5(dst: &DynStore, put: &PutOptions, applied: Option<&str>) -> bool {
-    dst.capabilities().etag_is_md5 && !matches!(put.sse, Some(haul_store::Sse::Kms { .. })) && applied != Some(KMS)
+fn etag_is_md5(dst: &DynStore, put: &PutOptions, applied: Option<&SseKind>) -> bool {
+    dst.capabilities().etag_is_md5
+        && !matches!(put.sse, Some(haul_store::Sse::Kms { .. }))
+        && applied != Some(&SseKind::Kms)
 }
 
 /// The source's ETag as the MD5 of its content, when it is one.
 fn source_md5(meta: &ObjectMeta) -> Option<&str> {
-    let kms = meta.sse.as_deref() == Some(KMS);
+    let kms = meta.sse == Some(SseKind::Kms);
     meta.etag.as_deref().filter(|e| !kms && etag_is_plain_md5(e))
 }
 
 /// Checks a part's ETag against the MD5 of the data sent, when the ETag is an MD5.
 fn check_part(dst: &DynStore, put: &PutOptions, key: &Key, part: &CompletedPart, md5: &str) -> Result<()> {
-    if etag_is_md5(dst, put, part.sse.as_deref()) && part.etag != md5 {
+    if etag_is_md5(dst, put, part.sse.as_ref()) && part.etag != md5 {
         return Err(err(
             Op::UploadPart,
             key,
@@ -606,7 +606,7 @@ impl Transfer {
             (Some(_), Some(_)) => true,
             _ => false,
         };
-        if let (true, Some(expected)) = (etag_is_md5(dst, put, res.sse.as_deref()), expected) {
+        if let (true, Some(expected)) = (etag_is_md5(dst, put, res.sse.as_ref()), expected) {
             if let Some(got) = res.etag.as_deref() {
                 if got != expected {
                     return Err(err(
@@ -831,7 +831,7 @@ impl Transfer {
             }
             check = check.or(Some(Verified::SourceEtag));
         }
-        let src_kms = full.sse.as_deref() == Some(KMS);
+        let src_kms = full.sse == Some(SseKind::Kms);
         if let (false, false, Some(etag), Some(expected)) = (src_kms, crc_only, full.etag.as_deref(), expected) {
             if etag == expected {
                 check = Some(Verified::SourceEtag);
@@ -1023,13 +1023,13 @@ impl Transfer {
         // an MD5): on a mismatch, ask the source before calling it corruption.
         let src_plain = match (source_md5(meta), res.etag.as_deref()) {
             (Some(s), Some(d)) if s != d => match src.head(&meta.key).await {
-                Ok(h) if h.sse.as_deref() == Some(KMS) => None,
+                Ok(h) if h.sse == Some(SseKind::Kms) => None,
                 _ => Some(s),
             },
             (s, _) => s,
         };
         let verified = match (src_plain, res.etag.as_deref()) {
-            (Some(s), Some(d)) if etag_is_md5(dst, &put, res.sse.as_deref()) => {
+            (Some(s), Some(d)) if etag_is_md5(dst, &put, res.sse.as_ref()) => {
                 if s != d {
                     return Err(err(
                         Op::Verify,
@@ -1115,7 +1115,7 @@ impl Transfer {
         let mut verified = self
             .check_written(dst, dst_key, &put, &done, Some(&expected), meta.size)
             .await?;
-        if verified == Verified::Etag && same_layout && full.sse.as_deref() != Some(KMS) {
+        if verified == Verified::Etag && same_layout && full.sse != Some(SseKind::Kms) {
             if full.etag.as_deref() != Some(expected.as_str()) {
                 return Err(err(
                     Op::Verify,

@@ -121,7 +121,7 @@ pub async fn same_content(
         if etag_is_plain_md5(a) && etag_is_plain_md5(b) {
             // SSE-KMS ETags are not MD5s: ask before calling it a mismatch.
             let kms =
-                |m: Result<ObjectMeta, StoreError>| m.map(|h| h.sse.as_deref() == Some("aws:kms")).unwrap_or(false);
+                |m: Result<ObjectMeta, StoreError>| m.map(|h| h.sse == Some(haul_store::SseKind::Kms)).unwrap_or(false);
             if !kms(src.head(&s.key).await) && !kms(dst.head(&d.key).await) {
                 return Ok(verdict(false, "ETag", a, b));
             }

@@ -80,7 +80,7 @@ struct Attrs {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tags: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sse: Option<String>,
+    sse: Option<SseKind>,
     /// Full-object CRC64NVME (base64), when the writer provided part CRCs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     crc64nvme: Option<String>,
@@ -427,10 +427,7 @@ fn attrs_from(opts: &PutOptions, etag: String) -> Attrs {
         metadata,
         storage_class: opts.storage_class.clone(),
         tags: opts.tags.clone(),
-        sse: opts.sse.as_ref().map(|s| match s {
-            Sse::S3 => "AES256".to_string(),
-            Sse::Kms { .. } => "aws:kms".to_string(),
-        }),
+        sse: opts.sse.as_ref().map(SseKind::from),
         ..Default::default()
     }
 }

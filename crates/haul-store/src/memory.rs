@@ -185,8 +185,8 @@ impl MemoryStore {
         md5_hex(format!("kms:{md5}").as_bytes())
     }
 
-    fn sse_of(kms: bool) -> Option<String> {
-        kms.then(|| "aws:kms".to_string())
+    fn sse_of(kms: bool) -> Option<SseKind> {
+        kms.then_some(SseKind::Kms)
     }
 
     fn not_found(op: Op, key: &str) -> StoreError {
@@ -220,10 +220,7 @@ fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectM
                 .unwrap_or_else(|| "binary/octet-stream".into()),
         ),
         metadata,
-        sse: opts.sse.as_ref().map(|s| match s {
-            Sse::S3 => "AES256".into(),
-            Sse::Kms { .. } => "aws:kms".into(),
-        }),
+        sse: opts.sse.as_ref().map(SseKind::from),
         restore: None,
     }
 }

@@ -71,9 +71,9 @@ pub struct ObjectMeta {
     /// User metadata (`x-amz-meta-*`), filled by `head`/`get`, not by listings.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub metadata: BTreeMap<String, String>,
-    /// Server-side encryption in effect (`AES256`, `aws:kms`), from `head`.
+    /// Server-side encryption in effect, from `head`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sse: Option<String>,
+    pub sse: Option<SseKind>,
     /// The restore state of an archived object (`x-amz-restore`), from `head`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub restore: Option<String>,
@@ -225,6 +225,68 @@ pub enum Sse {
     Kms { key_id: Option<String> },
 }
 
+/// Server-side encryption an object has, as the server reports it
+/// (`x-amz-server-side-encryption`), parsed once by the backend.
+/// Serialized as the header's value (`AES256`, `aws:kms`, …), so state
+/// files and local attributes written before keep their meaning.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SseKind {
+    /// SSE-S3 (`AES256`).
+    S3,
+    /// SSE-KMS (`aws:kms`): ETags are not the MD5 of the content.
+    Kms,
+    /// Any other value a server reports (`aws:kms:dsse`, …), as it said it.
+    Other(String),
+}
+
+impl SseKind {
+    /// The header value `x-amz-server-side-encryption` has for this kind.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SseKind::S3 => "AES256",
+            SseKind::Kms => "aws:kms",
+            SseKind::Other(s) => s,
+        }
+    }
+
+    /// Parses a header value.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "AES256" => SseKind::S3,
+            "aws:kms" => SseKind::Kms,
+            other => SseKind::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<&Sse> for SseKind {
+    /// The encryption a write requested with `sse` ends up with.
+    fn from(sse: &Sse) -> Self {
+        match sse {
+            Sse::S3 => SseKind::S3,
+            Sse::Kms { .. } => SseKind::Kms,
+        }
+    }
+}
+
+impl std::fmt::Display for SseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SseKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SseKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SseKind::parse(&s))
+    }
+}
+
 /// Options applied when an object is written (put, multipart, copy with REPLACE).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutOptions {
@@ -298,9 +360,9 @@ pub struct PutResult {
     /// Checksums the server returned; `md5_hex` only when the store computed
     /// an MD5 itself and sent it as Content-MD5 (the server checked it).
     pub checksums: Checksums,
-    /// Server-side encryption the server applied (`aws:kms` means the ETag
+    /// Server-side encryption the server applied (SSE-KMS means the ETag
     /// is not an MD5), when it says.
-    pub sse: Option<String>,
+    pub sse: Option<SseKind>,
 }
 
 /// An upload id of a multipart upload: serializable, so an upload can be
@@ -317,9 +379,9 @@ pub struct CompletedPart {
     /// As in [`PutResult::checksums`].
     #[serde(default)]
     pub checksums: Checksums,
-    /// Server-side encryption applied to the part (`aws:kms`: the ETag is not an MD5).
+    /// Server-side encryption applied to the part (SSE-KMS: the ETag is not an MD5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sse: Option<String>,
+    pub sse: Option<SseKind>,
 }
 
 /// A body being read.
@@ -478,5 +540,33 @@ pub(crate) mod opt_rfc3339 {
         let v: Option<String> = Option::deserialize(d)?;
         v.map(|s| humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_kind_is_parsed_once_and_kept_as_the_header_value() {
+        let cases = [
+            ("AES256", SseKind::S3),
+            ("aws:kms", SseKind::Kms),
+            ("aws:kms:dsse", SseKind::Other("aws:kms:dsse".into())),
+        ];
+        for (header, kind) in cases {
+            assert_eq!(SseKind::parse(header), kind);
+            assert_eq!(kind.as_str(), header);
+            // State files and local attributes keep the header's value.
+            let json = serde_json::to_string(&kind).expect("a string serializes");
+            assert_eq!(json, format!("\"{header}\""));
+            let back: SseKind = serde_json::from_str(&json).expect("a string deserializes");
+            assert_eq!(back, kind);
+        }
+        let part: CompletedPart =
+            serde_json::from_str(r#"{"part_number":1,"etag":"e","size":1,"sse":"aws:kms"}"#).expect("an old part");
+        assert_eq!(part.sse, Some(SseKind::Kms));
+        assert_eq!(SseKind::from(&Sse::Kms { key_id: None }), SseKind::Kms);
+        assert_eq!(SseKind::from(&Sse::S3), SseKind::S3);
     }
 }

@@ -276,6 +276,15 @@ async fn check_profile(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The encryption a server reports having applied, parsed once here.
+fn sse_kind(s: &ServerSideEncryption) -> SseKind {
+    match s {
+        ServerSideEncryption::Aes256 => SseKind::S3,
+        ServerSideEncryption::AwsKms => SseKind::Kms,
+        other => SseKind::Other(other.as_str().to_string()),
+    }
+}
+
 /// The mtime codec's former home, kept so that callers written before it
 /// moved to [`crate::mtime`] still build.
 pub use crate::mtime::{format_mtime, parse_mtime};
@@ -581,7 +590,7 @@ impl ObjectStore for S3Store {
                 .unwrap_or_default()
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
-            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            sse: out.server_side_encryption().map(sse_kind),
             restore: out.restore().map(str::to_string),
         })
     }
@@ -671,7 +680,7 @@ impl ObjectStore for S3Store {
             parts_count: out.parts_count().map(|n| n as u32),
             content_type: out.content_type().map(str::to_string),
             metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect(),
-            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            sse: out.server_side_encryption().map(sse_kind),
             restore: out.restore().map(str::to_string),
         };
         let k = key.as_str().to_string();
@@ -810,7 +819,7 @@ impl ObjectStore for S3Store {
                 crc32c: out.checksum_crc32_c().map(str::to_string),
                 ..Default::default()
             },
-            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            sse: out.server_side_encryption().map(sse_kind),
         })
     }
 
@@ -902,7 +911,7 @@ impl ObjectStore for S3Store {
                 crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
                 ..Default::default()
             },
-            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            sse: out.server_side_encryption().map(sse_kind),
         })
     }
 
@@ -943,7 +952,7 @@ impl ObjectStore for S3Store {
             etag,
             size: range.end - range.start,
             checksums: Checksums::default(),
-            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            sse: out.server_side_encryption().map(sse_kind),
         })
     }
 
@@ -1001,7 +1010,7 @@ impl ObjectStore for S3Store {
                     crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
                     ..Default::default()
                 },
-                sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+                sse: out.server_side_encryption().map(sse_kind),
             }),
             // Some servers answer 200 with a body the SDK cannot parse (moto
             // 5.2.1 names the root element CompleteMultipartUploadResponse).
@@ -1102,7 +1111,7 @@ impl ObjectStore for S3Store {
         Ok(PutResult {
             etag: out.copy_object_result().and_then(|r| r.e_tag()).map(clean_etag),
             checksums: Checksums::default(),
-            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            sse: out.server_side_encryption().map(sse_kind),
         })
     }
 
