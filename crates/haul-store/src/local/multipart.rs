@@ -101,7 +101,7 @@ impl LocalStore {
         upload: &MultipartId,
         part_number: u32,
         size: u64,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<CompletedPart> {
         let op = Op::UploadPart;
         let inner = self.inner.clone();
@@ -109,87 +109,9 @@ impl LocalStore {
         let id = upload.clone();
         // A writer thread takes the chunks as they arrive and hashes what it
         // writes; a few chunks in flight bound the memory.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-        let writer = tokio::task::spawn_blocking(move || {
-            let (dir, state) = inner.part_target(&k, &id, part_number, size)?;
-            let io = |e| StoreError::io(op, &k, e);
-            let (path, start) = match state.opts.part_size {
-                Some(ps) => (dir.join("data"), (u64::from(part_number) - 1) * ps),
-                None => (dir.join(format!("p{part_number}.data")), 0),
-            };
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io)?;
-            // On a local disk, whole blocks bypass the page cache.
-            let mut out = crate::direct::RangeWriter::open(&path, file, start, inner.inline, &inner.buffers);
-            let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
-            let mut md5 = state.opts.etag.is_none().then(<md5::Md5 as md5::Digest>::new);
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write(&chunk).map_err(io)?;
-                crc.update(&chunk);
-                if let Some(h) = md5.as_mut() {
-                    md5::Digest::update(h, &chunk);
-                }
-            }
-            let arrived = out.offset() - start;
-            if arrived != size {
-                // The body ended early; the caller reports why.
-                return Err(StoreError::new(
-                    op,
-                    &k,
-                    ErrorKind::PreconditionFailed,
-                    format!("part {part_number}: {arrived} bytes arrived, {size} expected"),
-                ));
-            }
-            out.finish().map_err(io)?;
-            // Flushing each part as it completes, in parallel with the
-            // parts still arriving, leaves little for the fsync before the
-            // rename at the end (which otherwise waits for the whole file).
-            if inner.durable {
-                out.sync_data().map_err(io)?;
-            }
-            let kept = Checksums {
-                md5_hex: md5.map(|h| hex::encode(md5::Digest::finalize(h))),
-                crc64nvme: Some(crate::checksum::crc64_to_b64(crc.finalize())),
-                ..Default::default()
-            };
-            inner.write_part_record(&k, &dir, part_number, size, &kept)?;
-            Ok(CompletedPart {
-                part_number,
-                etag: kept.md5_hex.clone().unwrap_or_default(),
-                size,
-                checksums: Checksums { md5_hex: None, ..kept },
-                sse: None,
-            })
-        });
-        let mut sent = 0u64;
-        let mut failed = None;
-        while let Some(next) = body.next().await {
-            match next {
-                Ok(chunk) => {
-                    sent += chunk.len() as u64;
-                    if sent > size {
-                        failed = Some(StoreError::new(
-                            Op::Get,
-                            key.as_str(),
-                            ErrorKind::PreconditionFailed,
-                            format!("part {part_number}: more than the {size} bytes expected arrived"),
-                        ));
-                        break;
-                    }
-                    if tx.send(chunk).await.is_err() {
-                        break; // The writer failed: its error is reported.
-                    }
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let writer = tokio::task::spawn_blocking(move || inner.write_streamed_part(&k, &id, part_number, size, rx));
+        let failed = feed_part(body, &tx, key, part_number, size).await;
         drop(tx);
         let written = writer
             .await
@@ -420,4 +342,109 @@ impl Inner {
         self.tmp.upload_ended(&id.0);
         Ok((etag, crc64))
     }
+
+    /// The writer thread of [`LocalStore::write_part_stream`]: writes the
+    /// chunks of part `part_number` as they arrive, hashing what it writes,
+    /// and records the part once exactly `size` bytes arrived.
+    fn write_streamed_part(
+        &self,
+        k: &str,
+        id: &MultipartId,
+        part_number: u32,
+        size: u64,
+        mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<CompletedPart> {
+        let op = Op::UploadPart;
+        let (dir, state) = self.part_target(k, id, part_number, size)?;
+        let io = |e| StoreError::io(op, k, e);
+        let (path, start) = match state.opts.part_size {
+            Some(ps) => (dir.join("data"), (u64::from(part_number) - 1) * ps),
+            None => (dir.join(format!("p{part_number}.data")), 0),
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        // On a local disk, whole blocks bypass the page cache.
+        let mut out = crate::direct::RangeWriter::open(&path, file, start, self.inline, &self.buffers);
+        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+        let mut md5 = state.opts.etag.is_none().then(<md5::Md5 as md5::Digest>::new);
+        while let Some(chunk) = rx.blocking_recv() {
+            out.write(&chunk).map_err(io)?;
+            crc.update(&chunk);
+            if let Some(h) = md5.as_mut() {
+                md5::Digest::update(h, &chunk);
+            }
+        }
+        let arrived = out.offset() - start;
+        if arrived != size {
+            // The body ended early; the caller reports why.
+            return Err(StoreError::new(
+                op,
+                k,
+                ErrorKind::PreconditionFailed,
+                format!("part {part_number}: {arrived} bytes arrived, {size} expected"),
+            ));
+        }
+        out.finish().map_err(io)?;
+        // Flushing each part as it completes, in parallel with the
+        // parts still arriving, leaves little for the fsync before the
+        // rename at the end (which otherwise waits for the whole file).
+        if self.durable {
+            out.sync_data().map_err(io)?;
+        }
+        let kept = Checksums {
+            md5_hex: md5.map(|h| hex::encode(md5::Digest::finalize(h))),
+            crc64nvme: Some(crate::checksum::crc64_to_b64(crc.finalize())),
+            ..Default::default()
+        };
+        self.write_part_record(k, &dir, part_number, size, &kept)?;
+        Ok(CompletedPart {
+            part_number,
+            etag: kept.md5_hex.clone().unwrap_or_default(),
+            size,
+            checksums: Checksums { md5_hex: None, ..kept },
+            sse: None,
+        })
+    }
+}
+
+/// Sends the chunks of `body` to the part's writer; the body's error, or
+/// one for a body longer than `size`, if any. A writer that stopped (its
+/// own error is reported) ends the feed.
+async fn feed_part(
+    mut body: ByteStream,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    key: &Key,
+    part_number: u32,
+    size: u64,
+) -> Option<StoreError> {
+    let mut sent = 0u64;
+    let mut failed = None;
+    while let Some(next) = body.next().await {
+        match next {
+            Ok(chunk) => {
+                sent += chunk.len() as u64;
+                if sent > size {
+                    failed = Some(StoreError::new(
+                        Op::Get,
+                        key.as_str(),
+                        ErrorKind::PreconditionFailed,
+                        format!("part {part_number}: more than the {size} bytes expected arrived"),
+                    ));
+                    break;
+                }
+                if tx.send(chunk).await.is_err() {
+                    break; // The writer failed: its error is reported.
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    failed
 }

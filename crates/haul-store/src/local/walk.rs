@@ -141,42 +141,53 @@ fn walk(root: &Path, req: &ListRequest, send: &dyn Fn(Result<ListEntry>) -> bool
         if !key.starts_with(prefix) || !req.range.contains(&key) {
             continue;
         }
-        let path = root.join(&key);
-        let entry = match fs::metadata(&path) {
-            Ok(md) if md.is_file() => match Key::prefix(key) {
-                Ok(k) => Ok(ListEntry::Object(meta_from(k, &path, &md, false))),
-                Err(e) => Err(e),
-            },
-            // Replaced by something else since the directory was read.
-            Ok(md) => match Key::prefix(key) {
-                Ok(key) => Ok(ListEntry::Unlisted(Unlisted {
-                    key,
-                    reason: if md.is_dir() {
-                        SkipReason::Symlink
-                    } else {
-                        SkipReason::SpecialFile
-                    },
-                    detail: "not a regular file any more".into(),
-                })),
-                Err(e) => Err(e),
-            },
-            // Deleted between readdir and stat: not listed, as in S3.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            // A link that loops (ELOOP): not an object.
-            Err(e) if is_loop(&e) => match Key::prefix(key) {
-                Ok(key) => Ok(ListEntry::Unlisted(Unlisted {
-                    key,
-                    reason: SkipReason::Symlink,
-                    detail: "a symbolic link loop".into(),
-                })),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(StoreError::io(Op::List, key, e)),
+        // Deleted between readdir and stat: not listed, as in S3.
+        let Some(entry) = file_entry(root, key) else {
+            continue;
         };
         if !send(entry) {
             return;
         }
     }
+}
+
+/// The listing entry of the file at `key` (a file when its directory was
+/// read): an object, or why it is not one any more; `None` when it was
+/// deleted since.
+fn file_entry(root: &Path, key: String) -> Option<Result<ListEntry>> {
+    let path = root.join(&key);
+    let entry = match fs::metadata(&path) {
+        Ok(md) if md.is_file() => match Key::prefix(key) {
+            Ok(k) => Ok(ListEntry::Object(meta_from(k, &path, &md, false))),
+            Err(e) => Err(e),
+        },
+        // Replaced by something else since the directory was read.
+        Ok(md) => match Key::prefix(key) {
+            Ok(key) => Ok(ListEntry::Unlisted(Unlisted {
+                key,
+                reason: if md.is_dir() {
+                    SkipReason::Symlink
+                } else {
+                    SkipReason::SpecialFile
+                },
+                detail: "not a regular file any more".into(),
+            })),
+            Err(e) => Err(e),
+        },
+        // Deleted between readdir and stat: not listed, as in S3.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        // A link that loops (ELOOP): not an object.
+        Err(e) if is_loop(&e) => match Key::prefix(key) {
+            Ok(key) => Ok(ListEntry::Unlisted(Unlisted {
+                key,
+                reason: SkipReason::Symlink,
+                detail: "a symbolic link loop".into(),
+            })),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(StoreError::io(Op::List, key, e)),
+    };
+    Some(entry)
 }
 
 /// Reads one directory: entries compatible with the prefix and range, with
