@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::ChecksumMode;
 use futures::stream::{self, StreamExt};
@@ -107,62 +108,9 @@ impl S3Store {
             None => len,
         };
         let start = range.as_ref().map_or(0, |r| r.start);
-        // A server that ignores Range sends the whole object: never take
-        // that for the part that was asked for.
-        if let Some(r) = &range {
-            let ranged = out
-                .content_range()
-                .is_some_and(|cr| cr.starts_with(&format!("bytes {}-", r.start)));
-            let whole_asked = r.start == 0 && len == r.end;
-            if !(ranged || whole_asked) {
-                return Err(StoreError::new(
-                    Op::Get,
-                    key.as_str(),
-                    ErrorKind::InvalidRequest,
-                    format!(
-                        "asked for bytes {}-{}, the server did not answer with that range",
-                        r.start,
-                        r.end - 1
-                    ),
-                ));
-            }
-        }
-        let meta = ObjectMeta {
-            key: key.clone(),
-            size: total,
-            last_modified: to_system_time(out.last_modified()),
-            etag: out.e_tag().map(clean_etag),
-            storage_class: out.storage_class().map(|s| s.as_str().to_string()),
-            checksums: Checksums {
-                md5_hex: None,
-                crc32c: out.checksum_crc32_c().map(str::to_string),
-                crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
-                sha256: out.checksum_sha256().map(str::to_string),
-            },
-            parts_count: out.parts_count().map(|n| n as u32),
-            content_type: out.content_type().map(str::to_string),
-            metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect(),
-            sse: out.server_side_encryption().map(sse_kind),
-            restore: out.restore().map(str::to_string),
-        };
-        let k = key.as_str().to_string();
-        let body = stream::try_unfold(out.body, move |mut b: SdkBody| {
-            let k = k.clone();
-            async move {
-                match b.try_next().await {
-                    Ok(Some(chunk)) => Ok(Some((chunk, b))),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(StoreError::new(
-                        Op::Get,
-                        k,
-                        ErrorKind::Transient,
-                        format!("reading the body failed: {e}"),
-                    )
-                    .with_source(e)),
-                }
-            }
-        })
-        .boxed();
+        check_answered_range(key, range.as_ref(), out.content_range(), len)?;
+        let meta = meta_of_get(key, &out, total);
+        let body = body_stream(key, out.body);
         Ok(GetResult {
             meta,
             range: start..start + len,
@@ -240,4 +188,71 @@ impl S3Store {
             .map_err(|e| self.err(Op::Restore, key.as_str(), e))?;
         Ok(())
     }
+}
+
+/// Refuses an answer that is not the range asked for: a server that ignores
+/// Range sends the whole object, never to be taken for the part asked for.
+fn check_answered_range(key: &Key, range: Option<&Range<u64>>, content_range: Option<&str>, len: u64) -> Result<()> {
+    let Some(r) = range else {
+        return Ok(());
+    };
+    let ranged = content_range.is_some_and(|cr| cr.starts_with(&format!("bytes {}-", r.start)));
+    let whole_asked = r.start == 0 && len == r.end;
+    if ranged || whole_asked {
+        return Ok(());
+    }
+    Err(StoreError::new(
+        Op::Get,
+        key.as_str(),
+        ErrorKind::InvalidRequest,
+        format!(
+            "asked for bytes {}-{}, the server did not answer with that range",
+            r.start,
+            r.end - 1
+        ),
+    ))
+}
+
+/// What a GET answer says about the object (`total`: its whole size).
+fn meta_of_get(key: &Key, out: &GetObjectOutput, total: u64) -> ObjectMeta {
+    ObjectMeta {
+        key: key.clone(),
+        size: total,
+        last_modified: to_system_time(out.last_modified()),
+        etag: out.e_tag().map(clean_etag),
+        storage_class: out.storage_class().map(|s| s.as_str().to_string()),
+        checksums: Checksums {
+            md5_hex: None,
+            crc32c: out.checksum_crc32_c().map(str::to_string),
+            crc64nvme: out.checksum_crc64_nvme().map(str::to_string),
+            sha256: out.checksum_sha256().map(str::to_string),
+        },
+        parts_count: out.parts_count().map(|n| n as u32),
+        content_type: out.content_type().map(str::to_string),
+        metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect(),
+        sse: out.server_side_encryption().map(sse_kind),
+        restore: out.restore().map(str::to_string),
+    }
+}
+
+/// The body as a stream of chunks; a failed read is transient (retried).
+fn body_stream(key: &Key, body: SdkBody) -> ByteStream {
+    let k = key.as_str().to_string();
+    stream::try_unfold(body, move |mut b: SdkBody| {
+        let k = k.clone();
+        async move {
+            match b.try_next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, b))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(StoreError::new(
+                    Op::Get,
+                    k,
+                    ErrorKind::Transient,
+                    format!("reading the body failed: {e}"),
+                )
+                .with_source(e)),
+            }
+        }
+    })
+    .boxed()
 }

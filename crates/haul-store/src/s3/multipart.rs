@@ -146,19 +146,7 @@ impl S3Store {
             .collect::<Option<Vec<_>>>()
             .filter(|_| self.conn.crc64.on());
         let full_crc = part_crcs.and_then(crate::checksum::crc64_of_parts);
-        let sdk_parts = parts
-            .iter()
-            .map(|p| {
-                let b = SdkPart::builder()
-                    .part_number(p.part_number as i32)
-                    .e_tag(format!("\"{}\"", p.etag));
-                match (&full_crc, &p.checksums.crc64nvme) {
-                    (Some(_), Some(c)) => b.checksum_crc64_nvme(c),
-                    _ => b,
-                }
-                .build()
-            })
-            .collect::<Vec<_>>();
+        let sdk_parts = sdk_parts(parts, full_crc.is_some());
         let wanted = self.conn.conditional.wanted(&upload.0);
         let conditional = wanted && !self.conn.conditional.missing();
         if wanted && !conditional {
@@ -202,17 +190,7 @@ impl S3Store {
                     && aws_sdk_s3::error::ProvideErrorMetadata::code(se.err()).is_none() =>
             {
                 tracing::warn!(key = %key, "unreadable CompleteMultipartUpload answer; confirming with HEAD");
-                let head = self.head(key).await.map_err(|e| e.during(Op::CompleteMultipart))?;
-                Ok(PutResult {
-                    etag: head.etag,
-                    // The object's CRC64NVME, for the caller's check when the
-                    // parts were checked by theirs.
-                    checksums: Checksums {
-                        crc64nvme: head.checksums.crc64nvme,
-                        ..Default::default()
-                    },
-                    sse: head.sse,
-                })
+                self.completed_by_head(key).await
             }
             Err(e) => {
                 let e = self.err(Op::CompleteMultipart, key.as_str(), e);
@@ -248,4 +226,38 @@ impl S3Store {
             }
         }
     }
+
+    /// The result of an upload completed with an answer that could not be
+    /// read, from a HEAD of the object.
+    async fn completed_by_head(&self, key: &Key) -> Result<PutResult> {
+        let head = self.head(key).await.map_err(|e| e.during(Op::CompleteMultipart))?;
+        Ok(PutResult {
+            etag: head.etag,
+            // The object's CRC64NVME, for the caller's check when the
+            // parts were checked by theirs.
+            checksums: Checksums {
+                crc64nvme: head.checksums.crc64nvme,
+                ..Default::default()
+            },
+            sse: head.sse,
+        })
+    }
+}
+
+/// The parts as CompleteMultipartUpload lists them, with their CRC64NVMEs
+/// when the full-object one is sent (`with_crc`).
+fn sdk_parts(parts: &[CompletedPart], with_crc: bool) -> Vec<SdkPart> {
+    parts
+        .iter()
+        .map(|p| {
+            let b = SdkPart::builder()
+                .part_number(p.part_number as i32)
+                .e_tag(format!("\"{}\"", p.etag));
+            match (with_crc, &p.checksums.crc64nvme) {
+                (true, Some(c)) => b.checksum_crc64_nvme(c),
+                _ => b,
+            }
+            .build()
+        })
+        .collect()
 }
