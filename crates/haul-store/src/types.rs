@@ -304,7 +304,8 @@ pub struct PutOptions {
     pub part_size: Option<u64>,
     /// For multipart uploads: every part carries its CRC64NVME and the
     /// object gets a full-object CRC64NVME (S3 `ChecksumType=FULL_OBJECT`),
-    /// which readers can verify a download against at ~0.1 s per GiB.
+    /// which readers can verify a download against cheaply (a fraction of
+    /// an MD5's cost: docs/BENCHMARKS.md, "Notes from the code").
     #[serde(default)]
     pub full_object_crc64: bool,
     /// The ETag the content is known to have: a copy that the caller checks
