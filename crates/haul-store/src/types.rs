@@ -549,7 +549,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_kind_is_parsed_once_and_kept_as_the_header_value() {
+    fn sse_kind_is_parsed_once_and_kept_as_the_header_value() -> serde_json::Result<()> {
         let cases = [
             ("AES256", SseKind::S3),
             ("aws:kms", SseKind::Kms),
@@ -559,15 +559,15 @@ mod tests {
             assert_eq!(SseKind::parse(header), kind);
             assert_eq!(kind.as_str(), header);
             // State files and local attributes keep the header's value.
-            let json = serde_json::to_string(&kind).expect("a string serializes");
+            let json = serde_json::to_string(&kind)?;
             assert_eq!(json, format!("\"{header}\""));
-            let back: SseKind = serde_json::from_str(&json).expect("a string deserializes");
+            let back: SseKind = serde_json::from_str(&json)?;
             assert_eq!(back, kind);
         }
-        let part: CompletedPart =
-            serde_json::from_str(r#"{"part_number":1,"etag":"e","size":1,"sse":"aws:kms"}"#).expect("an old part");
+        let part: CompletedPart = serde_json::from_str(r#"{"part_number":1,"etag":"e","size":1,"sse":"aws:kms"}"#)?;
         assert_eq!(part.sse, Some(SseKind::Kms));
         assert_eq!(SseKind::from(&Sse::Kms { key_id: None }), SseKind::Kms);
         assert_eq!(SseKind::from(&Sse::S3), SseKind::S3);
+        Ok(())
     }
 }
