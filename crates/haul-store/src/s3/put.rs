@@ -13,6 +13,8 @@ use crate::ObjectStore;
 use super::crc::own_md5;
 use super::{conditional, sse_kind, S3Store};
 
+/// The `x-amz-tagging` value of `tags` (`k=v&…`, percent-encoded); `None`
+/// without tags.
 pub(super) fn tagging(tags: &[(String, String)]) -> Option<String> {
     if tags.is_empty() {
         return None;
