@@ -137,7 +137,7 @@ pub(crate) async fn check_whole(src: &DynStore, full: &ObjectMeta, data: &Bytes)
     let Some(n) = etag_parts(etag).filter(|n| (1..=MAX_PARTS_TO_READ).contains(n)) else {
         return Ok(None);
     };
-    if full.sse.as_deref() == Some("aws:kms") {
+    if full.sse == Some(haul_store::SseKind::Kms) {
         return Ok(None);
     }
     let Some(sizes) = part_sizes(src, full, n).await else {

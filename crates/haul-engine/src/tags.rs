@@ -50,11 +50,7 @@ pub(crate) async fn tags_to_set(
     if !opts.put.tags.is_empty() {
         return explicit_tags(opts, dst, key).await;
     }
-    let carried = opts.directive == MetadataDirective::Copy
-        && s.tags
-        && d.tags
-        && s.local_root.is_none()
-        && d.local_root.is_none();
+    let carried = opts.directive == MetadataDirective::Copy && s.tags && d.tags && s.carries_tags && d.carries_tags;
     if !carried {
         return Ok(Vec::new());
     }
@@ -85,7 +81,7 @@ pub(crate) async fn explicit_tags(
     key: &Key,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let tags = &opts.put.tags;
-    if !tags.is_empty() && dst.capabilities().local_root.is_none() && !dst.tagging_supported().await? {
+    if !tags.is_empty() && !dst.tagging_supported().await? {
         return Err(StoreError::new(
             Op::Put,
             key.as_str(),

@@ -29,7 +29,7 @@ use haul_store::checksum::{
 };
 use haul_store::{
     ChecksumKind, CompletedPart, CopyOptions, CopySource, DynStore, ErrorKind, GetResult, Key, MetadataDirective,
-    MultipartId, ObjectMeta, Op, PutOptions, StoreError,
+    MultipartId, ObjectMeta, Op, PutOptions, SseKind, StoreError,
 };
 use md5::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -155,24 +155,24 @@ fn cancelled(key: &Key) -> StoreError {
     err(Op::Put, key, ErrorKind::Other, "cancelled").with_code("Cancelled")
 }
 
-const KMS: &str = "aws:kms";
-
 /// Whether ETags written to `dst` with these options are MD5s. `applied` is
 /// the encryption the server reports having used: a bucket can default to
 /// SSE-KMS without being asked, and then ETags are not MD5s.
-fn etag_is_md5(dst: &DynStore, put: &PutOptions, applied: Option<&str>) -> bool {
-    dst.capabilities().etag_is_md5 && !matches!(put.sse, Some(haul_store::Sse::Kms { .. })) && applied != Some(KMS)
+fn etag_is_md5(dst: &DynStore, put: &PutOptions, applied: Option<&SseKind>) -> bool {
+    dst.capabilities().etag_is_md5
+        && !matches!(put.sse, Some(haul_store::Sse::Kms { .. }))
+        && applied != Some(&SseKind::Kms)
 }
 
 /// The source's ETag as the MD5 of its content, when it is one.
 fn source_md5(meta: &ObjectMeta) -> Option<&str> {
-    let kms = meta.sse.as_deref() == Some(KMS);
+    let kms = meta.sse == Some(SseKind::Kms);
     meta.etag.as_deref().filter(|e| !kms && etag_is_plain_md5(e))
 }
 
 /// Checks a part's ETag against the MD5 of the data sent, when the ETag is an MD5.
 fn check_part(dst: &DynStore, put: &PutOptions, key: &Key, part: &CompletedPart, md5: &str) -> Result<()> {
-    if etag_is_md5(dst, put, part.sse.as_deref()) && part.etag != md5 {
+    if etag_is_md5(dst, put, part.sse.as_ref()) && part.etag != md5 {
         return Err(err(
             Op::UploadPart,
             key,
@@ -347,8 +347,8 @@ impl Transfer {
         tags: Vec<(String, String)>,
     ) -> PutOptions {
         let o = &self.opts.put;
-        let src_local = src.capabilities().local_root.is_some();
-        let dst_local = dst.capabilities().local_root.is_some();
+        let src_mtime = src.capabilities().keeps_mtime;
+        let dst_mtime = dst.capabilities().keeps_mtime;
         let mut put = PutOptions {
             storage_class: o.storage_class.clone(),
             sse: o.sse.clone(),
@@ -374,11 +374,11 @@ impl Transfer {
             }
         }
         // Keep modification times across the filesystem boundary.
-        if src_local || dst_local {
+        if src_mtime || dst_mtime {
             put.mtime = mtime_of(full);
         }
-        if dst_local {
-            put.metadata.remove("mtime");
+        if dst_mtime {
+            put.metadata.remove(haul_store::mtime::METADATA_KEY);
         }
         put
     }
@@ -424,7 +424,7 @@ impl Transfer {
                     .and_then(|o| self.kept_etag(meta, dst_key, o))
             }
         };
-        if src.capabilities().local_root.is_some() {
+        if src.capabilities().source_may_change {
             check_unchanged(src, meta).await?;
         }
         self.kept_etag(meta, dst_key, out)
@@ -480,15 +480,15 @@ impl Transfer {
             ));
         }
         let data = collect(g, meta.size, &meta.key, obs).await?;
-        let src_local = src.capabilities().local_root.is_some();
-        if src_local {
+        if src.capabilities().source_may_change {
             // Before anything replaces the destination.
             check_unchanged(src, meta).await?;
         }
+        let src_local = src.capabilities().local_reads;
         let crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
         // A local destination hashes what it writes and returns the MD5 as
         // its ETag: no second pass here.
-        let local_dst = dst.capabilities().local_root.is_some() && !crc64;
+        let local_dst = dst.capabilities().hashes_writes && !crc64;
         // Into a store that keeps CRC64NVMEs, with no source MD5 to compare,
         // the CRC goes alone (the store protects the payload with an MD5 of
         // its own while it does not know whether the server checks CRCs).
@@ -606,7 +606,7 @@ impl Transfer {
             (Some(_), Some(_)) => true,
             _ => false,
         };
-        if let (true, Some(expected)) = (etag_is_md5(dst, put, res.sse.as_deref()), expected) {
+        if let (true, Some(expected)) = (etag_is_md5(dst, put, res.sse.as_ref()), expected) {
             if let Some(got) = res.etag.as_deref() {
                 if got != expected {
                     return Err(err(
@@ -707,7 +707,7 @@ impl Transfer {
         // is checked by it: ~0.1 s per GiB, where MD5 costs ~2.3 s. A local
         // destination then takes the source's ETag instead of hashing.
         let src_crc = full.checksums.full_crc64();
-        let dst_local = dst.capabilities().local_root.is_some();
+        let dst_local = dst.capabilities().hashes_writes;
         put.full_object_crc64 = dst.capabilities().upload_checksums.contains(&ChecksumKind::Crc64Nvme);
         // The whole-object MD5 is needed only to check a single-part source
         // ETag, when no CRC64NVME checks the data.
@@ -775,8 +775,8 @@ impl Transfer {
                 return Err(e);
             }
         };
-        let src_local = src.capabilities().local_root.is_some();
-        let ready = if src_local {
+        let src_local = src.capabilities().local_reads;
+        let ready = if src.capabilities().source_may_change {
             check_unchanged(src, meta).await
         } else if src_check.is_none() && self.opts.require_verified {
             Err(integrity::unverified(&full))
@@ -831,7 +831,7 @@ impl Transfer {
             }
             check = check.or(Some(Verified::SourceEtag));
         }
-        let src_kms = full.sse.as_deref() == Some(KMS);
+        let src_kms = full.sse == Some(SseKind::Kms);
         if let (false, false, Some(etag), Some(expected)) = (src_kms, crc_only, full.etag.as_deref(), expected) {
             if etag == expected {
                 check = Some(Verified::SourceEtag);
@@ -870,7 +870,7 @@ impl Transfer {
                 let len = r.end - r.start;
                 // A local destination writes the part as it arrives (no
                 // part-sized buffer) unless the whole object is hashed here.
-                let streamed = hashing.dst_hashes && !keep;
+                let streamed = hashing.dst_hashes && dst.capabilities().streams_parts && !keep;
                 let permit = if streamed {
                     None
                 } else {
@@ -1023,13 +1023,13 @@ impl Transfer {
         // an MD5): on a mismatch, ask the source before calling it corruption.
         let src_plain = match (source_md5(meta), res.etag.as_deref()) {
             (Some(s), Some(d)) if s != d => match src.head(&meta.key).await {
-                Ok(h) if h.sse.as_deref() == Some(KMS) => None,
+                Ok(h) if h.sse == Some(SseKind::Kms) => None,
                 _ => Some(s),
             },
             (s, _) => s,
         };
         let verified = match (src_plain, res.etag.as_deref()) {
-            (Some(s), Some(d)) if etag_is_md5(dst, &put, res.sse.as_deref()) => {
+            (Some(s), Some(d)) if etag_is_md5(dst, &put, res.sse.as_ref()) => {
                 if s != d {
                     return Err(err(
                         Op::Verify,
@@ -1115,7 +1115,7 @@ impl Transfer {
         let mut verified = self
             .check_written(dst, dst_key, &put, &done, Some(&expected), meta.size)
             .await?;
-        if verified == Verified::Etag && same_layout && full.sse.as_deref() != Some(KMS) {
+        if verified == Verified::Etag && same_layout && full.sse != Some(SseKind::Kms) {
             if full.etag.as_deref() != Some(expected.as_str()) {
                 return Err(err(
                     Op::Verify,
@@ -1360,7 +1360,7 @@ async fn read_up_to<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> std::io::Resul
 /// Mtime helpers re-exported for the CLI.
 pub fn mtime_of(meta: &ObjectMeta) -> Option<SystemTime> {
     meta.metadata
-        .get("mtime")
-        .and_then(|m| haul_store::s3::parse_mtime(m))
+        .get(haul_store::mtime::METADATA_KEY)
+        .and_then(|m| haul_store::mtime::parse_mtime(m))
         .or(meta.last_modified)
 }

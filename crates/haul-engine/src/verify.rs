@@ -121,7 +121,7 @@ pub async fn same_content(
         if etag_is_plain_md5(a) && etag_is_plain_md5(b) {
             // SSE-KMS ETags are not MD5s: ask before calling it a mismatch.
             let kms =
-                |m: Result<ObjectMeta, StoreError>| m.map(|h| h.sse.as_deref() == Some("aws:kms")).unwrap_or(false);
+                |m: Result<ObjectMeta, StoreError>| m.map(|h| h.sse == Some(haul_store::SseKind::Kms)).unwrap_or(false);
             if !kms(src.head(&s.key).await) && !kms(dst.head(&d.key).await) {
                 return Ok(verdict(false, "ETag", a, b));
             }
@@ -129,7 +129,7 @@ pub async fn same_content(
     }
     // 2. One side local: recompute its ETag in the other side's form.
     for (local, lo, other, oo) in [(src, s, dst, d), (dst, d, src, s)] {
-        if local.capabilities().local_root.is_none() || other.capabilities().local_root.is_some() {
+        if !local.capabilities().local_reads || other.capabilities().local_reads {
             continue;
         }
         let Some(target) = &oo.etag else { continue };

@@ -154,7 +154,7 @@ async fn open_copy(s: &CpSpec) -> Result<(crate::Opened, crate::run::cp::Dest, C
         src_base: source.key.as_dir(),
         dst_base: dest.key.as_dir(),
         filter: s.filter.build()?,
-        dst_is_local: dest.store.capabilities().local_root.is_some(),
+        dst_is_local: !dest.store.capabilities().any_key,
     };
     Ok((source, dest, job))
 }

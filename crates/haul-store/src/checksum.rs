@@ -66,7 +66,8 @@ pub(crate) fn check_crc64(op: crate::Op, key: &str, data: &[u8], given: Option<&
     Ok(Some(got))
 }
 
-/// CRC64NVME of `data` (hardware-accelerated: about 0.1 s per GiB).
+/// CRC64NVME of `data` (hardware-accelerated; its cost: docs/BENCHMARKS.md,
+/// "Notes from the code").
 pub fn crc64(data: &[u8]) -> u64 {
     crc_fast::checksum(CrcAlgorithm::Crc64Nvme, data)
 }

@@ -2,9 +2,9 @@
 //! allows it.
 //!
 //! A large download written through the page cache costs a copy into fresh
-//! page-cache pages and, later, the writeback of every one of them: on the
-//! benchmark machine 1–3 s of kernel CPU per GiB, against ~0.1 s for the same
-//! bytes written with `O_DIRECT` from one reused buffer. [`RangeWriter`]
+//! page-cache pages and, later, the writeback of every one of them: many
+//! times the kernel CPU of the same bytes written with `O_DIRECT` from one
+//! reused buffer (figures: docs/BENCHMARKS.md, "Notes from the code"). [`RangeWriter`]
 //! gathers the chunks of a range into an aligned buffer and writes whole
 //! aligned blocks straight to the device; the unaligned head and tail of the
 //! range (which may share a block with a neighbouring range) go through the

@@ -18,6 +18,7 @@ pub mod key;
 pub mod local;
 pub mod location;
 pub mod memory;
+pub mod mtime;
 pub mod s3;
 mod tmpdir;
 pub mod types;
@@ -106,7 +107,7 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
 
     /// Uploads part `part_number` from a stream of exactly `size` bytes,
     /// written as the chunks arrive: no part-sized buffer. Stores that write
-    /// in place (a local directory: [`Capabilities::local_root`]) support
+    /// in place (a local directory: [`Capabilities::streams_parts`]) support
     /// it; they hash what they write and return its CRC64NVME in
     /// `checksums` and its MD5 as the ETag (empty when the upload was given
     /// the object's ETag, [`PutOptions::etag`]).

@@ -71,9 +71,9 @@ pub struct ObjectMeta {
     /// User metadata (`x-amz-meta-*`), filled by `head`/`get`, not by listings.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub metadata: BTreeMap<String, String>,
-    /// Server-side encryption in effect (`AES256`, `aws:kms`), from `head`.
+    /// Server-side encryption in effect, from `head`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sse: Option<String>,
+    pub sse: Option<SseKind>,
     /// The restore state of an archived object (`x-amz-restore`), from `head`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub restore: Option<String>,
@@ -225,6 +225,68 @@ pub enum Sse {
     Kms { key_id: Option<String> },
 }
 
+/// Server-side encryption an object has, as the server reports it
+/// (`x-amz-server-side-encryption`), parsed once by the backend.
+/// Serialized as the header's value (`AES256`, `aws:kms`, …), so state
+/// files and local attributes written before keep their meaning.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SseKind {
+    /// SSE-S3 (`AES256`).
+    S3,
+    /// SSE-KMS (`aws:kms`): ETags are not the MD5 of the content.
+    Kms,
+    /// Any other value a server reports (`aws:kms:dsse`, …), as it said it.
+    Other(String),
+}
+
+impl SseKind {
+    /// The header value `x-amz-server-side-encryption` has for this kind.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SseKind::S3 => "AES256",
+            SseKind::Kms => "aws:kms",
+            SseKind::Other(s) => s,
+        }
+    }
+
+    /// Parses a header value.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "AES256" => SseKind::S3,
+            "aws:kms" => SseKind::Kms,
+            other => SseKind::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<&Sse> for SseKind {
+    /// The encryption a write requested with `sse` ends up with.
+    fn from(sse: &Sse) -> Self {
+        match sse {
+            Sse::S3 => SseKind::S3,
+            Sse::Kms { .. } => SseKind::Kms,
+        }
+    }
+}
+
+impl std::fmt::Display for SseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SseKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SseKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SseKind::parse(&s))
+    }
+}
+
 /// Options applied when an object is written (put, multipart, copy with REPLACE).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutOptions {
@@ -242,7 +304,8 @@ pub struct PutOptions {
     pub part_size: Option<u64>,
     /// For multipart uploads: every part carries its CRC64NVME and the
     /// object gets a full-object CRC64NVME (S3 `ChecksumType=FULL_OBJECT`),
-    /// which readers can verify a download against at ~0.1 s per GiB.
+    /// which readers can verify a download against cheaply (a fraction of
+    /// an MD5's cost: docs/BENCHMARKS.md, "Notes from the code").
     #[serde(default)]
     pub full_object_crc64: bool,
     /// The ETag the content is known to have: a copy that the caller checks
@@ -298,9 +361,9 @@ pub struct PutResult {
     /// Checksums the server returned; `md5_hex` only when the store computed
     /// an MD5 itself and sent it as Content-MD5 (the server checked it).
     pub checksums: Checksums,
-    /// Server-side encryption the server applied (`aws:kms` means the ETag
+    /// Server-side encryption the server applied (SSE-KMS means the ETag
     /// is not an MD5), when it says.
-    pub sse: Option<String>,
+    pub sse: Option<SseKind>,
 }
 
 /// An upload id of a multipart upload: serializable, so an upload can be
@@ -317,9 +380,9 @@ pub struct CompletedPart {
     /// As in [`PutResult::checksums`].
     #[serde(default)]
     pub checksums: Checksums,
-    /// Server-side encryption applied to the part (`aws:kms`: the ETag is not an MD5).
+    /// Server-side encryption applied to the part (SSE-KMS: the ETag is not an MD5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sse: Option<String>,
+    pub sse: Option<SseKind>,
 }
 
 /// A body being read.
@@ -372,13 +435,71 @@ pub struct Capabilities {
     pub etag_is_md5: bool,
     /// Object tags are kept.
     pub tags: bool,
-    /// Keys may contain empty segments (`a//b`) or end with `/`.
+    /// A copy that keeps the source's metadata carries its tags from and to
+    /// this store. False for a local directory: it keeps tags given with
+    /// `--tag`, but a file's tags are not read for a copy, nor an object's
+    /// written onto a file.
+    pub carries_tags: bool,
+    /// Keys may contain empty segments (`a//b`) or end with `/`. Without
+    /// it, folder markers (keys ending in `/`) cannot be written: the
+    /// planner skips them, a folder being implied.
     pub any_key: bool,
-    /// A local filesystem: objects are files.
+    /// The store computes the MD5 of what it writes and returns it as the
+    /// ETag (of the object, or of each part), and checks a Content-MD5 it
+    /// is given itself: the engine sends no sums of its own and makes no
+    /// second pass over the data (a local directory).
+    pub hashes_writes: bool,
+    /// [`ObjectStore::upload_part_stream`](crate::ObjectStore::upload_part_stream)
+    /// writes a part as its chunks arrive, in place in the object's file: a
+    /// copy holds no part-sized buffer. Only with `hashes_writes` (the store
+    /// returns the part's MD5).
+    pub streams_parts: bool,
+    /// Objects are files that other programs may write while haul reads
+    /// them: a copy from this store checks that the source's size and
+    /// mtime are still those listed before it commits.
+    pub source_may_change: bool,
+    /// Reads come from a local disk: cheap (verify recomputes a local
+    /// file's ETag in the other side's form rather than comparing metadata
+    /// only), and with no transfer on the way that could damage them (a
+    /// copy read from here is not reported unverified for lack of a
+    /// checksum to compare the read with).
+    pub local_reads: bool,
+    /// An object's modification time is its file's mtime, which the store
+    /// reports (as `mtime` user metadata and `last_modified`) and sets from
+    /// [`PutOptions::mtime`]. A copy from or into such a store keeps the
+    /// modification time; into it, the `mtime` metadata is not stored a
+    /// second time.
+    pub keeps_mtime: bool,
+    /// The root directory of a local store, for checks that are about
+    /// paths (the CLI refuses a copy between two local trees that overlap).
+    /// Never a stand-in for what the store can do: that is said by the
+    /// fields above.
     pub local_root: Option<std::path::PathBuf>,
 }
 
 impl Capabilities {
+    /// What a local directory can do (rooted at `root`): files written in
+    /// place and hashed as they are written, read from a local disk, with
+    /// their mtimes; tags only when given explicitly; no folder markers.
+    pub fn local_dir(root: &std::path::Path) -> Self {
+        Capabilities {
+            copy_domain: None,
+            max_copy_size: u64::MAX,
+            max_put_size: u64::MAX,
+            min_part_size: 1,
+            upload_checksums: vec![ChecksumKind::Md5],
+            carries_tags: false,
+            any_key: false,
+            hashes_writes: true,
+            streams_parts: true,
+            source_may_change: true,
+            local_reads: true,
+            keeps_mtime: true,
+            local_root: Some(root.to_path_buf()),
+            ..Capabilities::s3_like(root.display().to_string())
+        }
+    }
+
     /// Defaults that hold for S3.
     pub fn s3_like(bucket: impl Into<String>) -> Self {
         Capabilities {
@@ -392,7 +513,13 @@ impl Capabilities {
             upload_checksums: vec![ChecksumKind::Md5],
             etag_is_md5: true,
             tags: true,
+            carries_tags: true,
             any_key: true,
+            hashes_writes: false,
+            streams_parts: false,
+            source_may_change: false,
+            local_reads: false,
+            keeps_mtime: false,
             local_root: None,
         }
     }
@@ -414,5 +541,33 @@ pub(crate) mod opt_rfc3339 {
         let v: Option<String> = Option::deserialize(d)?;
         v.map(|s| humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_kind_is_parsed_once_and_kept_as_the_header_value() -> serde_json::Result<()> {
+        let cases = [
+            ("AES256", SseKind::S3),
+            ("aws:kms", SseKind::Kms),
+            ("aws:kms:dsse", SseKind::Other("aws:kms:dsse".into())),
+        ];
+        for (header, kind) in cases {
+            assert_eq!(SseKind::parse(header), kind);
+            assert_eq!(kind.as_str(), header);
+            // State files and local attributes keep the header's value.
+            let json = serde_json::to_string(&kind)?;
+            assert_eq!(json, format!("\"{header}\""));
+            let back: SseKind = serde_json::from_str(&json)?;
+            assert_eq!(back, kind);
+        }
+        let part: CompletedPart = serde_json::from_str(r#"{"part_number":1,"etag":"e","size":1,"sse":"aws:kms"}"#)?;
+        assert_eq!(part.sse, Some(SseKind::Kms));
+        assert_eq!(SseKind::from(&Sse::Kms { key_id: None }), SseKind::Kms);
+        assert_eq!(SseKind::from(&Sse::S3), SseKind::S3);
+        Ok(())
     }
 }

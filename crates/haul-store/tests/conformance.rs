@@ -146,6 +146,7 @@ conformance!(server_side_copy);
 conformance!(part_copy);
 conformance!(errors);
 conformance!(if_none_match);
+conformance!(capabilities_hold);
 
 fn data(n: usize, seed: u64) -> Bytes {
     Bytes::from(haul_testkit::data(n, seed))
@@ -728,5 +729,78 @@ async fn if_none_match(be: Backend) -> TestResult {
     let fresh_mpu = key("inm/new-mpu.bin");
     multipart_put(s, &fresh_mpu, &big, PART, &cond_mpu).await?;
     assert_eq!(read_all(s, &fresh_mpu, None).await?, big);
+    Ok(())
+}
+
+/// What a store's capabilities claim, its calls do: the engine relies on
+/// these fields instead of asking what kind of store it has.
+async fn capabilities_hold(be: Backend) -> TestResult {
+    let caps = be.a.capabilities().clone();
+    let body = data(100_000, 7);
+    let k = key("caps/object");
+    if caps.hashes_writes {
+        // No checksums given: the ETag is the MD5 of what was written.
+        let res = be.a.put(&k, body.clone(), &PutOptions::default()).await?;
+        assert_eq!(res.etag.as_deref(), Some(md5_hex(&body).as_str()));
+        // A Content-MD5 that does not match is refused by the store itself.
+        let bad = PutOptions {
+            checksums: Checksums::md5(&md5_hex(b"something else")),
+            ..Default::default()
+        };
+        let e = be.a.put(&key("caps/bad"), body.clone(), &bad).await.err();
+        assert_eq!(e.map(|e| e.kind), Some(ErrorKind::Integrity));
+        assert!(be.a.head(&key("caps/bad")).await.is_err(), "nothing written");
+    }
+    let id =
+        be.a.create_multipart(&key("caps/streamed"), &PutOptions::default())
+            .await?;
+    let chunks: Vec<Result<Bytes, StoreError>> = vec![Ok(body.slice(..60_000)), Ok(body.slice(60_000..))];
+    let streamed =
+        be.a.upload_part_stream(
+            &key("caps/streamed"),
+            &id,
+            1,
+            body.len() as u64,
+            futures::stream::iter(chunks).boxed(),
+        )
+        .await;
+    match streamed {
+        Ok(part) => {
+            assert!(
+                caps.streams_parts,
+                "a part was streamed by a store that does not claim it"
+            );
+            assert_eq!(part.etag, md5_hex(&body), "a streamed part's ETag is its MD5");
+            let done = be.a.complete_multipart(&key("caps/streamed"), &id, &[part]).await?;
+            assert!(done.etag.is_some());
+            assert!(read_all(&be.a, &key("caps/streamed"), None).await? == body);
+        }
+        Err(e) => {
+            assert!(!caps.streams_parts, "streams_parts claimed, but: {e}");
+            assert_eq!(e.kind, ErrorKind::NotSupported);
+            be.a.abort_multipart(&key("caps/streamed"), &id).await?;
+        }
+    }
+    if caps.keeps_mtime {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 250_000_000);
+        let opts = PutOptions {
+            mtime: Some(t),
+            ..Default::default()
+        };
+        let km = key("caps/mtime");
+        be.a.put(&km, body.clone(), &opts).await?;
+        let head = be.a.head(&km).await?;
+        assert_eq!(head.last_modified, Some(t), "the file's mtime is the one given");
+        assert_eq!(
+            head.metadata.get(haul_store::mtime::METADATA_KEY).map(String::as_str),
+            Some(haul_store::mtime::format_mtime(t).as_str()),
+            "and reported as mtime metadata"
+        );
+    }
+    assert_eq!(
+        caps.local_root.is_some(),
+        caps.local_reads,
+        "only a local directory has a root path"
+    );
     Ok(())
 }

@@ -86,16 +86,10 @@ fn read_only(op: Op, key: &Key) -> StoreError {
 
 impl WatchSource {
     pub fn new(tree: Arc<Tree>, root: PathBuf, excl: Exclusions, skips: Arc<dyn Skips>) -> Self {
-        let mut caps = Capabilities::s3_like(root.display().to_string());
-        // No server-side copy: a local destination would read the file by
-        // its path. Every byte goes through `get`.
-        caps.copy_domain = None;
-        caps.max_copy_size = u64::MAX;
-        caps.max_put_size = u64::MAX;
-        caps.min_part_size = 1;
-        caps.any_key = false;
+        // No server-side copy (`local_dir` has none): a local destination
+        // would read the file by its path. Every byte goes through `get`.
+        let mut caps = Capabilities::local_dir(&root);
         caps.tags = false;
-        caps.local_root = Some(root.clone());
         WatchSource {
             tree,
             root,

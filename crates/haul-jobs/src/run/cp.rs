@@ -79,7 +79,8 @@ pub(crate) async fn run(s: &CpSpec, ctx: &RunContext) -> Result<JobOutcome> {
             src_prefix,
             dst_prefix: dest.key.as_dir(),
             filter,
-            dst_is_local: dest.store.capabilities().local_root.is_some(),
+            // Folder markers cannot be written where keys cannot end in '/'.
+            dst_is_local: !dest.store.capabilities().any_key,
         };
         let exec = executor(topts, jopts, ctx, &source.store, &dest.store);
         let summary = exec.copy(&source.store, &dest.store, planner.tasks()).await;

@@ -1,21 +1,29 @@
 //! An in-memory store for tests: a sorted map under a lock. Behaves like S3
 //! for everything haul relies on (listing order, ETags, multipart, copy).
+//!
+//! Modules: `list` (paged listings in byte order), `multipart` (uploads,
+//! part copies, including of virtual objects).
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::{Bound, Range};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::checksum::{md5_hex, multipart_etag};
+use crate::checksum::md5_hex;
 use crate::error::{ErrorKind, Op, Result, StoreError};
 use crate::key::Key;
 use crate::types::*;
 use crate::ObjectStore;
+
+mod list;
+mod multipart;
+
+use multipart::Upload;
 
 #[derive(Clone, Debug)]
 struct Stored {
@@ -30,14 +38,6 @@ struct Stored {
 }
 
 type Bucket = Arc<Mutex<BTreeMap<String, Stored>>>;
-
-#[derive(Debug, Default)]
-struct Upload {
-    key: String,
-    opts: PutOptions,
-    /// Part number → (bytes, ETag, size; the bytes are empty for a range of a virtual object).
-    parts: BTreeMap<u32, (Bytes, String, u64)>,
-}
 
 /// All buckets of one memory "server": stores created from the same
 /// [`MemoryServer`] share a copy domain and can copy between each other.
@@ -185,8 +185,8 @@ impl MemoryStore {
         md5_hex(format!("kms:{md5}").as_bytes())
     }
 
-    fn sse_of(kms: bool) -> Option<String> {
-        kms.then(|| "aws:kms".to_string())
+    fn sse_of(kms: bool) -> Option<SseKind> {
+        kms.then_some(SseKind::Kms)
     }
 
     fn not_found(op: Op, key: &str) -> StoreError {
@@ -204,7 +204,7 @@ impl MemoryStore {
 fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectMeta {
     let mut metadata = opts.metadata.clone();
     if let Some(m) = opts.mtime {
-        metadata.insert("mtime".into(), crate::s3::format_mtime(m));
+        metadata.insert(crate::mtime::METADATA_KEY.into(), crate::mtime::format_mtime(m));
     }
     ObjectMeta {
         key: Key::prefix(key).unwrap_or_else(|_| Key::root()),
@@ -220,10 +220,7 @@ fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectM
                 .unwrap_or_else(|| "binary/octet-stream".into()),
         ),
         metadata,
-        sse: opts.sse.as_ref().map(|s| match s {
-            Sse::S3 => "AES256".into(),
-            Sse::Kms { .. } => "aws:kms".into(),
-        }),
+        sse: opts.sse.as_ref().map(SseKind::from),
         restore: None,
     }
 }
@@ -262,68 +259,7 @@ impl ObjectStore for MemoryStore {
     }
 
     fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
-        const PAGE: usize = 1000;
-        let objects = self.objects.clone();
-        // Each step takes one page under the lock, like a paged LIST.
-        let state = (req.range.start_after.clone().map(String::from), false);
-        stream::unfold(state, move |(after, done)| {
-            let objects = objects.clone();
-            let req = req.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                let map = lock(&objects);
-                let prefix = req.prefix.as_str();
-                let lower = match &after {
-                    Some(a) if a.as_str() >= prefix => Bound::Excluded(a.clone()),
-                    _ => Bound::Included(prefix.to_string()),
-                };
-                let mut page = Vec::new();
-                let mut last: Option<String> = None;
-                for (k, v) in map.range((lower, Bound::Unbounded)) {
-                    if !k.starts_with(prefix) || req.range.prefix_past_end(k) {
-                        break;
-                    }
-                    if let Some(d) = req.delimiter {
-                        if let Some(pos) = k[prefix.len()..].find(d) {
-                            let cp = &k[..prefix.len() + pos + d.len_utf8()];
-                            if last.as_deref() != Some(cp) {
-                                if let Ok(p) = Key::prefix(cp) {
-                                    page.push(Ok(ListEntry::Prefix(p)));
-                                }
-                                last = Some(cp.to_string());
-                            }
-                            if page.len() >= PAGE {
-                                break;
-                            }
-                            continue;
-                        }
-                    }
-                    page.push(Ok(ListEntry::Object(list_meta(v))));
-                    last = Some(k.clone());
-                    if page.len() >= PAGE {
-                        break;
-                    }
-                }
-                drop(map);
-                let finished = page.len() < PAGE;
-                // After a common prefix, continue past every key under it.
-                let next = last.map(|l| {
-                    if req.delimiter.is_some_and(|d| l.ends_with(d)) {
-                        format!("{l}\u{10FFFF}")
-                    } else {
-                        l
-                    }
-                });
-                if page.is_empty() {
-                    return None;
-                }
-                Some((stream::iter(page), (next, finished)))
-            }
-        })
-        .flatten()
-        .boxed()
+        list::list(self.objects.clone(), req)
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
@@ -439,16 +375,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn create_multipart(&self, key: &Key, opts: &PutOptions) -> Result<MultipartId> {
-        let id = format!("mem-{}", self.server.next_id.fetch_add(1, Ordering::Relaxed));
-        lock(&self.server.uploads).insert(
-            id.clone(),
-            Upload {
-                key: key.as_str().to_string(),
-                opts: opts.clone(),
-                parts: BTreeMap::new(),
-            },
-        );
-        Ok(MultipartId(id))
+        self.create_upload(key, opts)
     }
 
     async fn upload_part(
@@ -459,29 +386,7 @@ impl ObjectStore for MemoryStore {
         payload: Bytes,
         sums: &Checksums,
     ) -> Result<CompletedPart> {
-        let mut etag = check_md5(Op::UploadPart, key.as_str(), &payload, sums.md5_hex.as_deref())?;
-        let crc64nvme =
-            crate::checksum::check_crc64(Op::UploadPart, key.as_str(), &payload, sums.crc64nvme.as_deref())?;
-        let size = payload.len() as u64;
-        let mut uploads = lock(&self.server.uploads);
-        let u = uploads
-            .get_mut(&upload.0)
-            .ok_or_else(|| no_upload(Op::UploadPart, key))?;
-        let kms = self.default_kms || matches!(u.opts.sse, Some(Sse::Kms { .. }));
-        if kms {
-            etag = Self::kms_etag(&etag);
-        }
-        u.parts.insert(part_number, (payload, etag.clone(), size));
-        Ok(CompletedPart {
-            part_number,
-            etag,
-            size,
-            checksums: Checksums {
-                crc64nvme,
-                ..Default::default()
-            },
-            sse: Self::sse_of(kms),
-        })
+        self.upload_part_buffer(key, upload, part_number, payload, sums)
     }
 
     async fn upload_part_copy(
@@ -492,125 +397,11 @@ impl ObjectStore for MemoryStore {
         src: &CopySource,
         range: Range<u64>,
     ) -> Result<CompletedPart> {
-        let bucket = self.find_bucket(&src.bucket)?;
-        let data = {
-            let map = lock(&bucket);
-            let s = map
-                .get(src.key.as_str())
-                .ok_or_else(|| Self::not_found(Op::UploadPartCopy, src.key.as_str()))?;
-            if let Some(size) = s.virtual_size {
-                if range.end > size || range.start >= range.end {
-                    return Err(StoreError::new(
-                        Op::UploadPartCopy,
-                        key.as_str(),
-                        ErrorKind::InvalidRequest,
-                        "copy range outside the source",
-                    ));
-                }
-                drop(map);
-                // A range of a virtual object: a size and a synthetic ETag.
-                let etag = md5_hex(format!("virtual:{}:{}-{}", src.key, range.start, range.end).as_bytes());
-                let len = range.end - range.start;
-                let mut uploads = lock(&self.server.uploads);
-                let u = uploads
-                    .get_mut(&upload.0)
-                    .ok_or_else(|| no_upload(Op::UploadPartCopy, key))?;
-                u.parts.insert(part_number, (Bytes::new(), etag.clone(), len));
-                return Ok(CompletedPart {
-                    part_number,
-                    etag,
-                    size: len,
-                    checksums: Checksums::default(),
-                    sse: None,
-                });
-            }
-            if range.end > s.data.len() as u64 || range.start >= range.end {
-                return Err(StoreError::new(
-                    Op::UploadPartCopy,
-                    key.as_str(),
-                    ErrorKind::InvalidRequest,
-                    "copy range outside the source",
-                ));
-            }
-            s.data.slice(range.start as usize..range.end as usize)
-        };
-        let sums = Checksums::md5(&md5_hex(&data));
-        self.upload_part(key, upload, part_number, data, &sums).await
+        self.copy_part(key, upload, part_number, src, range)
     }
 
     async fn complete_multipart(&self, key: &Key, upload: &MultipartId, parts: &[CompletedPart]) -> Result<PutResult> {
-        let u = lock(&self.server.uploads)
-            .remove(&upload.0)
-            .ok_or_else(|| no_upload(Op::CompleteMultipart, key))?;
-        let mut buf = BytesMut::new();
-        let mut sizes = Vec::new();
-        for (i, p) in parts.iter().enumerate() {
-            let (data, etag, size) = u.parts.get(&p.part_number).ok_or_else(|| {
-                StoreError::new(
-                    Op::CompleteMultipart,
-                    key.as_str(),
-                    ErrorKind::InvalidRequest,
-                    "missing part",
-                )
-                .with_code("InvalidPart")
-            })?;
-            if *etag != p.etag {
-                return Err(StoreError::new(
-                    Op::CompleteMultipart,
-                    key.as_str(),
-                    ErrorKind::InvalidRequest,
-                    "part ETag mismatch",
-                )
-                .with_code("InvalidPart"));
-            }
-            if i + 1 < parts.len() && *size < self.caps.min_part_size {
-                return Err(StoreError::new(
-                    Op::CompleteMultipart,
-                    key.as_str(),
-                    ErrorKind::InvalidRequest,
-                    "part smaller than the minimum",
-                )
-                .with_code("EntityTooSmall"));
-            }
-            buf.extend_from_slice(data);
-            sizes.push(*size);
-        }
-        if u.opts.if_none_match && lock(&self.objects).contains_key(u.key.as_str()) {
-            return Err(StoreError::new(
-                Op::CompleteMultipart,
-                key.as_str(),
-                ErrorKind::PreconditionFailed,
-                "If-None-Match: the key exists",
-            ));
-        }
-        let total: u64 = sizes.iter().sum();
-        let virtual_size = (total != buf.len() as u64).then_some(total);
-        let etag = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
-        let data = buf.freeze();
-        let kms = self.kms(&u.opts);
-        let mut meta = meta_for(&u.key, &data, etag.clone(), &u.opts);
-        meta.size = total;
-        meta.sse = meta.sse.or(Self::sse_of(kms));
-        meta.parts_count = Some(parts.len() as u32);
-        if virtual_size.is_none() {
-            meta.checksums.crc64nvme = self.crc64_of(&data);
-        }
-        let checksums = meta.checksums.clone();
-        lock(&self.objects).insert(
-            u.key.clone(),
-            Stored {
-                data,
-                meta,
-                tags: self.kept(&u.opts.tags),
-                parts: sizes,
-                virtual_size,
-            },
-        );
-        Ok(PutResult {
-            etag: Some(etag),
-            checksums,
-            sse: Self::sse_of(kms),
-        })
+        self.complete_upload(key, upload, parts)
     }
 
     async fn abort_multipart(&self, _key: &Key, upload: &MultipartId) -> Result<()> {
@@ -710,8 +501,4 @@ impl ObjectStore for MemoryStore {
         }
         Ok(Vec::new())
     }
-}
-
-fn no_upload(op: Op, key: &Key) -> StoreError {
-    StoreError::new(op, key.as_str(), ErrorKind::NotFound, "no such upload").with_code("NoSuchUpload")
 }
