@@ -141,9 +141,26 @@ root_domain = ".s3.garage.localhost"
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    g.admin(&["layout", "assign", "-z", "dc1", "-c", "10G", &node])?;
-    g.admin(&["layout", "apply", "--version", "1"])?;
-    g.admin(&[
+    // `node id` reads the key file; the admin RPC may open a moment later.
+    let mut admin = |args: &[&str]| -> Result<String, String> {
+        loop {
+            match g.admin(args) {
+                Err(e) if e.contains("Connection refused") || e.contains("Unable to connect") => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(format!("garage exited at start ({status}): {e}"));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    };
+    admin(&["layout", "assign", "-z", "dc1", "-c", "10G", &node])?;
+    admin(&["layout", "apply", "--version", "1"])?;
+    admin(&[
         "key",
         "import",
         "--yes",
