@@ -62,13 +62,13 @@ impl Conn {
 /// cat, watch status/retry, run).
 pub fn job_of(cmd: &Command) -> Result<Option<JobSpec>, JobError> {
     let spec = match cmd {
-        Command::Cp(a) => JobSpec::Cp(cp(a)?),
-        Command::Sync(a) => JobSpec::Sync(sync(a)?),
-        Command::Diff(a) => JobSpec::Diff(diff(a)?),
-        Command::Verify(a) => JobSpec::Verify(verify(a)?),
-        Command::Rm(a) => JobSpec::Rm(rm(a)?),
-        Command::Restore(a) => JobSpec::Restore(restore(a)?),
-        Command::Watch(a) if a.action.is_none() => JobSpec::Watch(watch(a)?),
+        Command::Cp(a) => JobSpec::Cp(a.as_ref().try_into()?),
+        Command::Sync(a) => JobSpec::Sync(a.as_ref().try_into()?),
+        Command::Diff(a) => JobSpec::Diff(a.try_into()?),
+        Command::Verify(a) => JobSpec::Verify(a.try_into()?),
+        Command::Rm(a) => JobSpec::Rm(a.try_into()?),
+        Command::Restore(a) => JobSpec::Restore(a.try_into()?),
+        Command::Watch(a) if a.action.is_none() => JobSpec::Watch(a.as_ref().try_into()?),
         Command::Watch(_) | Command::Ls(_) | Command::Cat(_) | Command::Run(_) => return Ok(None),
     };
     spec.validate().map_err(JobError::Invalid)?;
@@ -128,137 +128,165 @@ fn write(w: &WriteArgs) -> WriteSpec {
     }
 }
 
-fn cp(a: &CpArgs) -> Result<CpSpec, JobError> {
-    Ok(CpSpec {
-        src: loc("SRC", &a.src)?,
-        dst: loc("DST", &a.dst)?,
-        recursive: a.recursive,
-        dry_run: a.dry.dry_run,
-        filter: filter(&a.filter),
-        object: object(&a.write.object),
-        write: write(&a.write),
-        transfer: transfer(&a.transfer),
-        src_conn: a.conn.side(Side::Src),
-        dst_conn: a.conn.side(Side::Dst),
-    })
-}
+impl TryFrom<&CpArgs> for CpSpec {
+    type Error = JobError;
 
-fn sync(a: &SyncArgs) -> Result<SyncSpec, JobError> {
-    Ok(SyncSpec {
-        src: loc("SRC", &a.src)?,
-        dst: loc("DST", &a.dst)?,
-        compare: a.compare,
-        delete: a.delete,
-        max_delete: a.max_delete,
-        dry_run: a.dry.dry_run,
-        part_file: a.part_file.clone(),
-        no_split: a.no_split,
-        files_from: a.files_from.clone(),
-        inventory: a.inventory.as_deref().map(|i| loc("--inventory", i)).transpose()?,
-        shards_in_flight: a.shards_in_flight,
-        split_min_keys: a.split_min_keys,
-        state_dir: a.state.state_dir.clone(),
-        no_journal: a.no_journal,
-        fresh: a.fresh,
-        filter: filter(&a.filter),
-        object: object(&a.write.object),
-        write: write(&a.write),
-        transfer: transfer(&a.transfer),
-        src_conn: a.conn.side(Side::Src),
-        dst_conn: a.conn.side(Side::Dst),
-    })
-}
-
-fn diff(a: &DiffArgs) -> Result<DiffSpec, JobError> {
-    Ok(DiffSpec {
-        src: loc("SRC", &a.src)?,
-        dst: loc("DST", &a.dst)?,
-        compare: a.compare,
-        all: a.all,
-        src_conn: a.conn.side(Side::Src),
-        dst_conn: a.conn.side(Side::Dst),
-    })
-}
-
-fn verify(a: &VerifyArgs) -> Result<VerifySpec, JobError> {
-    Ok(VerifySpec {
-        src: loc("SRC", &a.src)?,
-        dst: loc("DST", &a.dst)?,
-        filter: filter(&a.filter),
-        concurrency: a.concurrency,
-        all: a.all,
-        src_conn: a.conn.side(Side::Src),
-        dst_conn: a.conn.side(Side::Dst),
-    })
-}
-
-fn rm(a: &RmArgs) -> Result<RmSpec, JobError> {
-    Ok(RmSpec {
-        location: loc("LOCATION", &a.location)?,
-        recursive: a.recursive,
-        dry_run: a.dry.dry_run,
-        conn: a.conn.side(Side::Only),
-    })
-}
-
-fn restore(a: &RestoreArgs) -> Result<RestoreSpec, JobError> {
-    Ok(RestoreSpec {
-        location: loc("LOCATION", &a.location)?,
-        days: a.days,
-        tier: match a.tier.as_str() {
-            "Bulk" => Tier::Bulk,
-            "Expedited" => Tier::Expedited,
-            _ => Tier::Standard,
-        },
-        inventory: a.inventory.as_deref().map(|i| loc("--inventory", i)).transpose()?,
-        concurrency: a.concurrency,
-        dry_run: a.dry.dry_run,
-        conn: a.conn.side(Side::Only),
-    })
-}
-
-fn watch(a: &WatchArgs) -> Result<WatchSpec, JobError> {
-    let (Some(dir), Some(dst)) = (a.dir.clone(), a.dst.as_deref()) else {
-        return Err(JobError::Invalid(
-            "usage: haul watch DIR DST (or haul watch status|retry)".into(),
-        ));
-    };
-    // The tree is the first thing a watch needs: said before anything about DST.
-    if !dir.is_dir() {
-        return Err(JobError::Invalid(format!(
-            "{}: the directory to watch does not exist or is not a directory",
-            dir.display()
-        )));
+    fn try_from(a: &CpArgs) -> Result<Self, JobError> {
+        Ok(CpSpec {
+            src: loc("SRC", &a.src)?,
+            dst: loc("DST", &a.dst)?,
+            recursive: a.recursive,
+            dry_run: a.dry.dry_run,
+            filter: filter(&a.filter),
+            object: object(&a.write.object),
+            write: write(&a.write),
+            transfer: transfer(&a.transfer),
+            src_conn: a.conn.side(Side::Src),
+            dst_conn: a.conn.side(Side::Dst),
+        })
     }
-    Ok(WatchSpec {
-        dst: loc("DST", dst)?,
-        dir,
-        settle: a.settle.into(),
-        rescan_every: a.rescan_every.into(),
-        exclude: a.exclude.clone(),
-        delete_after_upload: a.delete_after_upload,
-        prune_empty_dirs: a.prune_empty_dirs,
-        keep_dirs_for: a.keep_dirs_for.into(),
-        max_attempts: a.max_attempts,
-        retry_max_delay: a.retry_max_delay.into(),
-        state_dir: a.state.state_dir.clone(),
-        once: a.once,
-        shutdown_timeout: a.shutdown_timeout.into(),
-        log_file: a.log_file.clone(),
-        log_retention_days: a.log_retention_days,
-        metrics_addr: a.metrics_addr,
-        summary_every: a.summary_every.into(),
-        no_events: a.no_events,
-        if_exists: match a.if_exists {
-            IfExistsArg::Overwrite => haul_engine::watch::IfExists::Overwrite,
-            IfExistsArg::Skip => haul_engine::watch::IfExists::Skip,
-            IfExistsArg::Rename => haul_engine::watch::IfExists::Rename,
-        },
-        event_queue: a.event_queue,
-        object: object(&a.upload),
-        transfer: transfer(&a.transfer),
-        conn: a.conn.side(Side::Dst),
-    })
+}
+
+impl TryFrom<&SyncArgs> for SyncSpec {
+    type Error = JobError;
+
+    fn try_from(a: &SyncArgs) -> Result<Self, JobError> {
+        Ok(SyncSpec {
+            src: loc("SRC", &a.src)?,
+            dst: loc("DST", &a.dst)?,
+            compare: a.compare,
+            delete: a.delete,
+            max_delete: a.max_delete,
+            dry_run: a.dry.dry_run,
+            part_file: a.part_file.clone(),
+            no_split: a.no_split,
+            files_from: a.files_from.clone(),
+            inventory: a.inventory.as_deref().map(|i| loc("--inventory", i)).transpose()?,
+            shards_in_flight: a.shards_in_flight,
+            split_min_keys: a.split_min_keys,
+            state_dir: a.state.state_dir.clone(),
+            no_journal: a.no_journal,
+            fresh: a.fresh,
+            filter: filter(&a.filter),
+            object: object(&a.write.object),
+            write: write(&a.write),
+            transfer: transfer(&a.transfer),
+            src_conn: a.conn.side(Side::Src),
+            dst_conn: a.conn.side(Side::Dst),
+        })
+    }
+}
+
+impl TryFrom<&DiffArgs> for DiffSpec {
+    type Error = JobError;
+
+    fn try_from(a: &DiffArgs) -> Result<Self, JobError> {
+        Ok(DiffSpec {
+            src: loc("SRC", &a.src)?,
+            dst: loc("DST", &a.dst)?,
+            compare: a.compare,
+            all: a.all,
+            src_conn: a.conn.side(Side::Src),
+            dst_conn: a.conn.side(Side::Dst),
+        })
+    }
+}
+
+impl TryFrom<&VerifyArgs> for VerifySpec {
+    type Error = JobError;
+
+    fn try_from(a: &VerifyArgs) -> Result<Self, JobError> {
+        Ok(VerifySpec {
+            src: loc("SRC", &a.src)?,
+            dst: loc("DST", &a.dst)?,
+            filter: filter(&a.filter),
+            concurrency: a.concurrency,
+            all: a.all,
+            src_conn: a.conn.side(Side::Src),
+            dst_conn: a.conn.side(Side::Dst),
+        })
+    }
+}
+
+impl TryFrom<&RmArgs> for RmSpec {
+    type Error = JobError;
+
+    fn try_from(a: &RmArgs) -> Result<Self, JobError> {
+        Ok(RmSpec {
+            location: loc("LOCATION", &a.location)?,
+            recursive: a.recursive,
+            dry_run: a.dry.dry_run,
+            conn: a.conn.side(Side::Only),
+        })
+    }
+}
+
+impl TryFrom<&RestoreArgs> for RestoreSpec {
+    type Error = JobError;
+
+    fn try_from(a: &RestoreArgs) -> Result<Self, JobError> {
+        Ok(RestoreSpec {
+            location: loc("LOCATION", &a.location)?,
+            days: a.days,
+            tier: match a.tier.as_str() {
+                "Bulk" => Tier::Bulk,
+                "Expedited" => Tier::Expedited,
+                _ => Tier::Standard,
+            },
+            inventory: a.inventory.as_deref().map(|i| loc("--inventory", i)).transpose()?,
+            concurrency: a.concurrency,
+            dry_run: a.dry.dry_run,
+            conn: a.conn.side(Side::Only),
+        })
+    }
+}
+
+impl TryFrom<&WatchArgs> for WatchSpec {
+    type Error = JobError;
+
+    fn try_from(a: &WatchArgs) -> Result<Self, JobError> {
+        let (Some(dir), Some(dst)) = (a.dir.clone(), a.dst.as_deref()) else {
+            return Err(JobError::Invalid(
+                "usage: haul watch DIR DST (or haul watch status|retry)".into(),
+            ));
+        };
+        // The tree is the first thing a watch needs: said before anything about DST.
+        if !dir.is_dir() {
+            return Err(JobError::Invalid(format!(
+                "{}: the directory to watch does not exist or is not a directory",
+                dir.display()
+            )));
+        }
+        Ok(WatchSpec {
+            dst: loc("DST", dst)?,
+            dir,
+            settle: a.settle.into(),
+            rescan_every: a.rescan_every.into(),
+            exclude: a.exclude.clone(),
+            delete_after_upload: a.delete_after_upload,
+            prune_empty_dirs: a.prune_empty_dirs,
+            keep_dirs_for: a.keep_dirs_for.into(),
+            max_attempts: a.max_attempts,
+            retry_max_delay: a.retry_max_delay.into(),
+            state_dir: a.state.state_dir.clone(),
+            once: a.once,
+            shutdown_timeout: a.shutdown_timeout.into(),
+            log_file: a.log_file.clone(),
+            log_retention_days: a.log_retention_days,
+            metrics_addr: a.metrics_addr,
+            summary_every: a.summary_every.into(),
+            no_events: a.no_events,
+            if_exists: match a.if_exists {
+                IfExistsArg::Overwrite => haul_engine::watch::IfExists::Overwrite,
+                IfExistsArg::Skip => haul_engine::watch::IfExists::Skip,
+                IfExistsArg::Rename => haul_engine::watch::IfExists::Rename,
+            },
+            event_queue: a.event_queue,
+            object: object(&a.upload),
+            transfer: transfer(&a.transfer),
+            conn: a.conn.side(Side::Dst),
+        })
+    }
 }
 
 #[cfg(test)]
