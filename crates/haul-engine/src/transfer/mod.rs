@@ -28,6 +28,8 @@ mod stream;
 mod verify;
 mod writer;
 
+pub use writer::{Finished, Limits, MultipartWriter, PartBody, PartChecks, PartsSent};
+
 use std::sync::Arc;
 
 use haul_store::checksum::etag_is_plain_md5;
@@ -167,6 +169,28 @@ impl Transfer {
             cancel,
             notices: Arc::new(Notices::default()),
         }
+    }
+
+    /// The limits a [`MultipartWriter`] of this transfer draws from.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            budget: self.budget.clone(),
+            parts_total: self.parts.clone(),
+            parts_per_object: self.opts.parts_per_object,
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    /// Starts a multipart upload of `key` in `dst`, within this transfer's
+    /// limits and cancelled with it.
+    pub async fn multipart_writer<'a>(
+        &self,
+        dst: &DynStore,
+        key: &Key,
+        put: PutOptions,
+        checks: PartChecks,
+    ) -> Result<MultipartWriter<'a>> {
+        MultipartWriter::create(dst, key, put, checks, self.limits()).await
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {

@@ -1,23 +1,19 @@
 //! Uploading a stream of unknown length (stdin).
 
 use bytes::BytesMut;
-use futures::stream::StreamExt;
-use haul_store::checksum::multipart_etag;
-use haul_store::{ChecksumKind, CompletedPart, DynStore, ErrorKind, Key, Op, StoreError};
+use haul_store::{ChecksumKind, DynStore, Key, Op, StoreError};
 use tokio::io::AsyncRead;
 
-use super::body::{md5_of, read_up_to, sums_of};
-use super::verify::check_part;
-use super::writer::{joined, or_abort};
-use super::{cancelled, err, Outcome, Result, Strategy, Transfer};
+use super::body::{read_up_to, sums_of};
+use super::writer::PartChecks;
+use super::{Outcome, Result, Strategy, Transfer};
 use crate::report::Observer;
 use crate::tags::explicit_tags;
 
 impl Transfer {
     /// Uploads a stream of unknown length (stdin) as one object: a single PUT
     /// when it ends before the threshold, multipart otherwise. Parts upload
-    /// in background tasks while the next part is read; the part size
-    /// doubles every 1,000 parts so any length up to 5 TiB fits.
+    /// (through a [`super::MultipartWriter`]) while the next part is read.
     pub async fn upload_stream<R: AsyncRead + Unpin + Send>(
         &self,
         mut reader: R,
@@ -51,7 +47,12 @@ impl Transfer {
                 unverified: false,
             });
         }
-        let part_size = |n: u32| base << (n / 1000).min(10);
+        // The part size doubles every tenth of the destination's part
+        // limit (every 1,000 parts on S3) so any length up to 5 TiB fits;
+        // a longer stream fails clearly at the limit, its upload aborted.
+        let step = (caps.max_parts / 10).max(1);
+        let cap = caps.max_put_size.max(base);
+        let part_size = move |n: u32| (base << (n / step).min(10)).min(cap);
         // The first part must be a whole part (S3 refuses small non-last parts).
         if (first.len() as u64) < base {
             let more = read_up_to(&mut reader, (base - first.len() as u64) as usize)
@@ -62,90 +63,40 @@ impl Transfer {
             b.extend_from_slice(&more);
             first = b.freeze();
         }
-        let upload = dst.create_multipart(key, &put).await?;
-        obs.upload_started(key, &upload);
-        // Part tasks run in the background; on an error or a cancel they are
-        // stopped and joined before the upload is aborted, so no part can
-        // land after the abort.
-        let mut pending = futures::stream::FuturesOrdered::new();
-        let mut stops: Vec<tokio::task::AbortHandle> = Vec::new();
-        let run = async {
-            let mut parts: Vec<(CompletedPart, String)> = Vec::new();
-            let mut total = 0u64;
-            let mut next = Some((first, first_permit));
-            let mut n = 0u32;
-            loop {
-                let (data, permit) = match next.take() {
-                    Some(d) => d,
-                    None => {
-                        let permit = self.budget.acquire(part_size(n)).await;
-                        let d = read_up_to(&mut reader, part_size(n) as usize).await.map_err(read_err)?;
-                        obs.bytes(d.len() as u64);
-                        (d, permit)
-                    }
-                };
-                if data.is_empty() {
-                    break;
-                }
-                n += 1;
-                if n > caps.max_parts {
-                    return Err(err(
-                        Op::UploadPart,
-                        key,
-                        ErrorKind::InvalidRequest,
-                        "the stream is too long for one object",
-                    ));
-                }
-                total += data.len() as u64;
-                let (d, k, u, o) = (dst.clone(), key.clone(), upload.clone(), self.opts.put.clone());
-                let task = tokio::spawn(async move {
-                    let _permit = permit;
-                    let md5 = md5_of(data.clone()).await;
-                    let p = d
-                        .upload_part(&k, &u, n, data, &haul_store::Checksums::md5(&md5))
-                        .await?;
-                    check_part(&d, &o, &k, &p, &md5)?;
-                    Ok::<_, StoreError>((p, md5))
-                });
-                stops.push(task.abort_handle());
-                pending.push_back(task);
-                // At most `parts_per_object` parts in flight.
-                while pending.len() >= self.opts.parts_per_object.max(1) {
-                    if let Some(p) = pending.next().await {
-                        parts.push(joined(p, key)?);
-                    }
-                }
-            }
-            while let Some(p) = pending.next().await {
-                parts.push(joined(p, key)?);
-            }
-            Ok::<_, StoreError>((parts, total))
+        // Every part's CRC64NVME, combined, is checked against the
+        // destination's full-object one when it keeps one; every part's MD5
+        // against its ETag, and the multipart ETag after completion.
+        put.full_object_crc64 = caps.upload_checksums.contains(&ChecksumKind::Crc64Nvme);
+        let checks = PartChecks {
+            crc64: put.full_object_crc64,
+            ..Default::default()
         };
-        let res = tokio::select! {
-            r = run => r,
-            _ = self.cancel.cancelled() => Err(cancelled(key)),
-        };
-        if res.is_err() {
-            for s in &stops {
-                s.abort();
+        let mut w = self.multipart_writer(dst, key, put, checks).await?;
+        obs.upload_started(key, w.upload_id());
+        w.put_part(first, first_permit).await?;
+        loop {
+            let size = part_size(w.parts());
+            let permit = w.reserve(size).await?;
+            let data = w.drive(read_up_to(&mut reader, size as usize)).await?.map_err(read_err);
+            let data = match data {
+                Ok(d) => d,
+                Err(e) => {
+                    w.abort().await;
+                    return Err(e);
+                }
+            };
+            obs.bytes(data.len() as u64);
+            if data.is_empty() {
+                break;
             }
-            while pending.next().await.is_some() {}
+            w.put_part(data, permit).await?;
         }
-        let (parts, total) = or_abort(dst, key, &upload, res).await?;
-        let expected = multipart_etag(parts.iter().map(|(_, m)| m.as_str())).unwrap_or_default();
-        let parts: Vec<CompletedPart> = parts.into_iter().map(|(p, _)| p).collect();
-        let done = dst.complete_multipart(key, &upload, &parts).await;
-        let done = or_abort(dst, key, &upload, done).await?;
-        let verified = self
-            .check_written(dst, key, &put, &done, Some(&expected), total)
-            .await?;
+        let done = w.finish().await?;
         Ok(Outcome {
-            strategy: Strategy::Multipart {
-                parts: parts.len() as u32,
-            },
-            verified,
-            bytes: total,
-            etag: done.etag,
+            strategy: Strategy::Multipart { parts: done.parts },
+            verified: done.verified,
+            bytes: done.bytes,
+            etag: done.result.etag,
             unverified: false,
         })
     }

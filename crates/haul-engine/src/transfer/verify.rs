@@ -67,49 +67,7 @@ impl Transfer {
         expected: Option<&str>,
         size: u64,
     ) -> Result<Verified> {
-        // A full-object CRC the server computed must equal the one sent.
-        let crc_matched = match (put.checksums.full_crc64(), res.checksums.full_crc64()) {
-            (Some(sent), Some(got)) if sent != got => {
-                return Err(err(
-                    Op::Verify,
-                    key,
-                    ErrorKind::Integrity,
-                    format!(
-                        "the destination CRC64NVME {} does not match the data sent ({})",
-                        crc64_to_b64(got),
-                        crc64_to_b64(sent)
-                    ),
-                ));
-            }
-            (Some(_), Some(_)) => true,
-            _ => false,
-        };
-        if let (true, Some(expected)) = (etag_is_md5(dst, put, res.sse.as_deref()), expected) {
-            if let Some(got) = res.etag.as_deref() {
-                if got != expected {
-                    return Err(err(
-                        Op::Verify,
-                        key,
-                        ErrorKind::Integrity,
-                        format!("the destination ETag {got} does not match the data sent ({expected})"),
-                    ));
-                }
-                return Ok(Verified::Etag);
-            }
-        }
-        if crc_matched {
-            return Ok(Verified::DestChecksum);
-        }
-        let head = dst.head(key).await.map_err(|e| e.during(Op::Verify))?;
-        if head.size != size {
-            return Err(err(
-                Op::Verify,
-                key,
-                ErrorKind::Integrity,
-                format!("the destination has {} bytes, expected {size}", head.size),
-            ));
-        }
-        Ok(Verified::ServerChecked)
+        check_written(dst, key, put, res, expected, size).await
     }
 
     /// What the parts read were checked against (before completing): the
@@ -155,4 +113,61 @@ impl Transfer {
         }
         Ok(check)
     }
+}
+
+/// Checks what the destination answered against what was sent: the
+/// full-object CRC64NVME when it returns one, the ETag when it is an
+/// MD5 and the one expected is known, else the size (with the server's
+/// checks of each request's Content-MD5 or CRC64NVME).
+pub(super) async fn check_written(
+    dst: &DynStore,
+    key: &Key,
+    put: &PutOptions,
+    res: &haul_store::PutResult,
+    expected: Option<&str>,
+    size: u64,
+) -> Result<Verified> {
+    // A full-object CRC the server computed must equal the one sent.
+    let crc_matched = match (put.checksums.full_crc64(), res.checksums.full_crc64()) {
+        (Some(sent), Some(got)) if sent != got => {
+            return Err(err(
+                Op::Verify,
+                key,
+                ErrorKind::Integrity,
+                format!(
+                    "the destination CRC64NVME {} does not match the data sent ({})",
+                    crc64_to_b64(got),
+                    crc64_to_b64(sent)
+                ),
+            ));
+        }
+        (Some(_), Some(_)) => true,
+        _ => false,
+    };
+    if let (true, Some(expected)) = (etag_is_md5(dst, put, res.sse.as_deref()), expected) {
+        if let Some(got) = res.etag.as_deref() {
+            if got != expected {
+                return Err(err(
+                    Op::Verify,
+                    key,
+                    ErrorKind::Integrity,
+                    format!("the destination ETag {got} does not match the data sent ({expected})"),
+                ));
+            }
+            return Ok(Verified::Etag);
+        }
+    }
+    if crc_matched {
+        return Ok(Verified::DestChecksum);
+    }
+    let head = dst.head(key).await.map_err(|e| e.during(Op::Verify))?;
+    if head.size != size {
+        return Err(err(
+            Op::Verify,
+            key,
+            ErrorKind::Integrity,
+            format!("the destination has {} bytes, expected {size}", head.size),
+        ));
+    }
+    Ok(Verified::ServerChecked)
 }
