@@ -1,14 +1,10 @@
 //! Server-side copies: CopyObject, and UploadPartCopy ranges.
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-use haul_store::checksum::multipart_etag;
-use haul_store::{
-    CopyOptions, CopySource, DynStore, ErrorKind, Key, MetadataDirective, ObjectMeta, Op, PutOptions, StoreError,
-};
+use haul_store::{CopyOptions, CopySource, DynStore, ErrorKind, Key, MetadataDirective, ObjectMeta, Op, PutOptions};
 
 use super::verify::{etag_is_md5, source_md5};
-use super::writer::or_abort;
-use super::{cancelled, err, Outcome, Result, Strategy, Transfer, Verified, KMS};
+use super::writer::PartChecks;
+use super::{err, Outcome, Result, Strategy, Transfer, Verified, KMS};
 use crate::report::Observer;
 
 impl Transfer {
@@ -127,37 +123,18 @@ impl Transfer {
             key: meta.key.clone(),
             if_match: full.etag.clone(),
         };
-        let upload = dst.create_multipart(dst_key, &put).await?;
-        obs.upload_started(dst_key, &upload);
-        let run = async {
-            stream::iter(ranges.into_iter().enumerate())
-                .map(|(i, r)| {
-                    let source = &source;
-                    let upload = &upload;
-                    async move {
-                        let _slot = self.parts.acquire().await;
-                        let len = r.end - r.start;
-                        let p = dst.upload_part_copy(dst_key, upload, i as u32 + 1, source, r).await?;
-                        obs.bytes(len);
-                        Ok::<_, StoreError>(p)
-                    }
-                })
-                .buffered(self.opts.parts_per_object.max(1))
-                .try_collect::<Vec<_>>()
-                .await
-        };
-        let res = tokio::select! {
-            r = run => r,
-            _ = self.cancel.cancelled() => Err(cancelled(dst_key)),
-        };
-        let parts = or_abort(dst, dst_key, &upload, res).await?;
+        let mut w = self.multipart_writer(dst, dst_key, put, PartChecks::default()).await?;
+        w.observe(obs);
+        obs.upload_started(dst_key, w.upload_id());
+        for r in ranges {
+            w.copy_part(source.clone(), r).await?;
+        }
+        let parts = w.wait_parts().await?;
         // Copied parts' ETags are the MD5s of the ranges when not SSE-KMS.
-        let expected = multipart_etag(parts.iter().map(|p| p.etag.as_str())).unwrap_or_default();
-        let done = dst.complete_multipart(dst_key, &upload, &parts).await;
-        let done = or_abort(dst, dst_key, &upload, done).await?;
-        let mut verified = self
-            .check_written(dst, dst_key, &put, &done, Some(&expected), meta.size)
-            .await?;
+        let expected = parts.etag.clone().unwrap_or_default();
+        let done = w.complete(&parts, Some(&expected)).await?;
+        let mut verified = done.verified;
+        let done = done.result;
         if verified == Verified::Etag && same_layout && full.sse.as_deref() != Some(KMS) {
             if full.etag.as_deref() != Some(expected.as_str()) {
                 return Err(err(

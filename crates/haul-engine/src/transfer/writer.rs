@@ -32,6 +32,7 @@ use super::body::{md5_of, sums_of};
 use super::verify::{check_part, check_written};
 use super::{cancelled, err, Result, Verified};
 use crate::budget::{BudgetPermit, ByteBudget};
+use crate::report::Observer;
 
 /// How the parts of an upload are hashed and checked.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,6 +125,7 @@ pub struct MultipartWriter<'a> {
     sent: BTreeMap<u32, Sent>,
     whole: Option<md5::Md5>,
     hashed: u32,
+    obs: Option<&'a dyn Observer>,
     next: u32,
     written: u64,
     open: bool,
@@ -164,10 +166,17 @@ impl<'a> MultipartWriter<'a> {
             sent: BTreeMap::new(),
             whole: checks.whole_md5.then(md5::Md5::new),
             hashed: 0,
+            obs: None,
             next: 0,
             written: 0,
             open: true,
         })
+    }
+
+    /// Reports the bytes of server-side copied parts to `obs` as they
+    /// complete (the caller reports the bytes it reads itself).
+    pub fn observe(&mut self, obs: &'a dyn Observer) {
+        self.obs = Some(obs);
     }
 
     /// The upload's id.
@@ -283,6 +292,7 @@ impl<'a> MultipartWriter<'a> {
             self.put.clone(),
         );
         let (checks, budget, slots) = (self.checks, self.limits.budget.clone(), self.limits.parts_total.clone());
+        let obs = self.obs;
         let fut = async move {
             let _slot = slots.acquire_owned().await;
             let permit = if buffered {
@@ -295,7 +305,14 @@ impl<'a> MultipartWriter<'a> {
                     let permit = p.or(permit);
                     send_bytes(&dst, &key, &upload, &put, checks, n, data, permit).await?
                 }
-                PartBody::Stream(body) => send_stream(&dst, &key, &upload, &put, checks, n, size, body).await?,
+                PartBody::Stream(body) => {
+                    let sent = send_stream(&dst, &key, &upload, &put, checks, n, size, body).await?;
+                    // Bytes read into a buffer were counted as they came.
+                    if let Some(o) = obs {
+                        o.bytes(size);
+                    }
+                    sent
+                }
             };
             Ok((n, sent))
         };
@@ -314,9 +331,13 @@ impl<'a> MultipartWriter<'a> {
             self.upload.clone(),
             self.limits.parts_total.clone(),
         );
+        let obs = self.obs;
         let fut = async move {
             let _slot = slots.acquire_owned().await;
             let part = dst.upload_part_copy(&key, &upload, n, &source, range).await?;
+            if let Some(o) = obs {
+                o.bytes(len);
+            }
             // A copied part's ETag is the MD5 of the range (when not SSE-KMS).
             let md5 = Some(part.etag.clone());
             Ok((
@@ -379,7 +400,7 @@ impl<'a> MultipartWriter<'a> {
         if self.limits.cancel.is_cancelled() {
             return self.fail(cancelled(&self.key)).await;
         }
-        if let Some(crc) = parts.crc64.filter(|_| self.put.full_object_crc64) {
+        if let Some(crc) = parts.crc64 {
             self.put.checksums.crc64nvme = Some(crc64_to_b64(crc));
         }
         let done = self.dst.complete_multipart(&self.key, &self.upload, &parts.parts).await;
@@ -541,7 +562,8 @@ async fn send_stream(
     if checks.dst_hashes {
         let part = dst.upload_part_stream(key, upload, n, size, body).await?;
         let crc = part.checksums.full_crc64().map(|c| (c, size));
-        let md5 = Some(part.etag.clone());
+        // Empty when the upload was given the object's ETag.
+        let md5 = Some(part.etag.clone()).filter(|e| !e.is_empty());
         return Ok(Sent {
             part,
             md5,
@@ -593,14 +615,6 @@ async fn send_stream(
         md5: Some(md5),
         kept: None,
     })
-}
-
-/// Aborts the upload when a step after its creation fails.
-pub(super) async fn or_abort<T>(dst: &DynStore, key: &Key, upload: &MultipartId, r: Result<T>) -> Result<T> {
-    if r.is_err() {
-        abort(dst, key, upload).await;
-    }
-    r
 }
 
 pub(super) async fn abort(dst: &DynStore, key: &Key, upload: &MultipartId) {
