@@ -396,3 +396,48 @@ async fn a_cancelled_writer_leaves_no_upload_on_s3() -> TestResult {
     assert!(d.head(&key("cancelled")).await.is_err());
     Ok(())
 }
+
+/// Issue 12, item 5, into a real S3 server: the parts of a
+/// `--preserve-etag` copy larger than the byte budget are streamed
+/// (UploadPart from the source's ranged GET), the ETag and bytes kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preserve_etag_streams_parts_into_s3() -> TestResult {
+    if !haul_testkit::s3_enabled() {
+        eprintln!("HAUL_TEST_S3=off: S3 backend not tested");
+        return Ok(());
+    }
+    haul_testkit::set_aws_env();
+    let server = haul_testkit::moto();
+    let conn = haul_store::s3::S3Connection::connect(&haul_store::s3::S3Config {
+        endpoint_url: Some(server.endpoint.clone()),
+        path_style: true,
+        ..Default::default()
+    })
+    .await?;
+    let bucket = haul_testkit::unique_bucket("mpwstream");
+    haul_testkit::create_bucket(server, &bucket)?;
+    let probe = Arc::new(Probe::new(Arc::new(conn.bucket(&bucket))));
+    let dst: DynStore = probe.clone();
+    let src: DynStore = Arc::new(MemoryStore::new("src"));
+    let body = data(13 * MIB + 17, 5);
+    let k = key("big.bin");
+    let etag = put_multipart(&src, &k, &body, 6 * MIB).await?;
+    let budget = 4 * MIB as u64;
+    let t = Transfer::new(
+        TransferOptions {
+            preserve_etag: true,
+            buffer_bytes: budget,
+            parts_per_object: 2,
+            ..small_parts()
+        },
+        CancellationToken::new(),
+    );
+    let meta = src.head(&k).await?;
+    let out = t.copy(&src, &meta, &dst, &key("copy.bin"), &NoObserver).await?;
+    assert_eq!(out.strategy, Strategy::Multipart { parts: 3 });
+    assert_eq!(out.etag.as_deref(), Some(etag.as_str()), "the ETag was kept");
+    assert!(read_all(&dst, &key("copy.bin")).await? == body, "bytes differ");
+    assert!(probe.largest_part.load(Ordering::SeqCst) <= budget);
+    assert_eq!(open_uploads_on(server, &bucket)?, 0);
+    Ok(())
+}

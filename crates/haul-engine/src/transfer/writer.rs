@@ -269,10 +269,17 @@ impl<'a> MultipartWriter<'a> {
     }
 
     /// Sends the next part from a buffer paid for by `permit`.
+    /// Its data already paid for, it takes no part slot of the job (so
+    /// no budget is held while waiting for one).
     pub async fn put_part(&mut self, data: Bytes, permit: BudgetPermit) -> Result<u32> {
         let len = data.len() as u64;
-        self.put_part_from(len, false, async move { Ok(PartBody::Bytes(data, Some(permit))) })
-            .await
+        self.push_part(
+            len,
+            false,
+            false,
+            async move { Ok(PartBody::Bytes(data, Some(permit))) },
+        )
+        .await
     }
 
     /// Sends the next part, `size` bytes read by `read` once a part slot
@@ -281,6 +288,16 @@ impl<'a> MultipartWriter<'a> {
         &mut self,
         size: u64,
         buffered: bool,
+        read: impl Future<Output = Result<PartBody>> + Send + 'a,
+    ) -> Result<u32> {
+        self.push_part(size, buffered, true, read).await
+    }
+
+    async fn push_part(
+        &mut self,
+        size: u64,
+        buffered: bool,
+        slot: bool,
         read: impl Future<Output = Result<PartBody>> + Send + 'a,
     ) -> Result<u32> {
         let n = self.room().await?;
@@ -294,7 +311,7 @@ impl<'a> MultipartWriter<'a> {
         let (checks, budget, slots) = (self.checks, self.limits.budget.clone(), self.limits.parts_total.clone());
         let obs = self.obs;
         let fut = async move {
-            let _slot = slots.acquire_owned().await;
+            let _slot = if slot { slots.acquire_owned().await.ok() } else { None };
             let permit = if buffered {
                 Some(budget.acquire(size).await)
             } else {

@@ -16,6 +16,7 @@
 
 mod conditional;
 mod error;
+mod part_stream;
 mod tagging;
 mod timeouts;
 
@@ -920,6 +921,17 @@ impl ObjectStore for S3Store {
             },
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
         })
+    }
+
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        size: u64,
+        body: crate::types::ByteStream,
+    ) -> Result<CompletedPart> {
+        self.upload_part_streamed(key, upload, part_number, size, body).await
     }
 
     async fn upload_part_copy(
