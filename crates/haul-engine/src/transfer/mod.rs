@@ -22,6 +22,7 @@ mod body;
 mod download;
 mod meta;
 mod multipart;
+mod part;
 mod server;
 mod single;
 mod stream;

@@ -14,22 +14,22 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
-use haul_store::checksum::{crc64_of_parts, crc64_to_b64, multipart_etag, Hasher};
+use haul_store::checksum::{crc64_of_parts, crc64_to_b64, multipart_etag};
 use haul_store::{
-    ByteStream, Checksums, CompletedPart, CopySource, DynStore, ErrorKind, Key, MultipartId, Op, PutOptions, PutResult,
+    ByteStream, CompletedPart, CopySource, DynStore, ErrorKind, Key, MultipartId, Op, PutOptions, PutResult,
 };
 use md5::Digest;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::body::{md5_of, sums_of};
-use super::verify::{check_part, check_written};
+use super::part::{send_bytes, send_stream, Sent};
+use super::verify::check_written;
 use super::{cancelled, err, Result, Verified};
 use crate::budget::{BudgetPermit, ByteBudget};
 use crate::report::Observer;
@@ -67,17 +67,6 @@ impl std::fmt::Debug for PartBody {
             PartBody::Stream(_) => f.write_str("PartBody::Stream"),
         }
     }
-}
-
-/// One part sent.
-struct Sent {
-    part: CompletedPart,
-    /// Its MD5 (`None` when the destination checked its CRC64NVME instead).
-    md5: Option<String>,
-    /// Its CRC64NVME and length.
-    crc: Option<(u64, u64)>,
-    /// Its data, until hashed into the whole-object MD5.
-    kept: Option<(Bytes, Option<BudgetPermit>)>,
 }
 
 /// What the parts sent produced, before completion.
@@ -489,149 +478,6 @@ impl Drop for MultipartWriter<'_> {
             Err(_) => tracing::warn!(key = %key, "a multipart upload was left open (no runtime to abort it)"),
         }
     }
-}
-
-/// Uploads one part from a buffer, checked as `checks` says.
-#[allow(clippy::too_many_arguments)]
-async fn send_bytes(
-    dst: &DynStore,
-    key: &Key,
-    upload: &MultipartId,
-    put: &PutOptions,
-    checks: PartChecks,
-    n: u32,
-    data: Bytes,
-    permit: Option<BudgetPermit>,
-) -> Result<Sent> {
-    let len = data.len() as u64;
-    // A local destination hashes what it writes (one pass over the data,
-    // not two): its part ETag is the MD5. A store that checks CRC64NVMEs
-    // is sent only the CRC.
-    let md5_here = !checks.dst_hashes && !checks.dst_checks_crc;
-    let mut sums = sums_of(data.clone(), md5_here, checks.crc64).await;
-    let mut part = dst.upload_part(key, upload, n, data.clone(), &sums).await?;
-    let crc = sums.full_crc64();
-    if checks.dst_checks_crc {
-        match (crc, part.checksums.full_crc64()) {
-            // The server checked the part's CRC64NVME.
-            (Some(sent), Some(got)) if sent == got => {}
-            (Some(sent), Some(got)) => {
-                return Err(err(
-                    Op::UploadPart,
-                    key,
-                    ErrorKind::Integrity,
-                    format!(
-                        "part {n}: the destination's CRC64NVME {} does not match the data sent ({})",
-                        crc64_to_b64(got),
-                        crc64_to_b64(sent)
-                    ),
-                ));
-            }
-            // It did not say it checked one. An MD5 the store sent as
-            // Content-MD5 was checked by the server; otherwise nothing
-            // checked the part: it goes again with its MD5 (the data is
-            // still at hand).
-            _ => match part.checksums.md5_hex.take() {
-                Some(own) => sums.md5_hex = Some(own),
-                None => {
-                    sums.md5_hex = Some(md5_of(data.clone()).await);
-                    part = dst.upload_part(key, upload, n, data.clone(), &sums).await?;
-                }
-            },
-        }
-    }
-    // The part's CRC, for the full-object one at completion.
-    if part.checksums.crc64nvme.is_none() {
-        part.checksums.crc64nvme = sums.crc64nvme.clone();
-    }
-    let md5 = match sums.md5_hex {
-        Some(md5) => {
-            check_part(dst, put, key, &part, &md5)?;
-            Some(md5)
-        }
-        // Checked by its CRC64NVME: no MD5 of this part.
-        None if checks.dst_checks_crc => None,
-        None => Some(part.etag.clone()),
-    };
-    Ok(Sent {
-        part,
-        md5,
-        crc: crc.map(|c| (c, len)),
-        kept: checks.whole_md5.then_some((data, permit)),
-    })
-}
-
-/// Uploads one part from a stream, written as it arrives. A store that
-/// hashes what it writes (a local directory) returns the part's MD5 and
-/// CRC64NVME; for any other, both are computed here as the chunks pass and
-/// the part's ETag is checked against the MD5.
-#[allow(clippy::too_many_arguments)]
-async fn send_stream(
-    dst: &DynStore,
-    key: &Key,
-    upload: &MultipartId,
-    put: &PutOptions,
-    checks: PartChecks,
-    n: u32,
-    size: u64,
-    body: ByteStream,
-) -> Result<Sent> {
-    if checks.dst_hashes {
-        let part = dst.upload_part_stream(key, upload, n, size, body).await?;
-        let crc = part.checksums.full_crc64().map(|c| (c, size));
-        // Empty when the upload was given the object's ETag.
-        let md5 = Some(part.etag.clone()).filter(|e| !e.is_empty());
-        return Ok(Sent {
-            part,
-            md5,
-            crc,
-            kept: None,
-        });
-    }
-    let hasher = Arc::new(Mutex::new(Some(Hasher::new(false, true))));
-    let tap = hasher.clone();
-    let body = body
-        .map(move |chunk| {
-            if let Ok(c) = &chunk {
-                if let Some(h) = tap.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                    h.update(c);
-                }
-            }
-            chunk
-        })
-        .boxed();
-    let mut part = dst.upload_part_stream(key, upload, n, size, body).await?;
-    let sums: Checksums = hasher
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .map(Hasher::finish)
-        .unwrap_or_default();
-    if let (Some(sent), Some(got)) = (sums.full_crc64(), part.checksums.full_crc64()) {
-        if sent != got {
-            return Err(err(
-                Op::UploadPart,
-                key,
-                ErrorKind::Integrity,
-                format!(
-                    "part {n}: the destination's CRC64NVME {} does not match the data sent ({})",
-                    crc64_to_b64(got),
-                    crc64_to_b64(sent)
-                ),
-            ));
-        }
-    }
-    let md5 = sums.md5_hex.clone().unwrap_or_default();
-    check_part(dst, put, key, &part, &md5)?;
-    if part.checksums.crc64nvme.is_none() {
-        part.checksums.crc64nvme = sums.crc64nvme.clone();
-    }
-    Ok(Sent {
-        crc: sums.full_crc64().map(|c| (c, size)),
-        part,
-        md5: Some(md5),
-        kept: None,
-    })
 }
 
 pub(super) async fn abort(dst: &DynStore, key: &Key, upload: &MultipartId) {
