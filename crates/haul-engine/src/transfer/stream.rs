@@ -5,6 +5,7 @@ use haul_store::{ChecksumKind, DynStore, Key, Op, StoreError};
 use tokio::io::AsyncRead;
 
 use super::body::{read_up_to, sums_of};
+use super::verify::check_written;
 use super::writer::PartChecks;
 use super::{Outcome, Result, Strategy, Transfer};
 use crate::report::Observer;
@@ -38,7 +39,7 @@ impl Transfer {
             put.checksums = sums_of(first.clone(), true, crc64).await;
             let md5 = put.checksums.md5_hex.clone().unwrap_or_default();
             let res = dst.put(key, first, &put).await?;
-            let verified = self.check_written(dst, key, &put, &res, Some(&md5), size).await?;
+            let verified = check_written(dst, key, &put, &res, Some(&md5), size).await?;
             return Ok(Outcome {
                 strategy: Strategy::Single,
                 verified,

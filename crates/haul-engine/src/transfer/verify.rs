@@ -54,22 +54,6 @@ impl Transfer {
         Ok(out)
     }
 
-    /// Checks what the destination answered against what was sent: the
-    /// full-object CRC64NVME when it returns one, the ETag when it is an
-    /// MD5 and the one expected is known, else the size (with the server's
-    /// checks of each request's Content-MD5 or CRC64NVME).
-    pub(super) async fn check_written(
-        &self,
-        dst: &DynStore,
-        key: &Key,
-        put: &PutOptions,
-        res: &haul_store::PutResult,
-        expected: Option<&str>,
-        size: u64,
-    ) -> Result<Verified> {
-        check_written(dst, key, put, res, expected, size).await
-    }
-
     /// What the parts read were checked against (before completing): the
     /// source's CRC64NVME (`crc_checked`, compared by the caller), its MD5
     /// ETag against the whole object's MD5, or its multipart ETag against
