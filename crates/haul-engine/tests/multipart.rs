@@ -4,7 +4,7 @@
 //! parts larger than the byte budget instead of buffering them.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ struct Probe {
     largest_part: AtomicU64,
     fail_part: Option<u32>,
     wrong_crc: bool,
+    /// Streamed parts still to refuse (as a connection reset would).
+    stream_failures: AtomicU32,
 }
 
 impl Probe {
@@ -64,6 +66,7 @@ impl Probe {
             largest_part: AtomicU64::new(0),
             fail_part: None,
             wrong_crc: false,
+            stream_failures: AtomicU32::new(0),
         }
     }
 }
@@ -124,6 +127,23 @@ impl ObjectStore for Probe {
         size: u64,
         body: ByteStream,
     ) -> Result<CompletedPart, StoreError> {
+        let left = self.stream_failures.load(Ordering::SeqCst);
+        if left > 0
+            && self
+                .stream_failures
+                .compare_exchange(left, left - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            // Half the part read, then the connection goes.
+            let mut body = body;
+            let _ = futures::StreamExt::next(&mut body).await;
+            return Err(StoreError::new(
+                Op::UploadPart,
+                key.as_str(),
+                ErrorKind::Transient,
+                "connection reset (injected)",
+            ));
+        }
         self.inner.upload_part_stream(key, upload, n, size, body).await
     }
     async fn upload_part_copy(
@@ -439,5 +459,35 @@ async fn preserve_etag_streams_parts_into_s3() -> TestResult {
     assert!(read_all(&dst, &key("copy.bin")).await? == body, "bytes differ");
     assert!(probe.largest_part.load(Ordering::SeqCst) <= budget);
     assert_eq!(open_uploads_on(server, &bucket)?, 0);
+    Ok(())
+}
+
+/// A streamed part cannot be replayed by the store's retries: the writer
+/// reads its range again and resends it, so a connection reset costs one
+/// part, not the object.
+#[tokio::test]
+async fn a_streamed_part_that_fails_is_read_and_sent_again() -> TestResult {
+    let src: DynStore = Arc::new(MemoryStore::new("src").with_limits(MIB as u64, 5 << 30));
+    let body = data(5 * MIB + 7, 6);
+    let k = key("big.bin");
+    let etag = put_multipart(&src, &k, &body, 2 * MIB).await?;
+    let server = MemoryServer::new();
+    let probe = Probe::new(Arc::new(server.bucket("dst").with_limits(MIB as u64, 5 << 30)));
+    probe.stream_failures.store(2, Ordering::SeqCst);
+    let dst: DynStore = Arc::new(probe);
+    let t = Transfer::new(
+        TransferOptions {
+            preserve_etag: true,
+            buffer_bytes: MIB as u64,
+            parts_per_object: 2,
+            ..small_parts()
+        },
+        CancellationToken::new(),
+    );
+    let meta = src.head(&k).await?;
+    let out = t.copy(&src, &meta, &dst, &key("copy.bin"), &NoObserver).await?;
+    assert_eq!(out.etag.as_deref(), Some(etag.as_str()));
+    assert!(read_all(&dst, &key("copy.bin")).await? == body, "bytes differ");
+    assert_eq!(server.open_uploads(), 0);
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use haul_store::checksum::crc64_to_b64;
-use haul_store::{ChecksumKind, DynStore, ErrorKind, Key, ObjectMeta, Op, PutOptions};
+use haul_store::{ChecksumKind, DynStore, ErrorKind, GetResult, Key, ObjectMeta, Op, PutOptions};
 
 use super::body::collect;
 use super::verify::source_md5;
@@ -199,9 +199,16 @@ impl Transfer {
     ) -> Result<()> {
         for r in plan.ranges.iter().cloned() {
             let len = r.end - r.start;
-            let streamed = self.streams_part(&plan.checks, len);
-            w.put_part_from(len, !streamed, read_range(src, &plan.full, r, streamed, obs))
-                .await?;
+            if self.streams_part(&plan.checks, len) {
+                let full = &plan.full;
+                let open = move || {
+                    let r = r.clone();
+                    async move { Ok(open_range(src, full, r).await?.body) }
+                };
+                w.put_part_streamed(len, open).await?;
+            } else {
+                w.put_part_from(len, true, read_range(src, &plan.full, r, obs)).await?;
+            }
         }
         Ok(())
     }
@@ -254,16 +261,9 @@ impl Transfer {
     }
 }
 
-/// Reads one range of the source: a stream, or a buffer checked to hold
-/// the whole range. A source replaced since it was headed fails.
-async fn read_range(
-    src: &DynStore,
-    full: &ObjectMeta,
-    r: Range<u64>,
-    streamed: bool,
-    obs: &dyn Observer,
-) -> Result<PartBody> {
-    let len = r.end - r.start;
+/// Opens one range of the source. A source replaced since it was headed
+/// fails.
+async fn open_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>) -> Result<GetResult> {
     let g = src.get(&full.key, Some(r)).await?;
     if g.meta.etag.is_some() && full.etag.is_some() && g.meta.etag != full.etag {
         return Err(err(
@@ -273,9 +273,13 @@ async fn read_range(
             "the source changed while it was copied",
         ));
     }
-    if streamed {
-        return Ok(PartBody::Stream(g.body));
-    }
+    Ok(g)
+}
+
+/// Reads one range of the source into a buffer checked to hold all of it.
+async fn read_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>, obs: &dyn Observer) -> Result<PartBody> {
+    let len = r.end - r.start;
+    let g = open_range(src, full, r).await?;
     let data = collect(g, len, &full.key, obs).await?;
     Ok(PartBody::Bytes(data, None))
 }

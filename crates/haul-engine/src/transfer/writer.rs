@@ -93,6 +93,9 @@ pub struct Finished {
 
 type PartFuture<'a> = BoxFuture<'a, Result<(u32, Sent)>>;
 
+/// Attempts at a streamed part ([`MultipartWriter::put_part_streamed`]).
+pub const STREAM_ATTEMPTS: u32 = 4;
+
 /// The shared limits a writer draws from (those of a [`super::Transfer`]).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -320,6 +323,48 @@ impl<'a> MultipartWriter<'a> {
                     sent
                 }
             };
+            Ok((n, sent))
+        };
+        self.inflight.push(fut.boxed());
+        Ok(n)
+    }
+
+    /// Sends the next part streamed from the body `open` returns (a ranged
+    /// GET). A stream cannot be replayed by the store's retries: a part
+    /// that fails with an error a fresh attempt can fix is opened and sent
+    /// again, up to [`STREAM_ATTEMPTS`] times, with a short pause.
+    pub async fn put_part_streamed<F, Fut>(&mut self, size: u64, open: F) -> Result<u32>
+    where
+        F: Fn() -> Fut + Send + 'a,
+        Fut: Future<Output = Result<ByteStream>> + Send + 'a,
+    {
+        let n = self.room().await?;
+        self.written += size;
+        let (dst, key, upload, put) = (
+            self.dst.clone(),
+            self.key.clone(),
+            self.upload.clone(),
+            self.put.clone(),
+        );
+        let (checks, slots, obs) = (self.checks, self.limits.parts_total.clone(), self.obs);
+        let fut = async move {
+            let _slot = slots.acquire_owned().await.ok();
+            let mut attempt = 1;
+            let sent = loop {
+                let body = open().await?;
+                match send_stream(&dst, &key, &upload, &put, checks, n, size, body).await {
+                    Ok(sent) => break sent,
+                    Err(e) if e.is_retryable() && attempt < STREAM_ATTEMPTS => {
+                        tracing::info!(key = %key, part = n, attempt, error = %e, "sending the part again");
+                        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if let Some(o) = obs {
+                o.bytes(size);
+            }
             Ok((n, sent))
         };
         self.inflight.push(fut.boxed());
