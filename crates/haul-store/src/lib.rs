@@ -107,10 +107,12 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
 
     /// Uploads part `part_number` from a stream of exactly `size` bytes,
     /// written as the chunks arrive: no part-sized buffer. Stores that write
-    /// in place (a local directory: [`Capabilities::streams_parts`]) support
-    /// it; they hash what they write and return its CRC64NVME in
-    /// `checksums` and its MD5 as the ETag (empty when the upload was given
-    /// the object's ETag, [`PutOptions::etag`]).
+    /// in place (a local directory: [`Capabilities::streams_parts`]) hash
+    /// what they write and return its CRC64NVME in `checksums` and its MD5
+    /// as the ETag (empty when the upload was given the object's ETag,
+    /// [`PutOptions::etag`]). S3 sends the part unsigned, without a
+    /// checksum known in advance (the caller hashes what it streams and
+    /// checks the part's ETag); the memory store collects it.
     async fn upload_part_stream(
         &self,
         key: &Key,

@@ -450,9 +450,10 @@ pub struct Capabilities {
     /// second pass over the data (a local directory).
     pub hashes_writes: bool,
     /// [`ObjectStore::upload_part_stream`](crate::ObjectStore::upload_part_stream)
-    /// writes a part as its chunks arrive, in place in the object's file: a
-    /// copy holds no part-sized buffer. Only with `hashes_writes` (the store
-    /// returns the part's MD5).
+    /// sends or writes a part as its chunks arrive: a copy holds no
+    /// part-sized buffer. A local directory writes in place and hashes what
+    /// it writes; S3 sends the part unsigned, and the caller checks the
+    /// part's ETag against the MD5 of what it streamed.
     pub streams_parts: bool,
     /// Objects are files that other programs may write while haul reads
     /// them: a copy from this store checks that the source's size and
@@ -516,7 +517,7 @@ impl Capabilities {
             carries_tags: true,
             any_key: true,
             hashes_writes: false,
-            streams_parts: false,
+            streams_parts: true,
             source_may_change: false,
             local_reads: false,
             keeps_mtime: false,

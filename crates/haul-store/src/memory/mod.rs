@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::checksum::md5_hex;
@@ -387,6 +387,32 @@ impl ObjectStore for MemoryStore {
         sums: &Checksums,
     ) -> Result<CompletedPart> {
         self.upload_part_buffer(key, upload, part_number, payload, sums)
+    }
+
+    /// Collects the stream (the store keeps every byte in memory anyway)
+    /// and takes it as a part sent without checksums.
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        size: u64,
+        mut body: ByteStream,
+    ) -> Result<CompletedPart> {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        if buf.len() as u64 != size {
+            return Err(StoreError::new(
+                Op::UploadPart,
+                key.as_str(),
+                ErrorKind::PreconditionFailed,
+                format!("part {part_number}: {} bytes arrived, {size} expected", buf.len()),
+            ));
+        }
+        self.upload_part(key, upload, part_number, buf.freeze(), &Checksums::default())
+            .await
     }
 
     async fn upload_part_copy(

@@ -70,6 +70,7 @@ mod error;
 mod get;
 mod list;
 mod multipart;
+mod part_stream;
 mod put;
 mod tagging;
 mod timeouts;
@@ -198,6 +199,17 @@ impl ObjectStore for S3Store {
         sums: &Checksums,
     ) -> Result<CompletedPart> {
         self.upload_part_buffer(key, upload, part_number, payload, sums).await
+    }
+
+    async fn upload_part_stream(
+        &self,
+        key: &Key,
+        upload: &MultipartId,
+        part_number: u32,
+        size: u64,
+        body: crate::types::ByteStream,
+    ) -> Result<CompletedPart> {
+        self.upload_part_streamed(key, upload, part_number, size, body).await
     }
 
     async fn upload_part_copy(
