@@ -159,7 +159,6 @@ fn cancelled(key: &Key) -> StoreError {
     err(Op::Put, key, ErrorKind::Other, "cancelled").with_code("Cancelled")
 }
 
-
 impl Transfer {
     pub fn new(opts: TransferOptions, cancel: CancellationToken) -> Self {
         Transfer {
