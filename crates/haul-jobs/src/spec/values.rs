@@ -142,7 +142,8 @@ mod tests {
             (16 * Size::MIB, "16MiB"),
             (1 << 30, "1GiB"),
             (1000, "1000"),
-            (1536, "3KiB"),
+            (3072, "3KiB"),
+            (1536, "1536"),
             (5 * Size::MIB + 1, "5242881"),
         ] {
             assert_eq!(Size(n).to_string(), s);
