@@ -18,6 +18,7 @@
 //! ([`job::Executor::apply_deletes`]).
 
 pub mod budget;
+pub mod bundle;
 mod db;
 pub mod filter;
 mod integrity;
