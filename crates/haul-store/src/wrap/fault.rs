@@ -33,6 +33,11 @@ pub struct FaultConfig {
     /// Fraction of read bodies with one byte flipped (silent corruption:
     /// only verification can catch it).
     pub corrupt_rate: f64,
+    /// A corrupted read body has a random byte (anywhere in it) changed by
+    /// a random mask, so two corrupted reads of the same range differ (as
+    /// on a noisy network); otherwise its first byte is flipped, the same
+    /// damage every time (as a bad disk or a buggy server would do).
+    pub corrupt_spread: bool,
     /// Fraction of written payloads (puts and parts) with one byte flipped
     /// on the way to the store (the checksums sent with them are kept: a
     /// store that checks them refuses the write).
@@ -65,6 +70,7 @@ impl FaultConfig {
             body_rate: rate,
             list_rate: rate,
             corrupt_rate: 0.0,
+            corrupt_spread: false,
             corrupt_write_rate: 0.0,
             ignore_crc: false,
             latency: std::time::Duration::ZERO,
@@ -250,7 +256,31 @@ impl ObjectStore for FaultStore {
                 })
                 .boxed();
         }
-        if self.roll(self.cfg.corrupt_rate).is_some() {
+        let corrupt = self.roll(self.cfg.corrupt_rate).is_some();
+        if corrupt && self.cfg.corrupt_spread {
+            let len = g.range.end - g.range.start;
+            let (mut at, mask) = {
+                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                (rng.random_range(0..len.max(1)), rng.random_range(1..=255u8))
+            };
+            let body = std::mem::replace(&mut g.body, stream::empty().boxed());
+            g.body = body
+                .map(move |c| {
+                    c.map(|b: Bytes| match usize::try_from(at) {
+                        Ok(i) if i < b.len() => {
+                            at = u64::MAX;
+                            let mut v = b.to_vec();
+                            v[i] ^= mask;
+                            Bytes::from(v)
+                        }
+                        _ => {
+                            at = at.saturating_sub(b.len() as u64);
+                            b
+                        }
+                    })
+                })
+                .boxed();
+        } else if corrupt {
             let body = std::mem::replace(&mut g.body, stream::empty().boxed());
             let mut first = true;
             g.body = body

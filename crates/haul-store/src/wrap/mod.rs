@@ -8,7 +8,7 @@ mod retry;
 
 pub use fault::{FaultConfig, FaultStore};
 pub use limit::{AdaptiveLimit, LimitStore};
-pub use retry::{resent_requests, RetryPolicy, RetryStore};
+pub use retry::{count_resent, resent_requests, RetryPolicy, RetryStore};
 
 use crate::DynStore;
 use std::sync::Arc;

@@ -106,6 +106,12 @@ pub fn resent_requests() -> u64 {
     RESENT.load(Ordering::Relaxed)
 }
 
+/// Counts `n` requests sent again above the retry layer (the parts a
+/// copy reads again to repair data damaged in transit), in the same total.
+pub fn count_resent(n: u64) {
+    RESENT.fetch_add(n, Ordering::Relaxed);
+}
+
 fn notify(e: &StoreError, d: Duration) {
     RESENT.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(op = %e.op, key = %e.key, error = %e.message, delay_ms = d.as_millis() as u64, "retrying");
