@@ -66,6 +66,37 @@ mod tests {
         Ok(())
     }
 
+    /// A read whose body breaks resumes with a new request; that request
+    /// garbled on the way (refused as badly signed) is sent again, not
+    /// taken for wrong credentials: the read's first request was accepted.
+    #[tokio::test]
+    async fn a_garbled_resume_of_a_broken_body_is_sent_again() -> Result<(), Box<dyn std::error::Error>> {
+        let mem = MemoryStore::new("b");
+        let body = bytes::Bytes::from(vec![5u8; 100_000]);
+        let k = Key::object("k")?;
+        mem.put(&k, body.clone(), &PutOptions::default()).await?;
+        let faults = FaultConfig {
+            body_rate: 0.5,
+            garble_rate: 0.5,
+            ..FaultConfig::none(13)
+        };
+        let store = RetryStore::new(
+            Arc::new(FaultStore::new(Arc::new(mem), faults)),
+            RetryPolicy {
+                max_attempts: 30,
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(2),
+            },
+        );
+        while store.head(&k).await.is_err() {}
+        for _ in 0..20 {
+            let g = store.get(&k, None).await?;
+            let chunks: Vec<bytes::Bytes> = g.body.try_collect().await?;
+            assert!(chunks.concat() == body.as_ref(), "resumed reads return the same bytes");
+        }
+        Ok(())
+    }
+
     /// A body that breaks must not keep its request slot while the retry
     /// asks for a new one (that deadlocked with a limit of 1).
     #[tokio::test]

@@ -395,12 +395,16 @@ async fn resume(
         match inner.get(key, Some(pos..end)).await {
             Ok(g) => {
                 if g.range.start != pos {
-                    return Err(StoreError::new(
+                    // The server answered the first request with the range
+                    // asked for: a header damaged on the way.
+                    err = StoreError::new(
                         Op::Get,
                         key.as_str(),
                         ErrorKind::InvalidRequest,
                         format!("asked for bytes from {pos}, the server answered from {}", g.range.start),
-                    ));
+                    )
+                    .with_code("RangeMismatch");
+                    continue;
                 }
                 if g.meta.etag.is_some() && etag.is_some() && g.meta.etag != *etag {
                     return Err(StoreError::new(
@@ -413,7 +417,9 @@ async fn resume(
                 *body = g.body;
                 return Ok(());
             }
-            Err(e) if e.is_retryable() => err = e,
+            // The first request of this read was accepted: a refusal as
+            // garbled is a request damaged on the way.
+            Err(e) if e.is_retryable() || e.is_garbled_request() => err = e,
             Err(e) => return Err(e),
         }
     }
