@@ -502,3 +502,31 @@ async fn persistent_damage_is_not_repaired_and_nothing_lands() -> TestResult {
     }
     Ok(())
 }
+
+/// A ranged read answered with another ETag than the source's, while a
+/// fresh HEAD still names the source's, had its header damaged on the way
+/// (a flipped byte): the range is read again rather than the object failed
+/// as changed.
+#[tokio::test]
+async fn a_read_answered_with_a_damaged_etag_is_read_again() -> TestResult {
+    let t = Transfer::new(repair_options(), CancellationToken::new());
+    for (src_name, mem, k, body) in repair_sources(6).await? {
+        let meta = mem.head(&k).await?;
+        let faults = Arc::new(FaultStore::new(
+            Arc::new(mem),
+            FaultConfig {
+                etag_damage_rate: 0.3,
+                ..FaultConfig::none(9)
+            },
+        ));
+        let src: DynStore = faults.clone();
+        let server = MemoryServer::new();
+        let dst: DynStore = Arc::new(server.bucket("dst").with_limits(MIB as u64, 5 << 30));
+        t.copy(&src, &meta, &dst, &k, &NoObserver)
+            .await
+            .map_err(|e| format!("{src_name}: {e}"))?;
+        assert!(faults.injected() > 0, "{src_name}: nothing was damaged");
+        assert!(read_all(&dst, &k).await? == body, "{src_name}: bytes differ");
+    }
+    Ok(())
+}

@@ -278,19 +278,35 @@ impl Transfer {
     }
 }
 
+/// Reads of a range whose answer names another ETag than the source's,
+/// while a fresh HEAD still names the source's.
+const ETAG_ATTEMPTS: u32 = 4;
+
 /// Opens one range of the source. A source replaced since it was headed
-/// fails.
+/// fails. An answer naming another ETag while a fresh HEAD names the
+/// source's had its header damaged on the way: the range is read again.
 pub(super) async fn open_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>) -> Result<GetResult> {
-    let g = src.get(&full.key, Some(r)).await?;
-    if g.meta.etag.is_some() && full.etag.is_some() && g.meta.etag != full.etag {
-        return Err(err(
-            Op::Get,
-            &full.key,
-            ErrorKind::PreconditionFailed,
-            "the source changed while it was copied",
-        ));
+    let mut attempt = 1;
+    loop {
+        let g = src.get(&full.key, Some(r.clone())).await?;
+        if g.meta.etag.is_none() || full.etag.is_none() || g.meta.etag == full.etag {
+            return Ok(g);
+        }
+        drop(g);
+        let unchanged = attempt < ETAG_ATTEMPTS
+            && matches!(src.head(&full.key).await, Ok(h) if h.etag == full.etag && h.size == full.size);
+        if !unchanged {
+            return Err(err(
+                Op::Get,
+                &full.key,
+                ErrorKind::PreconditionFailed,
+                "the source changed while it was copied",
+            ));
+        }
+        tracing::debug!(key = %full.key, start = r.start, attempt, "an answer with another ETag than the source's: reading again");
+        haul_store::wrap::count_resent(1);
+        attempt += 1;
     }
-    Ok(g)
 }
 
 /// Reads one range of the source into a buffer checked to hold all of it.

@@ -55,6 +55,10 @@ pub struct FaultConfig {
     /// consistently: the range returned (Content-Length) says so too, as a
     /// truncating server or proxy would.
     pub short_range_rate: f64,
+    /// Fraction of read answers whose ETag is damaged (one character
+    /// changed, as a byte flipped on the way in the header would); the
+    /// object itself is unchanged. Rolled only when non-zero.
+    pub etag_damage_rate: f64,
     /// Added to every part upload on top of `latency` (a slow upload link:
     /// parts still in flight when everything else has answered).
     pub part_latency: std::time::Duration,
@@ -76,6 +80,7 @@ impl FaultConfig {
             latency: std::time::Duration::ZERO,
             garble_rate: 0.0,
             short_range_rate: 0.0,
+            etag_damage_rate: 0.0,
             part_latency: std::time::Duration::ZERO,
         }
     }
@@ -255,6 +260,13 @@ impl ObjectStore for FaultStore {
                     })
                 })
                 .boxed();
+        }
+        if self.cfg.etag_damage_rate > 0.0 && self.roll(self.cfg.etag_damage_rate).is_some() {
+            g.meta.etag = g
+                .meta
+                .etag
+                .take()
+                .map(|e| format!("0{}", e.get(1..).unwrap_or_default()));
         }
         let corrupt = self.roll(self.cfg.corrupt_rate).is_some();
         if corrupt && self.cfg.corrupt_spread {

@@ -407,12 +407,23 @@ async fn resume(
                     continue;
                 }
                 if g.meta.etag.is_some() && etag.is_some() && g.meta.etag != *etag {
-                    return Err(StoreError::new(
+                    // Replaced, or the answer's header damaged on the way:
+                    // a fresh HEAD tells.
+                    if !matches!(inner.head(key).await, Ok(h) if h.etag == *etag) {
+                        return Err(StoreError::new(
+                            Op::Get,
+                            key.as_str(),
+                            ErrorKind::PreconditionFailed,
+                            "the object changed while it was being read",
+                        ));
+                    }
+                    err = StoreError::new(
                         Op::Get,
                         key.as_str(),
-                        ErrorKind::PreconditionFailed,
-                        "the object changed while it was being read",
-                    ));
+                        ErrorKind::Transient,
+                        "an answer named another ETag than the object's (damaged on the way)",
+                    );
+                    continue;
                 }
                 *body = g.body;
                 return Ok(());
