@@ -201,11 +201,16 @@ impl StoreError {
     /// sends — an Authorization header it cannot parse, a header that is
     /// not text, XML it cannot read — or as badly signed: once the server
     /// has accepted haul's requests, that is a request garbled on the way,
-    /// worth sending again.
+    /// worth sending again. So are an access key the server does not know
+    /// (`InvalidAccessKeyId`: the one it accepted, damaged) and an answer
+    /// whose Content-Range is not the range asked for (`RangeMismatch`): a
+    /// header damaged on the way.
     pub fn is_garbled_request(&self) -> bool {
         match self.code.as_deref() {
             Some(
-                "SignatureDoesNotMatch"
+                "RangeMismatch"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
                 | "AuthorizationHeaderMalformed"
                 | "InvalidHeaderValue"
                 | "MalformedXML"

@@ -23,6 +23,7 @@ mod download;
 mod meta;
 mod multipart;
 mod part;
+mod repair;
 mod server;
 mod single;
 mod stream;

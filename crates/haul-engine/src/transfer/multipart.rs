@@ -15,24 +15,24 @@ use crate::integrity::{self, check_unchanged};
 use crate::report::Observer;
 
 /// A streamed multipart copy, planned: layout, options and checks.
-struct Plan {
+pub(super) struct Plan {
     /// The source's metadata (HEAD).
-    full: ObjectMeta,
+    pub(super) full: ObjectMeta,
     /// The destination upload's options.
     put: PutOptions,
-    ranges: Vec<Range<u64>>,
+    pub(super) ranges: Vec<Range<u64>>,
     /// The ranges reproduce the source's part layout.
-    same_layout: bool,
+    pub(super) same_layout: bool,
     /// The source's full-object CRC64NVME.
-    src_crc: Option<u64>,
-    checks: PartChecks,
+    pub(super) src_crc: Option<u64>,
+    pub(super) checks: PartChecks,
     /// The destination is given only the CRC64NVME and the object's ETag
     /// (checked against the source's CRC64NVME): no MD5 anywhere.
     crc_only: bool,
 }
 
 /// What the parts read were checked against, before completion.
-struct ReadCheck {
+pub(super) struct ReadCheck {
     /// The ETag the destination should answer.
     expected: Option<String>,
     /// What the data read matched at the source (`None`: nothing).
@@ -103,11 +103,22 @@ impl Transfer {
         w.observe(obs);
         obs.upload_started(dst_key, w.upload_id());
         self.send_ranges(&mut w, src, &plan, obs).await?;
-        let parts = w.wait_parts().await?;
+        let mut parts = w.wait_parts().await?;
         // The data read is checked against the source before the
-        // destination is completed: a mismatch aborts the upload.
+        // destination is completed: a mismatch aborts the upload, unless
+        // reading the parts again repairs it (see `repair`).
         let read = match self.check_read(src, meta, &plan, &parts).await {
             Ok(r) => r,
+            Err(e) if self.repairable(src, &plan, &e) => match self.repair(&mut w, src, meta, &plan, e).await {
+                Ok((p, r)) => {
+                    parts = p;
+                    r
+                }
+                Err(e) => {
+                    w.abort().await;
+                    return Err(e);
+                }
+            },
             Err(e) => {
                 w.abort().await;
                 return Err(e);
@@ -183,7 +194,7 @@ impl Transfer {
     /// as the data arrives), and with `--preserve-etag` a part larger than
     /// its share of the byte budget (the source's layout decides the part
     /// size there, up to 5 GiB). Never when the whole object is hashed here.
-    fn streams_part(&self, checks: &PartChecks, len: u64) -> bool {
+    pub(super) fn streams_part(&self, checks: &PartChecks, len: u64) -> bool {
         let share = self.opts.buffer_bytes / self.opts.parts_per_object.max(1) as u64;
         !checks.whole_md5 && (checks.dst_hashes || (self.opts.preserve_etag && len > share))
     }
@@ -216,7 +227,13 @@ impl Transfer {
     /// Checks the parts read against the source (its CRC64NVME, its MD5 or
     /// multipart ETag), that a local source did not change, and that
     /// something was checked when `--require-verified` asks for it.
-    async fn check_read(&self, src: &DynStore, meta: &ObjectMeta, plan: &Plan, parts: &PartsSent) -> Result<ReadCheck> {
+    pub(super) async fn check_read(
+        &self,
+        src: &DynStore,
+        meta: &ObjectMeta,
+        plan: &Plan,
+        parts: &PartsSent,
+    ) -> Result<ReadCheck> {
         let crc_checked = match (plan.src_crc, parts.crc64) {
             (Some(want), Some(got)) if want != got => {
                 return Err(err(
@@ -261,23 +278,44 @@ impl Transfer {
     }
 }
 
+/// Reads of a range whose answer names another ETag than the source's,
+/// while a fresh HEAD still names the source's.
+const ETAG_ATTEMPTS: u32 = 4;
+
 /// Opens one range of the source. A source replaced since it was headed
-/// fails.
-async fn open_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>) -> Result<GetResult> {
-    let g = src.get(&full.key, Some(r)).await?;
-    if g.meta.etag.is_some() && full.etag.is_some() && g.meta.etag != full.etag {
-        return Err(err(
-            Op::Get,
-            &full.key,
-            ErrorKind::PreconditionFailed,
-            "the source changed while it was copied",
-        ));
+/// fails. An answer naming another ETag while a fresh HEAD names the
+/// source's had its header damaged on the way: the range is read again.
+pub(super) async fn open_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>) -> Result<GetResult> {
+    let mut attempt = 1;
+    loop {
+        let g = src.get(&full.key, Some(r.clone())).await?;
+        if g.meta.etag.is_none() || full.etag.is_none() || g.meta.etag == full.etag {
+            return Ok(g);
+        }
+        drop(g);
+        let unchanged = attempt < ETAG_ATTEMPTS
+            && matches!(src.head(&full.key).await, Ok(h) if h.etag == full.etag && h.size == full.size);
+        if !unchanged {
+            return Err(err(
+                Op::Get,
+                &full.key,
+                ErrorKind::PreconditionFailed,
+                "the source changed while it was copied",
+            ));
+        }
+        tracing::debug!(key = %full.key, start = r.start, attempt, "an answer with another ETag than the source's: reading again");
+        haul_store::wrap::count_resent(1);
+        attempt += 1;
     }
-    Ok(g)
 }
 
 /// Reads one range of the source into a buffer checked to hold all of it.
-async fn read_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>, obs: &dyn Observer) -> Result<PartBody> {
+pub(super) async fn read_range(
+    src: &DynStore,
+    full: &ObjectMeta,
+    r: Range<u64>,
+    obs: &dyn Observer,
+) -> Result<PartBody> {
     let len = r.end - r.start;
     let g = open_range(src, full, r).await?;
     let data = collect(g, len, &full.key, obs).await?;

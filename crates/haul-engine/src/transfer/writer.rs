@@ -91,6 +91,9 @@ pub struct Finished {
     pub bytes: u64,
 }
 
+/// What one part sent was hashed to: its MD5, its CRC64NVME and length.
+pub(super) type PartDigest = (Option<String>, Option<(u64, u64)>);
+
 type PartFuture<'a> = BoxFuture<'a, Result<(u32, Sent)>>;
 
 /// Attempts at a streamed part ([`MultipartWriter::put_part_streamed`]).
@@ -294,6 +297,53 @@ impl<'a> MultipartWriter<'a> {
     ) -> Result<u32> {
         let n = self.room().await?;
         self.written += size;
+        self.spawn_part(n, size, buffered, slot, self.obs, read);
+        Ok(n)
+    }
+
+    /// Sends part `n` again, `size` bytes read by `read` into a buffer
+    /// (see [`Self::put_part_from`]): it replaces the one sent. Its bytes
+    /// are not reported.
+    pub(super) async fn resend_part_from(
+        &mut self,
+        n: u32,
+        size: u64,
+        read: impl Future<Output = Result<PartBody>> + Send + 'a,
+    ) -> Result<()> {
+        self.wait_room().await?;
+        self.spawn_part(n, size, true, true, None, read);
+        Ok(())
+    }
+
+    /// Sends part `n` again, streamed (see [`Self::put_part_streamed`]):
+    /// it replaces the one sent. Its bytes are not reported.
+    pub(super) async fn resend_part_streamed<F, Fut>(&mut self, n: u32, size: u64, open: F) -> Result<()>
+    where
+        F: Fn() -> Fut + Send + 'a,
+        Fut: Future<Output = Result<ByteStream>> + Send + 'a,
+    {
+        self.wait_room().await?;
+        self.spawn_streamed(n, size, None, open);
+        Ok(())
+    }
+
+    /// What part `n` sent was hashed to (its MD5, its CRC64NVME and
+    /// length), as computed for the checks; `None` before it was sent.
+    pub(super) fn part_digest(&self, n: u32) -> Option<PartDigest> {
+        self.sent
+            .get(&n)
+            .map(|s| (s.md5.clone().filter(|m| !m.is_empty()), s.crc))
+    }
+
+    fn spawn_part(
+        &mut self,
+        n: u32,
+        size: u64,
+        buffered: bool,
+        slot: bool,
+        obs: Option<&'a dyn Observer>,
+        read: impl Future<Output = Result<PartBody>> + Send + 'a,
+    ) {
         let (dst, key, upload, put) = (
             self.dst.clone(),
             self.key.clone(),
@@ -301,7 +351,6 @@ impl<'a> MultipartWriter<'a> {
             self.put.clone(),
         );
         let (checks, budget, slots) = (self.checks, self.limits.budget.clone(), self.limits.parts_total.clone());
-        let obs = self.obs;
         let fut = async move {
             let _slot = if slot { slots.acquire_owned().await.ok() } else { None };
             let permit = if buffered {
@@ -326,7 +375,6 @@ impl<'a> MultipartWriter<'a> {
             Ok((n, sent))
         };
         self.inflight.push(fut.boxed());
-        Ok(n)
     }
 
     /// Sends the next part streamed from the body `open` returns (a ranged
@@ -340,13 +388,22 @@ impl<'a> MultipartWriter<'a> {
     {
         let n = self.room().await?;
         self.written += size;
+        self.spawn_streamed(n, size, self.obs, open);
+        Ok(n)
+    }
+
+    fn spawn_streamed<F, Fut>(&mut self, n: u32, size: u64, obs: Option<&'a dyn Observer>, open: F)
+    where
+        F: Fn() -> Fut + Send + 'a,
+        Fut: Future<Output = Result<ByteStream>> + Send + 'a,
+    {
         let (dst, key, upload, put) = (
             self.dst.clone(),
             self.key.clone(),
             self.upload.clone(),
             self.put.clone(),
         );
-        let (checks, slots, obs) = (self.checks, self.limits.parts_total.clone(), self.obs);
+        let (checks, slots) = (self.checks, self.limits.parts_total.clone());
         let fut = async move {
             let _slot = slots.acquire_owned().await.ok();
             let mut attempt = 1;
@@ -368,7 +425,6 @@ impl<'a> MultipartWriter<'a> {
             Ok((n, sent))
         };
         self.inflight.push(fut.boxed());
-        Ok(n)
     }
 
     /// Sends the next part as a server-side copy of `range` of `source`.

@@ -54,10 +54,15 @@ where
             let status = se.raw().status().as_u16();
             let code = se.err().code().map(str::to_string);
             // garage answers a bad signature with `AccessDenied: Invalid
-            // signature`: the same thing as AWS's SignatureDoesNotMatch.
+            // signature`: the same thing as AWS's SignatureDoesNotMatch;
+            // and an access key it does not know with `AccessDenied: No
+            // such key: GK…`: AWS's InvalidAccessKeyId.
             let code = match (code, se.err().message()) {
                 (Some(c), Some(m)) if c == "AccessDenied" && m.to_ascii_lowercase().contains("invalid signature") => {
                     Some("SignatureDoesNotMatch".to_string())
+                }
+                (Some(c), Some(m)) if c == "AccessDenied" && m.contains("No such key: GK") => {
+                    Some("InvalidAccessKeyId".to_string())
                 }
                 (c, _) => c,
             };
@@ -213,4 +218,41 @@ fn credentials_error(op: Op, key: &str, full: &str) -> StoreError {
         ErrorKind::Credentials,
         "no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, choose a profile with --profile (or AWS_PROFILE), or configure SSO or credential_process",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    fn refused(code: &str, message: &str) -> StoreError {
+        let meta = ErrorMetadata::builder().code(code).message(message).build();
+        let raw = HttpResponse::new(
+            StatusCode::try_from(403).unwrap_or_else(|e| panic!("{e}")),
+            SdkBody::empty(),
+        );
+        map_sdk_error(
+            Op::Get,
+            "k",
+            "b",
+            SdkError::service_error(GetObjectError::generic(meta), raw),
+        )
+    }
+
+    /// garage's refusals of a damaged signature or access key id read as
+    /// AWS's, worth sending again once the server accepted haul's requests;
+    /// a real refusal does not.
+    #[test]
+    fn garage_refusals_of_a_damaged_request_read_as_garbled() {
+        let e = refused("AccessDenied", "Forbidden: No such key: GK0123456789abcdef01234167");
+        assert_eq!(e.code.as_deref(), Some("InvalidAccessKeyId"), "{e}");
+        assert!(e.is_garbled_request(), "{e}");
+        let e = refused("AccessDenied", "Forbidden: Invalid signature");
+        assert!(e.is_garbled_request(), "{e}");
+        let e = refused("AccessDenied", "Forbidden: Operation is not allowed for this key.");
+        assert!(!e.is_garbled_request(), "{e}");
+    }
 }

@@ -210,7 +210,8 @@ fn check_answered_range(key: &Key, range: Option<&Range<u64>>, content_range: Op
             r.start,
             r.end - 1
         ),
-    ))
+    )
+    .with_code("RangeMismatch"))
 }
 
 /// What a GET answer says about the object (`total`: its whole size).
@@ -255,4 +256,24 @@ fn body_stream(key: &Key, body: SdkBody) -> ByteStream {
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer whose Content-Range is not the range asked for (a header
+    /// damaged on the way) is refused, as worth sending again once the
+    /// server has accepted a request.
+    #[test]
+    fn another_range_than_asked_is_refused_and_worth_sending_again(
+    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let k = Key::object("k")?;
+        check_answered_range(&k, Some(&(10..20)), Some("bytes 10-19/100"), 10)?;
+        let e = check_answered_range(&k, Some(&(10..20)), Some("bytes 70-19/100"), 10)
+            .err()
+            .ok_or("another range was accepted")?;
+        assert!(e.is_garbled_request(), "{e}");
+        Ok(())
+    }
 }

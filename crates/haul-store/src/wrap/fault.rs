@@ -33,6 +33,11 @@ pub struct FaultConfig {
     /// Fraction of read bodies with one byte flipped (silent corruption:
     /// only verification can catch it).
     pub corrupt_rate: f64,
+    /// A corrupted read body has a random byte (anywhere in it) changed by
+    /// a random mask, so two corrupted reads of the same range differ (as
+    /// on a noisy network); otherwise its first byte is flipped, the same
+    /// damage every time (as a bad disk or a buggy server would do).
+    pub corrupt_spread: bool,
     /// Fraction of written payloads (puts and parts) with one byte flipped
     /// on the way to the store (the checksums sent with them are kept: a
     /// store that checks them refuses the write).
@@ -50,6 +55,10 @@ pub struct FaultConfig {
     /// consistently: the range returned (Content-Length) says so too, as a
     /// truncating server or proxy would.
     pub short_range_rate: f64,
+    /// Fraction of read answers whose ETag is damaged (one character
+    /// changed, as a byte flipped on the way in the header would); the
+    /// object itself is unchanged. Rolled only when non-zero.
+    pub etag_damage_rate: f64,
     /// Added to every part upload on top of `latency` (a slow upload link:
     /// parts still in flight when everything else has answered).
     pub part_latency: std::time::Duration,
@@ -65,11 +74,13 @@ impl FaultConfig {
             body_rate: rate,
             list_rate: rate,
             corrupt_rate: 0.0,
+            corrupt_spread: false,
             corrupt_write_rate: 0.0,
             ignore_crc: false,
             latency: std::time::Duration::ZERO,
             garble_rate: 0.0,
             short_range_rate: 0.0,
+            etag_damage_rate: 0.0,
             part_latency: std::time::Duration::ZERO,
         }
     }
@@ -250,7 +261,38 @@ impl ObjectStore for FaultStore {
                 })
                 .boxed();
         }
-        if self.roll(self.cfg.corrupt_rate).is_some() {
+        if self.cfg.etag_damage_rate > 0.0 && self.roll(self.cfg.etag_damage_rate).is_some() {
+            g.meta.etag = g
+                .meta
+                .etag
+                .take()
+                .map(|e| format!("0{}", e.get(1..).unwrap_or_default()));
+        }
+        let corrupt = self.roll(self.cfg.corrupt_rate).is_some();
+        if corrupt && self.cfg.corrupt_spread {
+            let len = g.range.end - g.range.start;
+            let (mut at, mask) = {
+                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                (rng.random_range(0..len.max(1)), rng.random_range(1..=255u8))
+            };
+            let body = std::mem::replace(&mut g.body, stream::empty().boxed());
+            g.body = body
+                .map(move |c| {
+                    c.map(|b: Bytes| match usize::try_from(at) {
+                        Ok(i) if i < b.len() => {
+                            at = u64::MAX;
+                            let mut v = b.to_vec();
+                            v[i] ^= mask;
+                            Bytes::from(v)
+                        }
+                        _ => {
+                            at = at.saturating_sub(b.len() as u64);
+                            b
+                        }
+                    })
+                })
+                .boxed();
+        } else if corrupt {
             let body = std::mem::replace(&mut g.body, stream::empty().boxed());
             let mut first = true;
             g.body = body

@@ -106,6 +106,12 @@ pub fn resent_requests() -> u64 {
     RESENT.load(Ordering::Relaxed)
 }
 
+/// Counts `n` requests sent again above the retry layer (the parts a
+/// copy reads again to repair data damaged in transit), in the same total.
+pub fn count_resent(n: u64) {
+    RESENT.fetch_add(n, Ordering::Relaxed);
+}
+
 fn notify(e: &StoreError, d: Duration) {
     RESENT.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(op = %e.op, key = %e.key, error = %e.message, delay_ms = d.as_millis() as u64, "retrying");
@@ -389,25 +395,42 @@ async fn resume(
         match inner.get(key, Some(pos..end)).await {
             Ok(g) => {
                 if g.range.start != pos {
-                    return Err(StoreError::new(
+                    // The server answered the first request with the range
+                    // asked for: a header damaged on the way.
+                    err = StoreError::new(
                         Op::Get,
                         key.as_str(),
                         ErrorKind::InvalidRequest,
                         format!("asked for bytes from {pos}, the server answered from {}", g.range.start),
-                    ));
+                    )
+                    .with_code("RangeMismatch");
+                    continue;
                 }
                 if g.meta.etag.is_some() && etag.is_some() && g.meta.etag != *etag {
-                    return Err(StoreError::new(
+                    // Replaced, or the answer's header damaged on the way:
+                    // a fresh HEAD tells.
+                    if !matches!(inner.head(key).await, Ok(h) if h.etag == *etag) {
+                        return Err(StoreError::new(
+                            Op::Get,
+                            key.as_str(),
+                            ErrorKind::PreconditionFailed,
+                            "the object changed while it was being read",
+                        ));
+                    }
+                    err = StoreError::new(
                         Op::Get,
                         key.as_str(),
-                        ErrorKind::PreconditionFailed,
-                        "the object changed while it was being read",
-                    ));
+                        ErrorKind::Transient,
+                        "an answer named another ETag than the object's (damaged on the way)",
+                    );
+                    continue;
                 }
                 *body = g.body;
                 return Ok(());
             }
-            Err(e) if e.is_retryable() => err = e,
+            // The first request of this read was accepted: a refusal as
+            // garbled is a request damaged on the way.
+            Err(e) if e.is_retryable() || e.is_garbled_request() => err = e,
             Err(e) => return Err(e),
         }
     }
