@@ -310,6 +310,9 @@ pub(super) async fn open_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>)
 }
 
 /// Reads one range of the source into a buffer checked to hold all of it.
+/// An answer of another length than asked while a fresh HEAD shows the
+/// source unchanged (a length damaged on the way) is read again, a few
+/// times at most.
 pub(super) async fn read_range(
     src: &DynStore,
     full: &ObjectMeta,
@@ -317,7 +320,22 @@ pub(super) async fn read_range(
     obs: &dyn Observer,
 ) -> Result<PartBody> {
     let len = r.end - r.start;
-    let g = open_range(src, full, r).await?;
-    let data = collect(g, len, &full.key, obs).await?;
-    Ok(PartBody::Bytes(data, None))
+    let mut attempt = 1;
+    loop {
+        let g = open_range(src, full, r.clone()).await?;
+        match collect(g, len, &full.key, obs).await {
+            Ok(data) => return Ok(PartBody::Bytes(data, None)),
+            Err(e) if e.kind == ErrorKind::PreconditionFailed && attempt < ETAG_ATTEMPTS => {
+                let unchanged =
+                    matches!(src.head(&full.key).await, Ok(h) if h.etag == full.etag && h.size == full.size);
+                if !unchanged {
+                    return Err(e);
+                }
+                tracing::debug!(key = %full.key, start = r.start, attempt, error = %e, "a range answered with another length: reading again");
+                haul_store::wrap::count_resent(1);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
