@@ -315,7 +315,15 @@ fn sync_from_a_parquet_inventory() -> TestResult {
         write(&t.join(k), k.as_bytes())?;
     }
     let src = format!("s3://{a}/src");
-    ok(&["cp", "-r", t.to_str().unwrap_or_default(), &src, "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        "-r",
+        t.to_str().unwrap_or_default(),
+        &src,
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
     let mut rows: Vec<Row> = names
         .iter()
         .map(|k| Row::object(&a, &format!("src/{k}"), k.len() as u64, &md5_hex(k.as_bytes())))
@@ -366,7 +374,14 @@ fn sync_from_a_parquet_inventory() -> TestResult {
     assert_eq!(got["frompq/b c+d%.json"]["md5"], md5_hex(b"2026/b c+d%.json"));
     // A manifest.checksum that does not match: refused, nothing copied.
     let p = local("manifest.checksum", b"ffffffffffffffffffffffffffffffff")?;
-    ok(&["cp", &p, &format!("s3://{inv}/pq/manifest.checksum"), "--endpoint-url", &ep, "-q"])?;
+    ok(&[
+        "cp",
+        &p,
+        &format!("s3://{inv}/pq/manifest.checksum"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
     let out = run(&[
         "sync",
         &format!("s3://{a}/src"),

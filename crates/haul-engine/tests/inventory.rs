@@ -30,7 +30,12 @@ async fn put(store: &DynStore, k: &str, body: &[u8]) -> Result<(), StoreError> {
 fn sample() -> Vec<Row> {
     let mut rows = vec![
         Row::object("src", "2026/a b+c.json", 10, "0123456789abcdef0123456789abcdef"),
-        Row::object("src", "2026/100% sure/ünï çødé 日本.txt", 0, "d41d8cd98f00b204e9800998ecf8427e"),
+        Row::object(
+            "src",
+            "2026/100% sure/ünï çødé 日本.txt",
+            0,
+            "d41d8cd98f00b204e9800998ecf8427e",
+        ),
         Row::object("src", "quote\"d, comma'd/x", 7, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-2"),
         Row::object("src", "dir/", 0, "d41d8cd98f00b204e9800998ecf8427e"),
     ];
@@ -77,7 +82,11 @@ fn expected(rows: &[Row]) -> Vec<InventoryRow> {
 
 /// Writes an inventory of `rows` in two data files under `inv/` and returns
 /// the store and the manifest key.
-async fn inventory(format: &str, rows: &[Row], bad_md5: bool) -> Result<(DynStore, Key), Box<dyn std::error::Error + Send + Sync>> {
+async fn inventory(
+    format: &str,
+    rows: &[Row],
+    bad_md5: bool,
+) -> Result<(DynStore, Key), Box<dyn std::error::Error + Send + Sync>> {
     let store: DynStore = Arc::new(MemoryStore::new("inventories"));
     let (a, b) = rows.split_at(rows.len() / 2);
     // Small inventories get many row groups, large ones a few.
@@ -94,10 +103,20 @@ async fn inventory(format: &str, rows: &[Row], bad_md5: bool) -> Result<(DynStor
     let md5_b = md5_hex(&bytes_b);
     let md5s = [md5_hex(&bytes_a), if bad_md5 { zeros } else { md5_b }];
     let md5s: Vec<&str> = md5s.iter().map(String::as_str).collect();
-    let m = manifest("src", format, &[(ka.as_str(), bytes_a.as_slice()), (kb.as_str(), bytes_b.as_slice())], Some(&md5s));
+    let m = manifest(
+        "src",
+        format,
+        &[(ka.as_str(), bytes_a.as_slice()), (kb.as_str(), bytes_b.as_slice())],
+        Some(&md5s),
+    );
     let mk = "inv/src/cfg/2026-11-30T01-00Z/manifest.json";
     put(&store, mk, &m).await?;
-    put(&store, "inv/src/cfg/2026-11-30T01-00Z/manifest.checksum", format!("{}\n", md5_hex(&m)).as_bytes()).await?;
+    put(
+        &store,
+        "inv/src/cfg/2026-11-30T01-00Z/manifest.checksum",
+        format!("{}\n", md5_hex(&m)).as_bytes(),
+    )
+    .await?;
     Ok((store, key(mk)?))
 }
 
@@ -148,7 +167,9 @@ async fn only_current_objects_unless_versions() -> TestResult {
         let all = ok_rows(rows(load_inventory(&s, &k).await?, true).await)?;
         assert_eq!(all.len(), 7, "{format}");
         assert!(all.iter().any(|r| r.is_delete_marker && r.key == "gone.txt"));
-        assert!(all.iter().any(|r| !r.is_latest && r.version_id.as_deref() == Some("v1")));
+        assert!(all
+            .iter()
+            .any(|r| !r.is_latest && r.version_id.as_deref() == Some("v1")));
         // The listing view: under a prefix, no directory markers.
         let objects: Vec<_> = load_inventory(&s, &k)
             .await?
@@ -157,12 +178,19 @@ async fn only_current_objects_unless_versions() -> TestResult {
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
-        let got: Vec<_> = objects.iter().map(|o| (o.key.as_str(), o.size, o.etag.as_deref())).collect();
+        let got: Vec<_> = objects
+            .iter()
+            .map(|o| (o.key.as_str(), o.size, o.etag.as_deref()))
+            .collect();
         assert_eq!(
             got,
             [
                 ("2026/a b+c.json", 10, Some("0123456789abcdef0123456789abcdef")),
-                ("2026/100% sure/ünï çødé 日本.txt", 0, Some("d41d8cd98f00b204e9800998ecf8427e"))
+                (
+                    "2026/100% sure/ünï çødé 日本.txt",
+                    0,
+                    Some("d41d8cd98f00b204e9800998ecf8427e")
+                )
             ]
         );
         assert_eq!(objects[1].storage_class.as_deref(), Some("DEEP_ARCHIVE"));
@@ -174,7 +202,10 @@ async fn only_current_objects_unless_versions() -> TestResult {
 async fn a_wrong_md5_names_the_file_and_nothing_is_read() -> TestResult {
     for (format, ext) in [("CSV", "csv.gz"), ("Parquet", "parquet")] {
         let (s, k) = inventory(format, &sample(), true).await?;
-        let e = load_inventory(&s, &k).await.err().ok_or("a damaged inventory was loaded")?;
+        let e = load_inventory(&s, &k)
+            .await
+            .err()
+            .ok_or("a damaged inventory was loaded")?;
         assert_eq!(e.kind, ErrorKind::Integrity);
         assert_eq!(e.key, format!("inv/src/cfg/data/1.{ext}"));
         let shown = e.to_string();
@@ -192,7 +223,10 @@ async fn a_wrong_manifest_checksum_is_refused() -> TestResult {
     let (s, k) = inventory("Parquet", &sample(), false).await?;
     let ck = "inv/src/cfg/2026-11-30T01-00Z/manifest.checksum";
     put(&s, ck, b"ffffffffffffffffffffffffffffffff\n").await?;
-    let e = load_inventory(&s, &k).await.err().ok_or("a damaged manifest was loaded")?;
+    let e = load_inventory(&s, &k)
+        .await
+        .err()
+        .ok_or("a damaged manifest was loaded")?;
     assert_eq!(e.kind, ErrorKind::Integrity);
     let shown = e.to_string();
     assert!(
@@ -218,7 +252,8 @@ async fn rows_of_another_bucket_are_refused() -> TestResult {
         assert_eq!(before.len(), 5, "{format}: the stream ends at the foreign row");
         let e = last.as_ref().err().ok_or("the foreign row was yielded")?;
         assert!(
-            e.message.contains("is of bucket \"elsewhere\", the manifest describes \"src\""),
+            e.message
+                .contains("is of bucket \"elsewhere\", the manifest describes \"src\""),
             "{format}: {e}"
         );
     }
@@ -235,7 +270,10 @@ async fn a_damaged_data_file_with_a_matching_md5_is_an_error_not_a_panic() -> Te
     let got = rows(load_inventory(&store, &key("m.json")?).await?, false).await;
     assert_eq!(got.len(), 1);
     let e = got[0].as_ref().err().ok_or("junk was read as rows")?;
-    assert!(e.to_string().contains("\"d/0.parquet\": bad Parquet inventory file"), "{e}");
+    assert!(
+        e.to_string().contains("\"d/0.parquet\": bad Parquet inventory file"),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -263,8 +301,14 @@ async fn orc_is_not_supported() -> TestResult {
     let store: DynStore = Arc::new(MemoryStore::new("inventories"));
     let m = manifest("src", "ORC", &[], None);
     put(&store, "m.json", &m).await?;
-    let e = load_inventory(&store, &key("m.json")?).await.err().ok_or("ORC loaded")?;
+    let e = load_inventory(&store, &key("m.json")?)
+        .await
+        .err()
+        .ok_or("ORC loaded")?;
     assert_eq!(e.kind, ErrorKind::NotSupported);
-    assert!(e.message.contains("\"orc\" is not supported (CSV and Parquet are)"), "{e}");
+    assert!(
+        e.message.contains("\"orc\" is not supported (CSV and Parquet are)"),
+        "{e}"
+    );
     Ok(())
 }

@@ -109,11 +109,7 @@ pub fn csv_gz(rows: &[Row]) -> Result<Vec<u8>, Error> {
 /// A SNAPPY Parquet data file of `rows`, `per_group` rows to a row group.
 pub fn parquet(rows: &[Row], per_group: usize) -> Result<Vec<u8>, Error> {
     let schema = Arc::new(parse_message_type(PARQUET_SCHEMA)?);
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build(),
-    );
+    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
     let mut w = SerializedFileWriter::new(Vec::new(), schema, props)?;
     for group in rows.chunks(per_group.max(1)) {
         let mut rg = w.next_row_group()?;
@@ -122,7 +118,11 @@ pub fn parquet(rows: &[Row], per_group: usize) -> Result<Vec<u8>, Error> {
             let text = |f: &dyn Fn(&Row) -> Option<String>| {
                 let v: Vec<Option<String>> = group.iter().map(f).collect();
                 let defs: Vec<i16> = v.iter().map(|s| i16::from(s.is_some())).collect();
-                let vals: Vec<ByteArray> = v.into_iter().flatten().map(|s| ByteArray::from(s.into_bytes())).collect();
+                let vals: Vec<ByteArray> = v
+                    .into_iter()
+                    .flatten()
+                    .map(|s| ByteArray::from(s.into_bytes()))
+                    .collect();
                 (vals, defs)
             };
             match i {
@@ -138,7 +138,8 @@ pub fn parquet(rows: &[Row], per_group: usize) -> Result<Vec<u8>, Error> {
                         .iter()
                         .map(|r| if i == 3 { r.is_latest } else { r.is_delete_marker })
                         .collect();
-                    col.typed::<BoolType>().write_batch(&vals, Some(&vec![1; vals.len()]), None)?;
+                    col.typed::<BoolType>()
+                        .write_batch(&vals, Some(&vec![1; vals.len()]), None)?;
                 }
                 5 => {
                     let defs: Vec<i16> = group.iter().map(|r| i16::from(r.size.is_some())).collect();
@@ -150,7 +151,8 @@ pub fn parquet(rows: &[Row], per_group: usize) -> Result<Vec<u8>, Error> {
                 }
                 6 => {
                     let vals: Vec<i64> = group.iter().map(|r| r.last_modified_ms).collect();
-                    col.typed::<Int64Type>().write_batch(&vals, Some(&vec![1; vals.len()]), None)?;
+                    col.typed::<Int64Type>()
+                        .write_batch(&vals, Some(&vec![1; vals.len()]), None)?;
                 }
                 _ => {
                     let (vals, defs) = match i {
@@ -179,7 +181,11 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 /// A `manifest.json` for `source_bucket` naming `files` (key, bytes), with
 /// their true MD5s unless `md5s` overrides them (a damaged manifest).
 pub fn manifest(source_bucket: &str, format: &str, files: &[(&str, &[u8])], md5s: Option<&[&str]>) -> Vec<u8> {
-    let schema = if format == "Parquet" { PARQUET_SCHEMA } else { CSV_SCHEMA };
+    let schema = if format == "Parquet" {
+        PARQUET_SCHEMA
+    } else {
+        CSV_SCHEMA
+    };
     let files: Vec<serde_json::Value> = files
         .iter()
         .enumerate()

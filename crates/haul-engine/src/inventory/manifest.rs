@@ -166,7 +166,10 @@ mod tests {
     fn column_names_match_across_formats() {
         assert_eq!(column_id(" LastModifiedDate"), "lastmodifieddate");
         assert_eq!(column_id("last_modified_date"), "lastmodifieddate");
-        assert_eq!(column_id("IntelligentTieringAccessTier"), column_id("intelligent_tiering_access_tier"));
+        assert_eq!(
+            column_id("IntelligentTieringAccessTier"),
+            column_id("intelligent_tiering_access_tier")
+        );
     }
 
     #[test]
@@ -183,7 +186,10 @@ mod tests {
 
     #[test]
     fn orc_and_bad_md5s_are_refused() {
-        let orc = Manifest::parse("m", br#"{"sourceBucket":"b","fileFormat":"ORC","fileSchema":"","files":[]}"#);
+        let orc = Manifest::parse(
+            "m",
+            br#"{"sourceBucket":"b","fileFormat":"ORC","fileSchema":"","files":[]}"#,
+        );
         assert!(orc.is_err_and(|e| e.message.contains("\"orc\" is not supported")));
         let md5 = Manifest::parse(
             "m",

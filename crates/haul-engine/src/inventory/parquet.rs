@@ -76,7 +76,11 @@ fn to_row(values: impl Iterator<Item = (Value, Field)>, name: &str, n: u64) -> R
             }
             Field::Size => r.size = size(&v).ok_or_else(|| wrong("size"))?,
             Field::LastModified => r.last_modified = date(&v).ok_or_else(|| wrong("last_modified_date"))?,
-            Field::ETag => r.etag = text(&v).ok_or_else(|| wrong("e_tag"))?.map(|e| e.trim_matches('"').to_string()),
+            Field::ETag => {
+                r.etag = text(&v)
+                    .ok_or_else(|| wrong("e_tag"))?
+                    .map(|e| e.trim_matches('"').to_string())
+            }
             Field::StorageClass => r.storage_class = text(&v).ok_or_else(|| wrong("storage_class"))?,
             Field::ArchiveTier => r.archive_tier = text(&v).ok_or_else(|| wrong("intelligent_tiering_access_tier"))?,
         }
