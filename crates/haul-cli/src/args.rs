@@ -329,7 +329,7 @@ pub struct SyncArgs {
     #[arg(long, conflicts_with_all = ["part_file", "inventory", "delete"])]
     pub files_from: Option<std::path::PathBuf>,
     /// Take the source objects from an S3 Inventory (s3://bucket/…/manifest.json,
-    /// CSV) instead of listing SRC; each data file's MD5 is checked first.
+    /// CSV.gz or Parquet) instead of listing SRC; each data file's MD5 is checked first.
     #[arg(long, conflicts_with_all = ["part_file", "delete"])]
     pub inventory: Option<String>,
     /// Shards marched at once.

@@ -297,3 +297,102 @@ fn a_sync_stopped_by_ctrl_c_resumes() -> TestResult {
     in_sync(&t)?;
     Ok(())
 }
+
+/// `sync --inventory` from a Parquet inventory (SNAPPY, S3's snake_case
+/// schema, keys as they are), with its manifest.checksum beside it: only
+/// the current objects are copied (a delete marker and an old version are
+/// skipped, or the sync would fail on them as "listed, but not in the
+/// source").
+#[test]
+fn sync_from_a_parquet_inventory() -> TestResult {
+    use haul_testkit::inventory::{manifest, parquet, Row};
+    let (a, b, inv) = (bucket("pqa")?, bucket("pqb")?, bucket("pqinv")?);
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let t = dir.path().join("t");
+    let names = ["2026/a.json", "2026/b c+d%.json", "2026/ü 日本.json", "2027/e.json"];
+    for k in names {
+        write(&t.join(k), k.as_bytes())?;
+    }
+    let src = format!("s3://{a}/src");
+    ok(&[
+        "cp",
+        "-r",
+        t.to_str().unwrap_or_default(),
+        &src,
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    let mut rows: Vec<Row> = names
+        .iter()
+        .map(|k| Row::object(&a, &format!("src/{k}"), k.len() as u64, &md5_hex(k.as_bytes())))
+        .collect();
+    let mut old = Row::object(&a, "src/2026/a.json", 1, "00000000000000000000000000000000");
+    old.is_latest = false;
+    old.version_id = Some("v0".into());
+    rows.insert(1, old);
+    rows.push(Row {
+        bucket: a.clone(),
+        key: "src/2026/gone.json".into(),
+        version_id: Some("v9".into()),
+        is_latest: true,
+        is_delete_marker: true,
+        ..Default::default()
+    });
+    let body = parquet(&rows, 2).map_err(|e| e.to_string())?;
+    let m = manifest(&a, "Parquet", &[("pq/data/0.parquet", body.as_slice())], None);
+    let local = |name: &str, bytes: &[u8]| -> Result<String, Box<dyn std::error::Error>> {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes)?;
+        Ok(p.to_str().unwrap_or_default().to_string())
+    };
+    for (name, bytes, dst) in [
+        ("0.parquet", body.clone(), "pq/data/0.parquet"),
+        ("manifest.json", m.clone(), "pq/manifest.json"),
+        ("manifest.checksum", md5_hex(&m).into_bytes(), "pq/manifest.checksum"),
+    ] {
+        let p = local(name, &bytes)?;
+        ok(&["cp", &p, &format!("s3://{inv}/{dst}"), "--endpoint-url", &ep, "-q"])?;
+    }
+    let manifest_url = format!("s3://{inv}/pq/manifest.json");
+    ok(&[
+        "sync",
+        &format!("s3://{a}/src/2026"),
+        &format!("s3://{b}/frompq"),
+        "--endpoint-url",
+        &ep,
+        "--inventory",
+        &manifest_url,
+        "-q",
+    ])?;
+    let got = inspect(&b, "frompq/")?;
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        ["frompq/a.json", "frompq/b c+d%.json", "frompq/ü 日本.json"]
+    );
+    assert_eq!(got["frompq/b c+d%.json"]["md5"], md5_hex(b"2026/b c+d%.json"));
+    // A manifest.checksum that does not match: refused, nothing copied.
+    let p = local("manifest.checksum", b"ffffffffffffffffffffffffffffffff")?;
+    ok(&[
+        "cp",
+        &p,
+        &format!("s3://{inv}/pq/manifest.checksum"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    let out = run(&[
+        "sync",
+        &format!("s3://{a}/src"),
+        &format!("s3://{b}/badpq"),
+        "--endpoint-url",
+        &ep,
+        "--inventory",
+        &manifest_url,
+    ])?;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("its manifest.checksum says"), "{}", stderr(&out));
+    assert!(inspect(&b, "badpq/")?.is_empty());
+    Ok(())
+}

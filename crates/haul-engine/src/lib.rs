@@ -22,6 +22,7 @@ pub mod bundle;
 mod db;
 pub mod filter;
 mod integrity;
+pub mod inventory;
 pub mod job;
 pub mod journal;
 pub mod march;

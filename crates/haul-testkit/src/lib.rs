@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod garage;
+pub mod inventory;
 mod proxy;
 pub use garage::{garage, garage_bin, garage_enabled, Garage};
 pub use proxy::{FaultProxy, ProxyFaults, ProxyStats};
