@@ -223,7 +223,8 @@ async fn a_damaged_locator_or_index_is_a_clear_error() -> TestResult {
 #[tokio::test]
 async fn verify_reads_the_archive_once_and_finds_what_the_index_gets_wrong() -> TestResult {
     let store = Recording::new(MemoryStore::new("b"));
-    let long = format!("{}/deep.bin", "l".repeat(150));
+    // A last component over 100 bytes: a GNU long-name header comes first.
+    let long = format!("dir/{}", "l".repeat(130));
     let mut members = sized(&AROUND_BLOCKS);
     members.push(Member::new(&long, data(3000, 9)));
     let good = build(&members)?;
@@ -247,7 +248,7 @@ async fn verify_reads_the_archive_once_and_finds_what_the_index_gets_wrong() -> 
     assert_eq!(r.problems[0].member, "m3-512");
     assert!(r.problems[0].what.starts_with("data offset"), "{:?}", r.problems);
 
-    // A wrong header offset for the long name (its GNU long-name header comes first).
+    // A wrong header offset for the long name (pointing past its long-name header).
     let bad = build_with(&members, |e| {
         if let Some(last) = e.last_mut() {
             last.header_offset += 512;
@@ -313,6 +314,7 @@ fn gnu_tar_lists_the_archive_and_ignores_the_locator() -> TestResult {
     }
     let mut members = sized(&AROUND_BLOCKS);
     members.push(Member::new(&format!("{}/x", "n".repeat(120)), data(10, 3)));
+    members.push(Member::new(&format!("dir/{}", "f".repeat(130)), data(10, 4)));
     let built = build(&members)?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("a.tar");

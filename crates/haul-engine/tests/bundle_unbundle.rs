@@ -116,8 +116,16 @@ async fn members_restore_locally_through_the_index() -> TestResult {
     members.push(Member::new("a", data(3, 4)));
     members.push(Member::new("a/b", data(3, 5)));
     members.push(Member::new("d/f", data(3, 6)));
-    members.push(Member::new("../escape", data(3, 7)));
-    let built = build(&members)?;
+    members.push(Member::new("escape", data(3, 7)));
+    // An edited index: the tar crate's builder would not write this name.
+    let built = build_with(&members, |e| {
+        if let Some(last) = e.last_mut() {
+            last.name = "../escape".into();
+        }
+    })?;
+    if let Some(last) = members.last_mut() {
+        last.name = "../escape".into();
+    }
     let store = MemoryStore::new("b");
     let key = put(&store, "a.tar", built.bytes).await?;
     let opts = UnbundleOptions {
