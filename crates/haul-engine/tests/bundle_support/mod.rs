@@ -165,8 +165,11 @@ pub fn raw_header(name: &[u8], typeflag: u8, link: &[u8], size: u64) -> [u8; 512
     h
 }
 
-/// A tar of raw members: (name, type flag, link target, data).
-pub fn raw_tar(members: &[(&[u8], u8, &[u8], &[u8])]) -> Vec<u8> {
+/// A raw member: name, type flag, link target, data.
+pub type RawMember<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
+/// A tar of raw members.
+pub fn raw_tar(members: &[RawMember<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, t, link, body) in members {
         out.extend_from_slice(&raw_header(name, *t, link, body.len() as u64));
