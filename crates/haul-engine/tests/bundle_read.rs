@@ -236,9 +236,20 @@ async fn verify_reads_the_archive_once_and_finds_what_the_index_gets_wrong() -> 
     let whole_gets = store
         .take()
         .into_iter()
-        .filter(|q| matches!(q, Req::Get(_, None)))
+        .filter(|q| matches!(q, Req::Get(k, None) if k == "good.tar"))
         .count();
     assert_eq!(whole_gets, 1, "one sequential read");
+    // A sidecar that says something else.
+    let other = build(&members[1..])?;
+    put(&store, "good.tar.index", other.index).await?;
+    let r = verify_archive(&store, &key).await?;
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert_eq!(
+        r.problems[0].what,
+        "the sidecar index differs from the index in the archive"
+    );
+    put(&store, "good.tar.index", good.index.clone()).await?;
+    assert!(verify_archive(&store, &key).await?.is_ok());
 
     // A wrong data offset in the index (the locator's CRC covers it).
     let bad = build_with(&members, |e| e[3].data_offset += 512)?;

@@ -54,6 +54,7 @@ async fn a_hostile_tar_is_refused_member_by_member_and_nothing_leaves_the_root()
         (b"dir/", b'5', b"", b""),
         (b"dir/inner.bin", b'0', b"", &inner),
         (b"good.txt/sub", b'0', b"", b"under a file"),
+        (b"bad\xff", b'0', b"", b"not utf-8"),
     ]);
     let store = MemoryStore::new("b");
     let key = put(&store, "hostile.tar", tar).await?;
@@ -71,6 +72,7 @@ async fn a_hostile_tar_is_refused_member_by_member_and_nothing_leaves_the_root()
         ("back\\slash", RefuseReason::Backslash),
         ("d/f", RefuseReason::ThroughSymlink),
         ("good.txt/sub", RefuseReason::Conflict),
+        ("bad\u{fffd}", RefuseReason::InvalidName),
     ]
     .into_iter()
     .map(|(n, r)| (n.to_string(), r))
@@ -91,6 +93,8 @@ async fn a_hostile_tar_is_refused_member_by_member_and_nothing_leaves_the_root()
     assert!(std::fs::symlink_metadata(root.join("l"))?.is_dir());
     assert_eq!(std::fs::read(root.join("l/f"))?, b"through the link");
     assert_eq!(std::fs::metadata(root.join("good.txt"))?.mtime(), 1_700_000_000);
+    // A folder's mtime is set after what was written in it.
+    assert_eq!(std::fs::metadata(root.join("dir"))?.mtime(), 1_700_000_000);
 
     // Outside the root, nothing changed.
     let after = tree(base.path());
@@ -170,6 +174,25 @@ async fn members_restore_locally_through_the_index() -> TestResult {
     assert_eq!(r.restored, ["a"]);
     assert_eq!(std::fs::read(root.join("a"))?, data(3, 4));
     assert_eq!(r.filtered, members.len() as u64 - 1);
+
+    // A link already at a member's name: refused, or with overwrite
+    // replaced by the file; what it points to is never written.
+    std::fs::write(outside.join("victim"), b"keep")?;
+    std::fs::remove_file(root.join("a/b")).ok();
+    std::fs::remove_file(root.join("a"))?;
+    std::os::unix::fs::symlink(outside.join("victim"), root.join("a"))?;
+    let only_a = UnbundleOptions {
+        include: Filter::new(&["a".into()], &[])?,
+        ..Default::default()
+    };
+    let r = unbundle_to_local(&store, &key, &root, &only_a).await?;
+    assert_eq!(refused(&r).get("a"), Some(&RefuseReason::Exists));
+    assert!(r.refused[0].detail.contains("symbolic link"), "{:?}", r.refused);
+    let r = unbundle_to_local(&store, &key, &root, &over).await?;
+    assert_eq!(r.restored, ["a"]);
+    assert!(std::fs::symlink_metadata(root.join("a"))?.is_file());
+    assert_eq!(std::fs::read(root.join("a"))?, data(3, 4));
+    assert_eq!(std::fs::read(outside.join("victim"))?, b"keep");
     Ok(())
 }
 

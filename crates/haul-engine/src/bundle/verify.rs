@@ -2,7 +2,8 @@
 //! sequential read of the whole archive through the `tar` crate's reader,
 //! every member's header offset, data offset, size, name and CRC64NVME
 //! compared with its index entry, the index member with the locator, and
-//! the end of the archive (end-of-archive blocks, then the locator). And
+//! the end of the archive (end-of-archive blocks, then the locator), and
+//! the sidecar index (when there is one) with the archive's. And
 //! the index against the source objects (`--against`): each still there
 //! with the same size and ETag.
 
@@ -17,7 +18,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::error::{BundleError, BundleResult};
 use super::format::{padding, IndexEntry, Locator, BLOCK, INDEX_MEMBER};
-use super::read::{open_archive_with, Archive, IndexFrom};
+use super::read::{open_archive_with, Archive, IndexFrom, IndexSource};
 
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,6 +69,17 @@ pub async fn verify_archive(store: &dyn ObjectStore, key: &Key) -> BundleResult<
             open_archive_with(store, key, IndexFrom::Sidecar).await?
         }
     };
+    if archive.source == IndexSource::Locator {
+        // The sidecar, when there is one, must say what the archive says.
+        match open_archive_with(store, key, IndexFrom::Sidecar).await {
+            Ok(side) if side.entries != archive.entries => {
+                report.problem("", "the sidecar index differs from the index in the archive")
+            }
+            Ok(_) => {}
+            Err(BundleError::Store(e)) if e.is_not_found() => {}
+            Err(e) => report.problem("", format!("the sidecar index: {e}")),
+        }
+    }
     let got = store.get(key, None).await?;
     let reader = Counting {
         inner: SyncIoBridge::new(StreamReader::new(got.body.map_err(io::Error::other))),
