@@ -17,8 +17,9 @@ use serde::Serialize;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::error::{BundleError, BundleResult};
-use super::extract::{check_name, ExtractError, LocalRoot, Refusal, RefuseReason};
+use super::extract::{ExtractError, LocalRoot};
 use super::format::IndexEntry;
+use super::names::{check_name, Refusal, RefuseReason};
 use super::read::{member_stream, open_archive_with, read_member, IndexFrom};
 use crate::filter::Filter;
 

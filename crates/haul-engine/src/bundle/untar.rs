@@ -12,8 +12,9 @@ use haul_store::{Key, ObjectStore};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::error::{BundleError, BundleResult};
-use super::extract::{check_name, member_kind, LocalRoot, MemberKind, Refusal, RefuseReason};
+use super::extract::LocalRoot;
 use super::format::INDEX_MEMBER;
+use super::names::{check_name, member_kind, MemberKind, Refusal, RefuseReason};
 use super::unbundle::UnbundleReport;
 use crate::filter::Filter;
 
