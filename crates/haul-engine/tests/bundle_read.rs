@@ -14,6 +14,7 @@ use haul_engine::bundle::{
 use haul_store::local::LocalStore;
 use haul_store::memory::MemoryStore;
 use haul_store::{Key, ObjectStore, PutOptions};
+use proptest::strategy::Strategy;
 
 const AROUND_BLOCKS: [usize; 12] = [0, 1, 511, 512, 513, 1023, 1024, 1025, 4095, 4096, 4097, 70_000];
 
@@ -344,4 +345,44 @@ fn gnu_tar_lists_the_archive_and_ignores_the_locator() -> TestResult {
     // The locator is the last block, after the end-of-archive marker.
     assert!(Locator::decode(&built.bytes[built.bytes.len() - 512..], built.bytes.len() as u64).is_ok());
     Ok(())
+}
+
+/// Builds an archive of members of `sizes`, then reads every member back
+/// through the index and verifies the archive.
+async fn roundtrip(sizes: &[usize]) -> TestResult {
+    let store = MemoryStore::new("b");
+    let members = sized(sizes);
+    let built = build(&members)?;
+    let key = put(&store, "p.tar", built.bytes).await?;
+    let a = open_archive(&store, &key).await?;
+    for (m, e) in members.iter().zip(&a.entries) {
+        if read_member(&store, &key, e).await?.as_ref() != m.data.as_slice() {
+            return Err(format!("member {} read back different bytes", m.name).into());
+        }
+    }
+    let r = verify_archive(&store, &key).await?;
+    if !r.is_ok() {
+        return Err(format!("{:?}", r.problems).into());
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+    /// Any sizes, weighted to those around multiples of 512.
+    #[test]
+    fn members_of_any_size_read_back_through_the_index(sizes in proptest::collection::vec(
+        proptest::prop_oneof![
+            0usize..1100,
+            (1usize..8).prop_map(|k| k * 512),
+            (1usize..8).prop_map(|k| k * 512 + 1),
+            (1usize..8).prop_map(|k| k * 512 - 1),
+        ],
+        1..16,
+    )) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let r = rt.block_on(roundtrip(&sizes)).map_err(|e| e.to_string());
+        proptest::prop_assert!(r.is_ok(), "{:?}", r);
+    }
 }
