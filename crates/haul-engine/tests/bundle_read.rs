@@ -203,6 +203,8 @@ async fn a_damaged_locator_or_index_is_a_clear_error() -> TestResult {
         "{err}"
     );
     assert!(err.to_string().contains("the index is damaged"), "{err}");
+    let err = verify_archive(&store, &key).await.err().ok_or("verified")?;
+    assert!(matches!(err, BundleError::IndexCrc { .. }), "{err}");
     // The magic is gone and there is no sidecar.
     let key = put(&store, "magic.tar", with(&|b| b[end] = b'X')).await?;
     let msg = open_archive(&store, &key).await.err().ok_or("opened")?.to_string();
@@ -342,6 +344,20 @@ fn gnu_tar_lists_the_archive_and_ignores_the_locator() -> TestResult {
     let mut want: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
     want.push(INDEX_MEMBER.into());
     assert_eq!(listed, want);
+    // And extracts every member as it was.
+    let out_dir = dir.path().join("x");
+    std::fs::create_dir(&out_dir)?;
+    let out = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&path)
+        .arg("-C")
+        .arg(&out_dir)
+        .output()?;
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    for m in &members {
+        assert_eq!(std::fs::read(out_dir.join(&m.name))?, m.data, "{}", m.name);
+    }
+    assert_eq!(std::fs::read(out_dir.join(INDEX_MEMBER))?, built.index);
     // The locator is the last block, after the end-of-archive marker.
     assert!(Locator::decode(&built.bytes[built.bytes.len() - 512..], built.bytes.len() as u64).is_ok());
     Ok(())

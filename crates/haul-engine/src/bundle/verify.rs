@@ -55,7 +55,8 @@ impl VerifyReport {
 
 /// Reads the archive once and checks it against its index and locator.
 /// The index is the locator's; when that cannot be read (reported as a
-/// problem), the sidecar's. An error only when no index can be read.
+/// problem), the sidecar's. An error only when no index can be read (the
+/// locator's error then).
 pub async fn verify_archive(store: &dyn ObjectStore, key: &Key) -> BundleResult<VerifyReport> {
     let mut report = VerifyReport {
         archive: key.to_string(),
@@ -64,10 +65,14 @@ pub async fn verify_archive(store: &dyn ObjectStore, key: &Key) -> BundleResult<
     let archive = match open_archive_with(store, key, IndexFrom::Locator).await {
         Ok(a) => a,
         Err(BundleError::Store(e)) => return Err(BundleError::Store(e)),
-        Err(e) => {
-            report.problem("", format!("the index through the locator: {e}"));
-            open_archive_with(store, key, IndexFrom::Sidecar).await?
-        }
+        Err(e) => match open_archive_with(store, key, IndexFrom::Sidecar).await {
+            Ok(a) => {
+                report.problem("", format!("the index through the locator: {e}"));
+                a
+            }
+            // No index at all: the locator's failure says why.
+            Err(_) => return Err(e),
+        },
     };
     if archive.source == IndexSource::Locator {
         // The sidecar, when there is one, must say what the archive says.
