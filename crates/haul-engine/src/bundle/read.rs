@@ -1,0 +1,310 @@
+//! Reading a bundle through its index: finding the index (the locator in
+//! the archive's last block, then the index's bytes, CRC64NVME checked; or
+//! the sidecar `<archive>.index`), and reading one member with one ranged
+//! GET, checked against the CRC64NVME the index records.
+
+use bytes::{Bytes, BytesMut};
+use crc_fast::{CrcAlgorithm, Digest};
+use futures::stream::{BoxStream, StreamExt};
+use haul_store::checksum::{crc64, crc64_from_b64};
+use haul_store::{ByteStream, ErrorKind, Key, ObjectStore};
+
+use super::error::{BundleError, BundleResult};
+use super::format::{IndexEntry, Locator, LocatorError, BLOCK, SIDECAR_SUFFIX};
+use super::index::parse_index;
+
+/// How much of the archive's end the first read takes: the locator, and
+/// with it the whole index of an archive of a few hundred members, so
+/// opening such an archive costs one read.
+pub const TAIL_READ: u64 = 64 * 1024;
+
+/// Where to take an archive's index from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IndexFrom {
+    /// The locator; the sidecar when the archive has no locator.
+    #[default]
+    Auto,
+    /// Only the locator and the index member it points to.
+    Locator,
+    /// Only the sidecar `<archive>.index`.
+    Sidecar,
+}
+
+/// Where an opened archive's index came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexSource {
+    Locator,
+    Sidecar,
+}
+
+/// An archive with its index.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    pub key: Key,
+    /// The archive's size in bytes.
+    pub size: u64,
+    /// The archive's ETag when the store gave one.
+    pub etag: Option<String>,
+    /// The locator, when the index was read through it.
+    pub locator: Option<Locator>,
+    pub source: IndexSource,
+    /// The members, in archive order (the index member not included).
+    pub entries: Vec<IndexEntry>,
+}
+
+impl Archive {
+    /// The member called `name`.
+    pub fn member(&self, name: &str) -> Option<&IndexEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+}
+
+/// The key of an archive's sidecar index.
+pub fn sidecar_key(archive: &Key) -> BundleResult<Key> {
+    Ok(archive.join(SIDECAR_SUFFIX)?)
+}
+
+/// Finds and reads an archive's index ([`IndexFrom::Auto`]).
+pub async fn open_archive(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archive> {
+    open_archive_with(store, key, IndexFrom::Auto).await
+}
+
+/// Finds and reads an archive's index from where `from` says.
+pub async fn open_archive_with(store: &dyn ObjectStore, key: &Key, from: IndexFrom) -> BundleResult<Archive> {
+    let archive = match from {
+        IndexFrom::Sidecar => from_sidecar(store, key).await?,
+        IndexFrom::Locator => from_locator(store, key).await?,
+        IndexFrom::Auto => match from_locator(store, key).await {
+            Ok(a) => a,
+            Err(BundleError::Locator {
+                source: locator @ (LocatorError::Magic | LocatorError::Size(_)),
+                ..
+            }) => match from_sidecar(store, key).await {
+                Ok(a) => a,
+                Err(BundleError::Store(e)) if e.is_not_found() => {
+                    return Err(BundleError::NoIndex {
+                        archive: key.to_string(),
+                        locator: locator.to_string(),
+                        sidecar: sidecar_key(key)?.to_string(),
+                        sidecar_error: "not found".into(),
+                    })
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        },
+    };
+    if let Some(bad) = archive.entries.iter().find(|e| e.data_range().end > archive.size) {
+        return Err(BundleError::Malformed {
+            archive: key.to_string(),
+            what: format!(
+                "the index puts member {:?} at {:?}, past the archive's end ({} bytes)",
+                bad.name,
+                bad.data_range(),
+                archive.size
+            ),
+        });
+    }
+    Ok(archive)
+}
+
+async fn from_locator(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archive> {
+    let locator_err = |source| BundleError::Locator {
+        archive: key.to_string(),
+        source,
+    };
+    let (size, etag, tail) = read_tail(store, key, TAIL_READ).await?;
+    if tail.len() < BLOCK as usize {
+        return Err(locator_err(LocatorError::Size(tail.len())));
+    }
+    let block = &tail[tail.len() - BLOCK as usize..];
+    let loc = Locator::decode(block, size).map_err(locator_err)?;
+    let tail_start = size - tail.len() as u64;
+    let index = if loc.index_offset >= tail_start {
+        let at = (loc.index_offset - tail_start) as usize;
+        tail.slice(at..at + loc.index_len as usize)
+    } else if loc.index_len == 0 {
+        Bytes::new()
+    } else {
+        let range = loc.index_offset..loc.index_offset + loc.index_len;
+        let got = store.get(key, Some(range)).await?;
+        collect(got.body, loc.index_len, key).await?
+    };
+    let got = crc64(&index);
+    if got != loc.index_crc {
+        return Err(BundleError::IndexCrc {
+            archive: key.to_string(),
+            want: loc.index_crc,
+            got,
+        });
+    }
+    let entries = parse_index(&index, key.as_str())?;
+    if entries.len() as u64 != loc.members {
+        return Err(BundleError::Malformed {
+            archive: key.to_string(),
+            what: format!(
+                "the locator counts {} members, the index lists {}",
+                loc.members,
+                entries.len()
+            ),
+        });
+    }
+    Ok(Archive {
+        key: key.clone(),
+        size,
+        etag,
+        locator: Some(loc),
+        source: IndexSource::Locator,
+        entries,
+    })
+}
+
+async fn from_sidecar(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archive> {
+    let side = sidecar_key(key)?;
+    let got = store.get(&side, None).await?;
+    let len = got.range.end - got.range.start;
+    let bytes = collect(got.body, len, &side).await?;
+    let entries = parse_index(&bytes, side.as_str())?;
+    let meta = store.head(key).await?;
+    Ok(Archive {
+        key: key.clone(),
+        size: meta.size,
+        etag: meta.etag,
+        locator: None,
+        source: IndexSource::Sidecar,
+        entries,
+    })
+}
+
+/// The last `n` bytes of an object (all of it when smaller), with the
+/// object's size and ETag.
+///
+/// For now a HEAD then a ranged GET; the integrator switches it to one
+/// `get_with(key, GetOpts { range: Some(ReadRange::Suffix(n)), .. })`
+/// once the store has it, making the locator one request.
+async fn read_tail(store: &dyn ObjectStore, key: &Key, n: u64) -> BundleResult<(u64, Option<String>, Bytes)> {
+    let meta = store.head(key).await?;
+    let size = meta.size;
+    let start = size.saturating_sub(n);
+    if start == size {
+        return Ok((size, meta.etag, Bytes::new()));
+    }
+    let got = store.get(key, Some(start..size)).await?;
+    let tail = collect(got.body, size - start, key).await?;
+    Ok((size, meta.etag, tail))
+}
+
+/// A body read into memory, its length checked.
+async fn collect(mut body: ByteStream, expect: u64, key: &Key) -> BundleResult<Bytes> {
+    let mut buf = BytesMut::with_capacity(usize::try_from(expect).unwrap_or(0).min(64 << 20));
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk?);
+    }
+    if buf.len() as u64 != expect {
+        return Err(BundleError::Store(haul_store::StoreError::new(
+            haul_store::Op::Get,
+            key.as_str(),
+            ErrorKind::Integrity,
+            format!("read {} bytes, expected {expect}", buf.len()),
+        )));
+    }
+    Ok(buf.freeze())
+}
+
+/// A member's bytes as they arrive; the stream ends with an integrity
+/// error if their length or CRC64NVME is not the index's.
+pub type MemberStream = BoxStream<'static, BundleResult<Bytes>>;
+
+/// Reads one member with one ranged GET (none for an empty member),
+/// checked against the index.
+pub async fn read_member(store: &dyn ObjectStore, archive_key: &Key, entry: &IndexEntry) -> BundleResult<Bytes> {
+    let mut s = member_stream(store, archive_key, entry).await?;
+    let mut buf = BytesMut::with_capacity(usize::try_from(entry.size).unwrap_or(0).min(64 << 20));
+    while let Some(chunk) = s.next().await {
+        buf.extend_from_slice(&chunk?);
+    }
+    Ok(buf.freeze())
+}
+
+/// Streams one member (one ranged GET), for members too big to hold: the
+/// last item is an integrity error when the bytes do not match the index.
+pub async fn member_stream(
+    store: &dyn ObjectStore,
+    archive_key: &Key,
+    entry: &IndexEntry,
+) -> BundleResult<MemberStream> {
+    let integrity = |what: String| BundleError::Integrity {
+        archive: archive_key.to_string(),
+        member: entry.name.clone(),
+        what,
+    };
+    let want = crc64_from_b64(&entry.crc64nvme).ok_or_else(|| {
+        integrity(format!(
+            "the index's CRC64NVME {:?} is not a full-object CRC",
+            entry.crc64nvme
+        ))
+    })?;
+    let body: ByteStream = if entry.size == 0 {
+        futures::stream::empty().boxed()
+    } else {
+        store.get(archive_key, Some(entry.data_range())).await?.body
+    };
+    let checker = Checker {
+        digest: Digest::new(CrcAlgorithm::Crc64Nvme),
+        seen: 0,
+        size: entry.size,
+        want,
+        archive: archive_key.to_string(),
+        member: entry.name.clone(),
+    };
+    let s = futures::stream::unfold(Some((body, checker)), |state| async move {
+        let (mut body, mut c) = state?;
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                c.seen += chunk.len() as u64;
+                if c.seen > c.size {
+                    return Some((Err(c.fail(format!("more than the index's {} bytes", c.size))), None));
+                }
+                c.digest.update(&chunk);
+                Some((Ok(chunk), Some((body, c))))
+            }
+            Some(Err(e)) => Some((Err(BundleError::Store(e)), None)),
+            None => c.finish().map(|e| (Err(e), None)),
+        }
+    });
+    Ok(s.boxed())
+}
+
+struct Checker {
+    digest: Digest,
+    seen: u64,
+    size: u64,
+    want: u64,
+    archive: String,
+    member: String,
+}
+
+impl Checker {
+    fn fail(&self, what: String) -> BundleError {
+        BundleError::Integrity {
+            archive: self.archive.clone(),
+            member: self.member.clone(),
+            what,
+        }
+    }
+
+    /// The error the end of the body shows, if any.
+    fn finish(self) -> Option<BundleError> {
+        if self.seen != self.size {
+            return Some(self.fail(format!("read {} bytes, the index says {}", self.seen, self.size)));
+        }
+        let got = self.digest.finalize();
+        (got != self.want).then(|| {
+            self.fail(format!(
+                "CRC64NVME {} does not match the index's {}",
+                haul_store::checksum::crc64_to_b64(got),
+                haul_store::checksum::crc64_to_b64(self.want)
+            ))
+        })
+    }
+}

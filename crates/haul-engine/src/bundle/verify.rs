@@ -1,0 +1,287 @@
+//! Checking an archive against its index (`haul verify --bundle`): one
+//! sequential read of the whole archive through the `tar` crate's reader,
+//! every member's header offset, data offset, size, name and CRC64NVME
+//! compared with its index entry, the index member with the locator, and
+//! the end of the archive (end-of-archive blocks, then the locator), and
+//! the sidecar index (when there is one) with the archive's. And
+//! the index against the source objects (`--against`): each still there
+//! with the same size and ETag.
+
+use std::io::{self, Read};
+
+use crc_fast::{CrcAlgorithm, Digest};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use haul_store::checksum::{crc64_from_b64, crc64_to_b64};
+use haul_store::{Key, ObjectStore};
+use serde::Serialize;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::error::{BundleError, BundleResult};
+use super::format::{padding, IndexEntry, Locator, BLOCK, INDEX_MEMBER};
+use super::read::{open_archive_with, Archive, IndexFrom, IndexSource};
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyProblem {
+    /// The member (empty: the archive as a whole).
+    pub member: String,
+    pub what: String,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// The archive (or, against the source, the source store's URL).
+    pub archive: String,
+    /// Members checked.
+    pub members: u64,
+    /// Member bytes read and checked.
+    pub bytes: u64,
+    pub problems: Vec<VerifyProblem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, member: &str, what: impl Into<String>) {
+        self.problems.push(VerifyProblem {
+            member: member.to_string(),
+            what: what.into(),
+        });
+    }
+}
+
+/// Reads the archive once and checks it against its index and locator.
+/// The index is the locator's; when that cannot be read (reported as a
+/// problem), the sidecar's. An error only when no index can be read (the
+/// locator's error then).
+pub async fn verify_archive(store: &dyn ObjectStore, key: &Key) -> BundleResult<VerifyReport> {
+    let mut report = VerifyReport {
+        archive: key.to_string(),
+        ..Default::default()
+    };
+    let archive = match open_archive_with(store, key, IndexFrom::Locator).await {
+        Ok(a) => a,
+        Err(BundleError::Store(e)) => return Err(BundleError::Store(e)),
+        Err(e) => match open_archive_with(store, key, IndexFrom::Sidecar).await {
+            Ok(a) => {
+                report.problem("", format!("the index through the locator: {e}"));
+                a
+            }
+            // No index at all: the locator's failure says why.
+            Err(_) => return Err(e),
+        },
+    };
+    if archive.source == IndexSource::Locator {
+        // The sidecar, when there is one, must say what the archive says.
+        match open_archive_with(store, key, IndexFrom::Sidecar).await {
+            Ok(side) if side.entries != archive.entries => {
+                report.problem("", "the sidecar index differs from the index in the archive")
+            }
+            Ok(_) => {}
+            Err(BundleError::Store(e)) if e.is_not_found() => {}
+            Err(e) => report.problem("", format!("the sidecar index: {e}")),
+        }
+    }
+    let got = store.get(key, None).await?;
+    let reader = Counting {
+        inner: SyncIoBridge::new(StreamReader::new(got.body.map_err(io::Error::other))),
+        pos: 0,
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        walk(reader, &archive, &mut report);
+        report
+    })
+    .await
+    .map_err(|e| BundleError::Malformed {
+        archive: key.to_string(),
+        what: format!("the verifying thread failed: {e}"),
+    })?;
+    Ok(checked)
+}
+
+/// A reader that counts the bytes it gave.
+struct Counting<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn walk<R: Read>(reader: Counting<R>, archive: &Archive, report: &mut VerifyReport) {
+    let mut ar = tar::Archive::new(reader);
+    let mut next_header = 0u64;
+    let mut seen = 0usize;
+    let mut index_seen = false;
+    let entries = match ar.entries() {
+        Ok(e) => e,
+        Err(e) => return report.problem("", format!("not a tar: {e}")),
+    };
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                report.problem("", format!("tar headers stop parsing after offset {next_header}: {e}"));
+                return;
+            }
+        };
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let (header_at, data_at, size) = (entry.raw_header_position(), entry.raw_file_position(), entry.size());
+        let crc = match crc_of(&mut entry) {
+            Ok(c) => c,
+            Err(e) => {
+                report.problem(&name, format!("unreadable data: {e}"));
+                return;
+            }
+        };
+        if let Some(want) = archive.entries.get(seen) {
+            seen += 1;
+            report.members += 1;
+            report.bytes += size;
+            let mut bad = |what: String| report.problem(&want.name, what);
+            if name != want.name {
+                bad(format!("the tar member here is {name:?}"));
+            }
+            if want.header_offset != next_header || header_at < want.header_offset {
+                bad(format!(
+                    "header offset {} in the index, the member's headers start at {next_header}",
+                    want.header_offset
+                ));
+            }
+            if want.data_offset != data_at {
+                bad(format!(
+                    "data offset {} in the index, {data_at} in the tar",
+                    want.data_offset
+                ));
+            }
+            if want.size != size {
+                bad(format!("size {} in the index, {size} in the tar", want.size));
+            }
+            if crc64_from_b64(&want.crc64nvme) != Some(crc) {
+                bad(format!(
+                    "CRC64NVME {} in the index, the data's is {}",
+                    want.crc64nvme,
+                    crc64_to_b64(crc)
+                ));
+            }
+            if !entry.header().entry_type().is_file() {
+                bad("the tar member is not a regular file".into());
+            }
+        } else if name == INDEX_MEMBER && !index_seen {
+            index_seen = true;
+            if let Some(l) = &archive.locator {
+                if (l.index_offset, l.index_len, l.index_crc) != (data_at, size, crc) {
+                    report.problem(
+                        INDEX_MEMBER,
+                        format!(
+                            "the index member is at {data_at} ({size} bytes, CRC {crc:016x}), \
+                             the locator says {} ({} bytes, CRC {:016x})",
+                            l.index_offset, l.index_len, l.index_crc
+                        ),
+                    );
+                }
+            }
+        } else {
+            report.problem(&name, "a tar member that is not in the index");
+        }
+        next_header = data_at + size + padding(size);
+    }
+    for missing in archive.entries.iter().skip(seen) {
+        report.problem(&missing.name, "in the index, not in the tar");
+    }
+    if !index_seen {
+        report.problem("", format!("no {INDEX_MEMBER} member"));
+    }
+    if let Err(e) = entries_end(ar.into_inner(), archive, report) {
+        report.problem("", format!("reading the archive's end: {e}"));
+    }
+}
+
+/// Checks what follows tar's first end-of-archive block: the second one,
+/// then the locator, then nothing.
+fn entries_end<R: Read>(mut r: Counting<R>, archive: &Archive, report: &mut VerifyReport) -> io::Result<()> {
+    let end_at = r.pos;
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest)?;
+    let want_len = 2 * BLOCK as usize;
+    if rest.len() != want_len || rest[..BLOCK as usize].iter().any(|b| *b != 0) {
+        report.problem(
+            "",
+            format!(
+                "after the first end-of-archive block (at {end_at}) come {} bytes, not a zero block and the locator",
+                rest.len()
+            ),
+        );
+        return Ok(());
+    }
+    match Locator::decode(&rest[BLOCK as usize..], r.pos) {
+        Ok(l) if Some(l) == archive.locator || archive.locator.is_none() => {}
+        Ok(l) => report.problem(
+            "",
+            format!("the last block is {l:?}, the index was read through another"),
+        ),
+        Err(e) => report.problem("", format!("the last block: {e}")),
+    }
+    Ok(())
+}
+
+fn crc_of(r: &mut impl Read) -> io::Result<u64> {
+    let mut d = Digest::new(CrcAlgorithm::Crc64Nvme);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(d.finalize());
+        }
+        d.update(&buf[..n]);
+    }
+}
+
+/// Checks that each entry's source object still exists in `src` (the
+/// bucket the archive was made from) with the size and ETag the index
+/// recorded; HEADs `concurrency` at a time.
+pub async fn verify_against(index: &[IndexEntry], src: &dyn ObjectStore, concurrency: usize) -> VerifyReport {
+    let mut report = VerifyReport {
+        archive: src.url(),
+        ..Default::default()
+    };
+    let mut checks = stream::iter(index)
+        .map(|e| async move { (e, check_source(e, src).await) })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((e, found)) = checks.next().await {
+        report.members += 1;
+        if let Err(what) = found {
+            report.problem(&e.name, what);
+        }
+    }
+    report
+}
+
+async fn check_source(e: &IndexEntry, src: &dyn ObjectStore) -> Result<(), String> {
+    let key = Key::object(e.key.clone()).map_err(|err| format!("source key {:?}: {}", e.key, err.message))?;
+    let meta = match src.head(&key).await {
+        Ok(m) => m,
+        Err(err) if err.is_not_found() => return Err(format!("source {:?} no longer exists", e.key)),
+        Err(err) => return Err(format!("source {:?}: {err}", e.key)),
+    };
+    if meta.size != e.size {
+        return Err(format!(
+            "source {:?} is {} bytes, the index says {}",
+            e.key, meta.size, e.size
+        ));
+    }
+    match (&e.etag, &meta.etag) {
+        (Some(want), Some(got)) if want != got => {
+            Err(format!("source {:?} has ETag {got}, the index says {want}", e.key))
+        }
+        _ => Ok(()),
+    }
+}
