@@ -229,6 +229,7 @@ fn check_gnu_tar(archive: &[u8], sources: &BTreeMap<String, Vec<u8>>, names: &[S
         .arg(&out)
         .output()?;
     assert!(x.status.success(), "tar -xf: {}", String::from_utf8_lossy(&x.stderr));
+    assert!(x.stderr.is_empty(), "tar -xf: {}", String::from_utf8_lossy(&x.stderr));
     for n in names {
         assert_eq!(&std::fs::read(out.join(n))?, &sources[n], "extracted {n:?}");
     }

@@ -79,7 +79,7 @@ pub struct BundleSummary {
 /// What one planned item became.
 enum Done {
     Archive(u64, ArchiveOutcome),
-    Large(ObjectMeta, Result<ManifestLine, DeadLetter>),
+    Large(u64, String, Box<Result<ManifestLine, DeadLetter>>),
     Failed(String, BundleError),
 }
 
@@ -112,7 +112,7 @@ impl Ctx {
             }))),
             Planned::Large(meta) => Ok(Task(tokio::spawn(async move {
                 let r = cx.copy_large(&meta).await;
-                Done::Large(meta, r)
+                Done::Large(meta.size, meta.key.to_string(), Box::new(r))
             }))),
         }
     }
@@ -240,13 +240,13 @@ pub async fn bundle_prefix(
                 tracing::warn!(archive = %name, error = %e, "archive not written");
                 summary.failed.push(e.to_string());
             }
-            Ok(Done::Large(meta, r)) => {
+            Ok(Done::Large(size, key, r)) => {
                 large -= 1;
-                match r {
+                match *r {
                     Ok(line) => {
                         summary.large_objects += 1;
-                        summary.large_bytes += meta.size;
-                        lines.push((u64::MAX, meta.key.to_string(), line));
+                        summary.large_bytes += size;
+                        lines.push((u64::MAX, key, line));
                     }
                     Err(d) => summary.dead.push(d),
                 }
