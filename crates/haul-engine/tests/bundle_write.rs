@@ -508,3 +508,55 @@ fn the_grouper_holds_one_group_at_a_time() {
     assert_eq!(members, 100_000);
     assert!(g.high_water() <= 7 && archives >= 100_000 / 7);
 }
+
+/// S3 on moto: real `If-Match` (412 on a changed object) and suffix reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_roundtrip_with_a_changed_object() -> TestResult {
+    if !haul_testkit::s3_enabled() {
+        eprintln!("HAUL_TEST_S3=off: S3 backend not tested");
+        return Ok(());
+    }
+    haul_testkit::set_aws_env();
+    let server = haul_testkit::moto();
+    let conn = haul_store::s3::S3Connection::connect(&haul_store::s3::S3Config {
+        endpoint_url: Some(server.endpoint.clone()),
+        path_style: true,
+        ..Default::default()
+    })
+    .await?;
+    let (bs, bd) = (haul_testkit::unique_bucket("bs"), haul_testkit::unique_bucket("bd"));
+    haul_testkit::create_bucket(server, &bs)?;
+    haul_testkit::create_bucket(server, &bd)?;
+    let (src, dst): (DynStore, DynStore) = (Arc::new(conn.bucket(&bs)), Arc::new(conn.bucket(&bd)));
+    let sources = objects(12, 9);
+    for (name, body) in &sources {
+        put(&src, &format!("src/{name}"), body, PutOptions::default()).await?;
+    }
+    let listed: Vec<ListEntry> = src.list(ListRequest::prefix(key("src/"))).try_collect().await?;
+    let opts = BundleOptions::default();
+    let mut g = Grouper::new("m", "src/", &opts);
+    let mut planned = Vec::new();
+    for e in listed {
+        if let ListEntry::Object(m) = e {
+            planned.extend(g.push(m));
+        }
+    }
+    planned.extend(g.finish());
+    let Some(Planned::Archive(unit)) = planned.pop() else {
+        return Err("no archive".into());
+    };
+    let changed = sources.keys().nth(3).ok_or("keys")?.clone();
+    put(&src, &format!("src/{changed}"), b"new bytes", PutOptions::default()).await?;
+    let out = write_archive(&src, &dest(&dst, "out/"), &unit, &opts, &transfer()).await?;
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(
+        (out.dead[0].reason, out.dead[0].status),
+        (DeadReason::Changed, Some(412))
+    );
+    let mut rest = sources.clone();
+    rest.remove(&changed);
+    let names = check_archive(&dst, "out/m-000001.tar", &rest).await?;
+    assert_eq!(names.len(), rest.len());
+    check_gnu_tar(&read(&dst, "out/m-000001.tar").await?, &rest, &names)?;
+    Ok(())
+}
