@@ -245,6 +245,8 @@ async fn archives_roundtrip_through_tar_readers_and_the_index() -> TestResult {
         if i % 5 == 0 {
             opts.metadata.insert("file-mode".into(), "0750".into());
             opts.metadata.insert("file-owner".into(), "1000".into());
+            opts.tags = vec![("t".into(), format!("v{i}"))];
+            opts.content_type = Some("text/x-test".into());
         }
         put(&src, &format!("src/{name}"), body, opts).await?;
     }
@@ -252,6 +254,7 @@ async fn archives_roundtrip_through_tar_readers_and_the_index() -> TestResult {
         max_members: 20,
         part_size: 4096,
         window: 4,
+        tags: true,
         ..Default::default()
     };
     let s = bundle_prefix(&src, &key("src/"), &dest(&dst, "out/"), "r1", &opts, &transfer()).await?;
@@ -269,6 +272,15 @@ async fn archives_roundtrip_through_tar_readers_and_the_index() -> TestResult {
     }
     let want: Vec<String> = sources.keys().cloned().collect();
     assert_eq!(all, want, "every object once, in key order");
+    // The index keeps content type, user metadata and tags.
+    let idx = parse_index(&read(&dst, "out/r1-000001.tar.index").await?).ok_or("index")?;
+    for (i, e) in idx.iter().enumerate() {
+        let tagged = i % 5 == 0;
+        assert_eq!(e.tags.get("t").cloned(), tagged.then(|| format!("v{i}")), "{e:?}");
+        assert_eq!(e.metadata.get("file-mode").is_some(), tagged);
+        assert_eq!(e.content_type.as_deref() == Some("text/x-test"), tagged);
+        assert!(e.etag.is_some() && e.mtime_ns.is_some() && e.storage_class.as_deref() == Some("STANDARD"));
+    }
     // Modes and owners from the metadata, else 0644/0.
     let first = read(&dst, "out/r1-000001.tar").await?;
     let mut tar = ::tar::Archive::new(&first[..]);

@@ -22,6 +22,8 @@ pub(super) struct Fetched {
     pub(super) crc: u64,
     /// What the GET said of the object (content type, user metadata).
     pub(super) meta: ObjectMeta,
+    /// Its tags, when asked for.
+    pub(super) tags: Vec<(String, String)>,
     pub(super) _permit: BudgetPermit,
 }
 
@@ -31,8 +33,14 @@ fn changed(m: &PlannedMember, msg: String) -> DeadLetter {
     d
 }
 
-/// Reads `m` from `src`; a dead letter when it cannot be read as listed.
-pub(super) async fn fetch(src: &DynStore, m: PlannedMember, budget: &ByteBudget) -> Result<Fetched, DeadLetter> {
+/// Reads `m` from `src` (and its tags when `tags`); a dead letter when it
+/// cannot be read as listed. A source without the tagging API gives none.
+pub(super) async fn fetch(
+    src: &DynStore,
+    m: PlannedMember,
+    budget: &ByteBudget,
+    tags: bool,
+) -> Result<Fetched, DeadLetter> {
     let key = Key::object(m.key.clone())
         .map_err(|e| DeadLetter::new(&m.key, m.size, m.etag.as_deref(), DeadReason::UnsafeName, e.to_string()))?;
     let permit = budget.acquire(m.size).await;
@@ -65,6 +73,14 @@ pub(super) async fn fetch(src: &DynStore, m: PlannedMember, budget: &ByteBudget)
         );
         return Err(dead(&e));
     }
+    let tags = match tags {
+        true => match src.get_tags(&key).await {
+            Ok(t) => t,
+            Err(e) if e.kind == ErrorKind::NotSupported => Vec::new(),
+            Err(e) => return Err(dead(&e)),
+        },
+        false => Vec::new(),
+    };
     let data = buf.freeze();
     let crc = crc64(&data);
     Ok(Fetched {
@@ -72,6 +88,7 @@ pub(super) async fn fetch(src: &DynStore, m: PlannedMember, budget: &ByteBudget)
         data,
         crc,
         meta: got.meta,
+        tags,
         _permit: permit,
     })
 }

@@ -46,6 +46,10 @@ pub struct BundleOptions {
     pub archives_in_flight: usize,
     /// Large objects copied at once by a run.
     pub large_in_flight: usize,
+    /// Record each member's tags in the index (one more request per
+    /// member: GetObjectTagging).
+    #[serde(default)]
+    pub tags: bool,
 }
 
 impl Default for BundleOptions {
@@ -59,6 +63,7 @@ impl Default for BundleOptions {
             window: 64,
             archives_in_flight: 2,
             large_in_flight: 4,
+            tags: false,
         }
     }
 }

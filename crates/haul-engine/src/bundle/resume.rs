@@ -1,11 +1,11 @@
 //! Resuming a run: an archive already complete at the destination is not
 //! written again. Complete means: the sidecar index lists exactly the
 //! planned members (same names, source keys, sizes and — when listed —
-//! ETags), and the
-//! archive's last block is a locator that agrees with it (the archive was
-//! completed, not cut short). Three requests (HEAD, sidecar GET, one
-//! suffix GET); anything missing, unreadable or different means the
-//! archive is written again from the start.
+//! ETags), and the archive's last block is a locator that agrees with it
+//! (the archive was completed, not cut short). Three requests (HEAD,
+//! sidecar GET, one suffix GET); anything missing, unreadable or different
+//! — a member that became a dead letter included — means the archive is
+//! written again from the start.
 
 use bytes::Bytes;
 use futures::TryStreamExt;

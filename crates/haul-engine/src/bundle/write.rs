@@ -13,8 +13,6 @@
 //! the start (the store API cannot list a stale upload to abort it: the
 //! destination's lifecycle rule for incomplete uploads cleans those).
 
-use std::collections::BTreeMap;
-
 use futures::stream::{self, StreamExt};
 use haul_store::checksum::{crc64, crc64_to_b64};
 use haul_store::{DynStore, ErrorKind, Key, Op, PutOptions, StoreError};
@@ -159,6 +157,7 @@ async fn stream_members(
     transfer: &Transfer,
 ) -> Result<Streamed, StoreError> {
     let budget = transfer.limits().budget;
+    let with_tags = opts.tags;
     let bucket = src.capabilities().bucket.clone();
     let mut reads = stream::iter(unit.members.iter().cloned())
         .map(|m| {
@@ -166,7 +165,7 @@ async fn stream_members(
             // are sent; dropping the stream (an error) stops them.
             let (src, budget) = (src.clone(), budget.clone());
             let (key, size, etag) = (m.key.clone(), m.size, m.etag.clone());
-            let task = Task(tokio::spawn(async move { fetch(&src, m, &budget).await }));
+            let task = Task(tokio::spawn(async move { fetch(&src, m, &budget, with_tags).await }));
             async move {
                 task.await.unwrap_or_else(|e| {
                     Err(DeadLetter::new(
@@ -221,8 +220,8 @@ async fn stream_members(
                 .map(|d| d.as_nanos() as i128),
             storage_class: m.storage_class.clone(),
             content_type: f.meta.content_type.clone(),
-            metadata: f.meta.metadata.clone().into_iter().collect::<BTreeMap<_, _>>(),
-            tags: BTreeMap::new(),
+            metadata: f.meta.metadata.clone(),
+            tags: f.tags.iter().cloned().collect(),
         });
     }
     let lines = index_lines(&index)
