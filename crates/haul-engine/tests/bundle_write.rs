@@ -277,7 +277,7 @@ async fn archives_roundtrip_through_tar_readers_and_the_index() -> TestResult {
     for (i, e) in idx.iter().enumerate() {
         let tagged = i % 5 == 0;
         assert_eq!(e.tags.get("t").cloned(), tagged.then(|| format!("v{i}")), "{e:?}");
-        assert_eq!(e.metadata.get("file-mode").is_some(), tagged);
+        assert_eq!(e.metadata.contains_key("file-mode"), tagged);
         assert_eq!(e.content_type.as_deref() == Some("text/x-test"), tagged);
         assert!(e.etag.is_some() && e.mtime_ns.is_some() && e.storage_class.as_deref() == Some("STANDARD"));
     }
