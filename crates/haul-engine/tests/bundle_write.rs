@@ -572,3 +572,60 @@ async fn moto_roundtrip_with_a_changed_object() -> TestResult {
     check_gnu_tar(&read(&dst, "out/m-000001.tar").await?, &rest, &names)?;
     Ok(())
 }
+
+/// A destination that goes down mid-archive fails the archive — with its name — and
+/// leaves neither an archive nor a sidecar behind; the sources are intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_fails_the_archive_and_leaves_nothing() -> TestResult {
+    let (src, dst) = memory_pair();
+    for i in 0..5 {
+        put(
+            &src,
+            &format!("src/k{i}"),
+            &haul_testkit::data(3000, i),
+            PutOptions::default(),
+        )
+        .await?;
+    }
+    let faulty = Arc::new(haul_store::wrap::FaultStore::new(
+        dst.clone(),
+        haul_store::wrap::FaultConfig {
+            latency: std::time::Duration::from_millis(10),
+            ..haul_store::wrap::FaultConfig::none(1)
+        },
+    ));
+    let opts = BundleOptions {
+        part_size: 2048,
+        ..Default::default()
+    };
+    let mut g = Grouper::new("f", "src/", &opts);
+    let listed: Vec<ListEntry> = src.list(ListRequest::prefix(key("src/"))).try_collect().await?;
+    let mut planned = Vec::new();
+    for e in listed {
+        if let ListEntry::Object(m) = e {
+            planned.extend(g.push(m));
+        }
+    }
+    let Some(Planned::Archive(unit)) = g.finish() else {
+        return Err("no archive".into());
+    };
+    assert!(planned.is_empty());
+    // Down in the middle of the parts.
+    let switch = faulty.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(35)).await;
+        switch.set_down(true);
+    });
+    let faulty: DynStore = faulty;
+    let e = write_archive(&src, &dest(&faulty, "out/"), &unit, &opts, &transfer())
+        .await
+        .err()
+        .ok_or("a write to a store that went down")?;
+    assert!(e.to_string().starts_with("archive f-000001.tar: "), "{e}");
+    let left: Vec<ListEntry> = dst.list(ListRequest::prefix(key("out/"))).try_collect().await?;
+    assert!(left.is_empty(), "{left:?}");
+    for i in 0..5 {
+        assert_eq!(read(&src, &format!("src/k{i}")).await?, haul_testkit::data(3000, i));
+    }
+    Ok(())
+}
