@@ -129,6 +129,25 @@ impl DeadLetter {
     }
 }
 
+/// Dead letters as the `--dlq` file holds them: one JSON object a line.
+pub fn dlq_lines(dead: &[DeadLetter]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::new();
+    for d in dead {
+        serde_json::to_writer(&mut out, d)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The keys of the archived dead letters, one a line: what
+/// `haul restore --files-from` takes before a re-run.
+pub fn restore_list(dead: &[DeadLetter]) -> String {
+    dead.iter()
+        .filter(|d| d.reason == DeadReason::Archived)
+        .map(|d| format!("{}\n", d.key))
+        .collect()
+}
+
 /// The request id an S3 error message carries (`[request id X]`).
 fn request_id_in(message: &str) -> Option<String> {
     let (_, rest) = message.split_once("[request id ")?;
@@ -169,5 +188,14 @@ mod tests {
         assert_eq!(DeadLetter::from_error(&meta, &e, 1).reason, DeadReason::Archived);
         let j = serde_json::to_string(&d).unwrap_or_default();
         assert!(j.contains("\"reason\":\"access_denied\""), "{j}");
+        let cold = DeadLetter::new("c", 1, None, DeadReason::Archived, "in GLACIER");
+        assert_eq!(restore_list(&[d.clone(), cold.clone()]), "c\n");
+        let lines = dlq_lines(&[d.clone(), cold]).unwrap_or_default();
+        let back: Vec<DeadLetter> = lines
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect();
+        assert_eq!((back.len(), &back[0]), (2, &d));
     }
 }

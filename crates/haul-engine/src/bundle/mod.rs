@@ -22,7 +22,7 @@ pub mod run;
 pub mod tar;
 pub mod write;
 
-pub use dead::{DeadLetter, DeadReason};
+pub use dead::{dlq_lines, restore_list, DeadLetter, DeadReason};
 pub use format::{IndexEntry, Locator, LocatorError};
 pub use plan::{archive_name, BundleOptions, BundleUnit, Grouper, Planned, PlannedMember};
 pub use resume::parse_index;

@@ -12,7 +12,7 @@
 //!
 //! Names are checked here too ([`unsafe_name`]): a name a tar reader would
 //! put elsewhere than where it says (absolute, `.`/`..`, empty components,
-//! NUL, a trailing `/`) is never written. Folder markers (keys ending in
+//! NUL, a trailing `/`, the index member's own name) is never written. Folder markers (keys ending in
 //! `/` with no data) are not members at all: the planner drops them, and
 //! directories are implied by the members' names.
 
@@ -85,6 +85,9 @@ pub fn unsafe_name(name: &str) -> Option<&'static str> {
     }
     if name.starts_with('/') {
         return Some("an absolute name");
+    }
+    if name == super::format::INDEX_MEMBER {
+        return Some("the name of the archive's own index member");
     }
     if name.ends_with('/') {
         return Some("a name ending in '/' (a folder with data)");
@@ -252,7 +255,7 @@ mod tests {
 
     #[test]
     fn unsafe_names() {
-        for bad in ["", "/a", "a/../b", "./a", "a//b", "a\0b", "a/"] {
+        for bad in ["", "/a", "a/../b", "./a", "a//b", "a\0b", "a/", ".haul/index.jsonl"] {
             assert!(unsafe_name(bad).is_some(), "{bad:?}");
         }
         for good in ["a", "a b/c+d%20.txt", "é/ü", "...", "a..b"] {
