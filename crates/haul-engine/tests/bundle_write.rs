@@ -629,3 +629,59 @@ async fn a_failing_destination_fails_the_archive_and_leaves_nothing() -> TestRes
     }
     Ok(())
 }
+
+/// Reads through the retry wrapper over a flaky source (failed requests,
+/// bodies cut off, bytes flipped): every member in an archive equals its
+/// source; a flipped read, caught by the source's CRC64NVME, is read
+/// again, and a member flipped on every read is a dead letter — never a
+/// corrupt member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_source_gives_exact_members_or_dead_letters() -> TestResult {
+    let server = MemoryServer::new();
+    let src: DynStore = Arc::new(server.bucket("src").with_default_crc64());
+    let dst: DynStore = Arc::new(server.bucket("dst").with_limits(1, 5 << 30));
+    let mut sources = BTreeMap::new();
+    for i in 0..60u64 {
+        let body = haul_testkit::data(200 + 97 * i as usize, i);
+        put(&src, &format!("src/k{i:02}"), &body, PutOptions::default()).await?;
+        sources.insert(format!("k{i:02}"), body);
+    }
+    let flaky: DynStore = Arc::new(haul_store::wrap::FaultStore::new(
+        src,
+        haul_store::wrap::FaultConfig {
+            before_rate: 0.1,
+            body_rate: 0.3,
+            corrupt_rate: 0.5,
+            ..haul_store::wrap::FaultConfig::none(11)
+        },
+    ));
+    let policy = haul_store::wrap::RetryPolicy {
+        max_attempts: 30,
+        min_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(5),
+    };
+    let src: DynStore = Arc::new(haul_store::wrap::RetryStore::new(flaky, policy));
+    let opts = BundleOptions {
+        max_members: 25,
+        part_size: 4096,
+        ..Default::default()
+    };
+    let s = bundle_prefix(&src, &key("src/"), &dest(&dst, "out/"), "f", &opts, &transfer()).await?;
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(s.members + s.dead.len() as u64, 60, "{s:?}");
+    // Half the reads flipped, each member read up to 3 times: some are
+    // flipped every time (1 in 8; none at all is a 1 in 3,000 chance).
+    assert!(!s.dead.is_empty(), "some members were flipped on every read");
+    for d in &s.dead {
+        assert_eq!((d.reason, d.attempts), (DeadReason::Failed, 3), "{d:?}");
+        assert!(d.message.contains("CRC64NVME"), "{}", d.message);
+    }
+    let lines = manifest(&read(&dst, "out/f.bundles.jsonl").await?);
+    let mut n = 0;
+    for (_, akey, members) in archives(&lines) {
+        n += check_archive(&dst, &akey, &sources).await?.len() as u64;
+        assert!(members <= 25);
+    }
+    assert_eq!(n, s.members);
+    Ok(())
+}
