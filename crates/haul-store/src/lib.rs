@@ -14,6 +14,7 @@
 pub mod checksum;
 mod direct;
 pub mod error;
+pub mod get_with;
 pub mod key;
 pub mod local;
 pub mod location;
@@ -33,6 +34,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use error::{ErrorKind, Op, Result, StoreError};
+pub use get_with::{GetOpts, ReadRange};
 pub use key::{Key, KeyRange};
 pub use types::*;
 
@@ -72,6 +74,15 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
 
     /// Reads an object, or a byte range of it, as a stream.
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult>;
+
+    /// Reads with options: a bounded or suffix range, and `If-Match` (the
+    /// object must still have this ETag: else a
+    /// [`ErrorKind::PreconditionFailed`] error). The provided version does
+    /// a suffix as HEAD + ranged `get` and checks the ETag on the answer
+    /// ([`get_with::by_head_and_get`]); S3 sends the real headers.
+    async fn get_with(&self, key: &Key, opts: GetOpts) -> Result<GetResult> {
+        get_with::by_head_and_get(self, key, opts).await
+    }
 
     /// The object's tags.
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>>;

@@ -10,16 +10,33 @@
 //! refuses anything that could escape it ([`names`] says which members
 //! are acceptable at all); `untar` is its sequential fallback for a tar
 //! without an index.
+//!
+//! The write side: [`plan`] cuts a sorted listing into archives
+//! ([`BundleUnit`] work units), [`tar`] makes deterministic member
+//! headers, [`write_archive`] streams one archive into a multipart upload
+//! (members read by `fetch`, bytes cut into parts by `emit`, complete
+//! archives found by `resume`), and [`bundle_prefix`] runs it all over a
+//! listing, copies large objects as they are and writes the run manifest.
+//! Objects that cannot be packed are [`DeadLetter`]s, never failures of
+//! their archive.
 
+pub mod dead;
+mod emit;
 pub mod error;
 pub mod extract;
+mod fetch;
 pub mod format;
 pub mod index;
 pub mod names;
+pub mod plan;
 pub mod read;
+mod resume;
+pub mod run;
+pub mod tar;
 pub mod unbundle;
 mod untar;
 pub mod verify;
+pub mod write;
 
 pub use error::{BundleError, BundleResult};
 pub use extract::LocalRoot;
@@ -28,3 +45,60 @@ pub use names::{Refusal, RefuseReason};
 pub use read::{member_stream, open_archive, open_archive_with, read_member, Archive, IndexFrom, IndexSource};
 pub use unbundle::{unbundle_to_local, unbundle_to_store, UnbundleOptions, UnbundleReport};
 pub use verify::{verify_against, verify_archive, VerifyReport};
+pub use dead::{dlq_lines, restore_list, DeadLetter, DeadReason};
+pub use plan::{archive_name, BundleOptions, BundleUnit, Grouper, Planned, PlannedMember};
+pub use resume::parse_index;
+pub use run::{bundle_prefix, manifest_name, BundleSummary, ManifestLine};
+pub use write::{index_lines, sidecar_name, write_archive, ArchiveOutcome, Destination};
+
+
+
+use haul_store::StoreError;
+
+/// Why a bundle run or an archive failed (objects that fail are dead
+/// letters, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum BundleRunError {
+    /// Writing an archive (or its sidecar) failed at the destination.
+    #[error("archive {archive}: {source}")]
+    Archive {
+        archive: String,
+        #[source]
+        source: StoreError,
+    },
+    /// Listing the source failed.
+    #[error("listing the source: {0}")]
+    List(#[source] StoreError),
+    /// Writing the run manifest failed.
+    #[error("run manifest {key}: {source}")]
+    Manifest {
+        key: String,
+        #[source]
+        source: StoreError,
+    },
+    /// A bad prefix or key given by the caller.
+    #[error("{0}")]
+    Key(#[source] StoreError),
+    /// A task of the run panicked or was cancelled.
+    #[error("a bundle task failed: {0}")]
+    Task(String),
+    #[error("serializing the index: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
+/// A spawned task, aborted when dropped: the work of a failed archive or
+/// run stops with it.
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for Task<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -192,7 +192,12 @@ impl S3Store {
 
 /// Refuses an answer that is not the range asked for: a server that ignores
 /// Range sends the whole object, never to be taken for the part asked for.
-fn check_answered_range(key: &Key, range: Option<&Range<u64>>, content_range: Option<&str>, len: u64) -> Result<()> {
+pub(super) fn check_answered_range(
+    key: &Key,
+    range: Option<&Range<u64>>,
+    content_range: Option<&str>,
+    len: u64,
+) -> Result<()> {
     let Some(r) = range else {
         return Ok(());
     };
@@ -215,7 +220,7 @@ fn check_answered_range(key: &Key, range: Option<&Range<u64>>, content_range: Op
 }
 
 /// What a GET answer says about the object (`total`: its whole size).
-fn meta_of_get(key: &Key, out: &GetObjectOutput, total: u64) -> ObjectMeta {
+pub(super) fn meta_of_get(key: &Key, out: &GetObjectOutput, total: u64) -> ObjectMeta {
     ObjectMeta {
         key: key.clone(),
         size: total,
@@ -237,7 +242,7 @@ fn meta_of_get(key: &Key, out: &GetObjectOutput, total: u64) -> ObjectMeta {
 }
 
 /// The body as a stream of chunks; a failed read is transient (retried).
-fn body_stream(key: &Key, body: SdkBody) -> ByteStream {
+pub(super) fn body_stream(key: &Key, body: SdkBody) -> ByteStream {
     let k = key.as_str().to_string();
     stream::try_unfold(body, move |mut b: SdkBody| {
         let k = k.clone();

@@ -16,7 +16,7 @@
 //!
 //! Modules: `connection` (the client of one endpoint and identity), `crc`
 //! (which checksums uploads carry), `list`, `get` (head, get, tags,
-//! restore), `put` (one-request writes and the options every write
+//! restore), `get_with` (suffix ranges and `If-Match`), `put` (one-request writes and the options every write
 //! carries), `multipart`, `copy` (server-side copies), `delete`; and what
 //! is learnt per connection: `conditional`, `tagging`; `error`
 //! (SDK errors to [`StoreError`]), `timeouts`.
@@ -68,6 +68,7 @@ mod crc;
 mod delete;
 mod error;
 mod get;
+mod get_with;
 mod list;
 mod multipart;
 mod part_stream;
@@ -172,6 +173,10 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
         self.get_object(key, range).await
+    }
+
+    async fn get_with(&self, key: &Key, opts: crate::get_with::GetOpts) -> Result<GetResult> {
+        self.get_object_with(key, opts).await
     }
 
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {

@@ -185,20 +185,13 @@ impl ObjectStore for LimitStore {
         let permit = self.limit.acquire().await;
         let r = self.inner.get(key, range).await;
         self.observe(&r);
-        // The permit is held until the body has been read.
-        r.map(|mut g| {
-            let body = std::mem::replace(&mut g.body, futures::stream::empty().boxed());
-            g.body = body
-                .chain(
-                    futures::stream::once(async move {
-                        drop(permit);
-                        None
-                    })
-                    .filter_map(|x: Option<Result<Bytes>>| async move { x }),
-                )
-                .boxed();
-            g
-        })
+        r.map(|g| hold_until_read(g, permit))
+    }
+    async fn get_with(&self, key: &Key, opts: crate::get_with::GetOpts) -> Result<GetResult> {
+        let permit = self.limit.acquire().await;
+        let r = self.inner.get_with(key, opts).await;
+        self.observe(&r);
+        r.map(|g| hold_until_read(g, permit))
     }
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
         limited!(self, self.inner.get_tags(key))
@@ -262,6 +255,21 @@ impl ObjectStore for LimitStore {
     async fn delete_many(&self, keys: &[Key]) -> Result<Vec<crate::StoreError>> {
         limited!(self, self.inner.delete_many(keys))
     }
+}
+
+/// The body of `g`, holding `permit` until it has been read.
+fn hold_until_read<P: Send + 'static>(mut g: GetResult, permit: P) -> GetResult {
+    let body = std::mem::replace(&mut g.body, futures::stream::empty().boxed());
+    g.body = body
+        .chain(
+            futures::stream::once(async move {
+                drop(permit);
+                None
+            })
+            .filter_map(|x: Option<Result<Bytes>>| async move { x }),
+        )
+        .boxed();
+    g
 }
 
 #[cfg(test)]

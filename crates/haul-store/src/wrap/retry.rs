@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::error::{ErrorKind, Op, Result, StoreError};
+use crate::get_with::GetOpts;
 use crate::key::Key;
 use crate::types::*;
 use crate::{DynStore, ObjectStore};
@@ -63,6 +64,67 @@ impl RetryStore {
             policy,
             answered: Arc::new(Seen::default()),
         }
+    }
+
+    /// The body of `first`, resumed at the byte where it breaks off (and
+    /// failing if the object changed meanwhile).
+    fn resumable(&self, key: &Key, first: GetResult) -> GetResult {
+        let GetResult { meta, range: got, body } = first;
+        struct St {
+            inner: DynStore,
+            key: Key,
+            etag: Option<String>,
+            body: BoxStream<'static, Result<Bytes>>,
+            pos: u64,
+            end: u64,
+            backoff: backon::ExponentialBackoff,
+        }
+        let st = St {
+            inner: self.inner.clone(),
+            key: key.clone(),
+            etag: meta.etag.clone(),
+            body,
+            pos: got.start,
+            end: got.end,
+            backoff: self.policy.backoff().build(),
+        };
+        let body = stream::unfold(Some(st), |st| async move {
+            let mut st = st?;
+            loop {
+                match st.body.next().await {
+                    Some(Ok(chunk)) => {
+                        st.pos += chunk.len() as u64;
+                        return Some((Ok(chunk), Some(st)));
+                    }
+                    None if st.pos >= st.end => return None,
+                    // A body that ends early or breaks retryably resumes where it stopped.
+                    broken @ (None | Some(Err(_))) => {
+                        let e = match broken {
+                            Some(Err(e)) if e.is_retryable() => e,
+                            Some(Err(e)) => return Some((Err(e), None)),
+                            _ => StoreError::new(Op::Get, st.key.as_str(), ErrorKind::Transient, "body ended early"),
+                        };
+                        let (pos, end) = (st.pos, st.end);
+                        if let Err(e) = resume(
+                            &mut st.inner,
+                            &mut st.body,
+                            &st.key,
+                            &st.etag,
+                            pos,
+                            end,
+                            &mut st.backoff,
+                            e,
+                        )
+                        .await
+                        {
+                            return Some((Err(e), None));
+                        }
+                    }
+                }
+            }
+        })
+        .boxed();
+        GetResult { meta, range: got, body }
     }
 }
 
@@ -238,62 +300,15 @@ impl ObjectStore for RetryStore {
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
         let first = retried!(self, self.inner.get(key, range.clone()))?;
-        let GetResult { meta, range: got, body } = first;
-        struct St {
-            inner: DynStore,
-            key: Key,
-            etag: Option<String>,
-            body: BoxStream<'static, Result<Bytes>>,
-            pos: u64,
-            end: u64,
-            backoff: backon::ExponentialBackoff,
-        }
-        let st = St {
-            inner: self.inner.clone(),
-            key: key.clone(),
-            etag: meta.etag.clone(),
-            body,
-            pos: got.start,
-            end: got.end,
-            backoff: self.policy.backoff().build(),
-        };
-        let body = stream::unfold(Some(st), |st| async move {
-            let mut st = st?;
-            loop {
-                match st.body.next().await {
-                    Some(Ok(chunk)) => {
-                        st.pos += chunk.len() as u64;
-                        return Some((Ok(chunk), Some(st)));
-                    }
-                    None if st.pos >= st.end => return None,
-                    // A body that ends early or breaks retryably resumes where it stopped.
-                    broken @ (None | Some(Err(_))) => {
-                        let e = match broken {
-                            Some(Err(e)) if e.is_retryable() => e,
-                            Some(Err(e)) => return Some((Err(e), None)),
-                            _ => StoreError::new(Op::Get, st.key.as_str(), ErrorKind::Transient, "body ended early"),
-                        };
-                        let (pos, end) = (st.pos, st.end);
-                        if let Err(e) = resume(
-                            &mut st.inner,
-                            &mut st.body,
-                            &st.key,
-                            &st.etag,
-                            pos,
-                            end,
-                            &mut st.backoff,
-                            e,
-                        )
-                        .await
-                        {
-                            return Some((Err(e), None));
-                        }
-                    }
-                }
-            }
-        })
-        .boxed();
-        Ok(GetResult { meta, range: got, body })
+        Ok(self.resumable(key, first))
+    }
+
+    async fn get_with(&self, key: &Key, opts: GetOpts) -> Result<GetResult> {
+        // The first answer says which bytes a suffix is; a body that breaks
+        // resumes with plain ranged GETs, checked against its ETag (the one
+        // `If-Match` asked for).
+        let first = retried!(self, self.inner.get_with(key, opts.clone()))?;
+        Ok(self.resumable(key, first))
     }
 
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
