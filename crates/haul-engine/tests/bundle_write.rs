@@ -266,6 +266,31 @@ async fn large_objects_are_copied_as_they_are() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundling_into_the_source_prefix_skips_its_own_output() -> TestResult {
+    let (src, _) = memory_pair();
+    for i in 0..4 {
+        put(
+            &src,
+            &format!("data/k{i}"),
+            &haul_testkit::data(100, i),
+            PutOptions::default(),
+        )
+        .await?;
+    }
+    let d = dest(&src, "data/bundles/");
+    let opts = BundleOptions::default();
+    let first = bundle_prefix(&src, &key("data/"), &d, "s", &opts, &transfer()).await?;
+    assert_eq!((first.members, first.archives_written), (4, 1));
+    // Again: the archive, its sidecar and the manifest are not members.
+    let again = bundle_prefix(&src, &key("data/"), &d, "s", &opts, &transfer()).await?;
+    assert_eq!(
+        (again.members, again.archives_skipped, again.archives_written),
+        (4, 1, 0)
+    );
+    Ok(())
+}
+
 #[test]
 fn the_grouper_holds_one_group_at_a_time() {
     let opts = BundleOptions {

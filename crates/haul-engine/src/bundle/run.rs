@@ -175,6 +175,10 @@ pub async fn bundle_prefix(
     };
     let mut grouper = Grouper::new(run, src_prefix.as_str(), opts);
     let mut listing = src.list(ListRequest::prefix(src_prefix.clone()));
+    // Bundling into the source's own key space: this run's output (and
+    // earlier runs') is not input.
+    let own = (src.url() == dst.store.url() && dst.prefix.as_str().starts_with(src_prefix.as_str()))
+        .then(|| dst.prefix.as_str().to_string());
     let mut listed_all = false;
     let mut queue: VecDeque<Planned> = VecDeque::new();
     let mut running = FuturesUnordered::new();
@@ -205,6 +209,7 @@ pub async fn bundle_prefix(
         // List on only when everything planned has started.
         if queue.is_empty() && !listed_all {
             match listing.next().await {
+                Some(Ok(ListEntry::Object(m))) if own.as_deref().is_some_and(|p| m.key.as_str().starts_with(p)) => {}
                 Some(Ok(ListEntry::Object(m))) => queue.extend(grouper.push(m)),
                 Some(Ok(ListEntry::Prefix(_))) => {}
                 Some(Ok(ListEntry::Unlisted(u))) => {
