@@ -86,11 +86,17 @@ pub enum Command {
     /// complete, verified; optionally delete it after; retry from a durable journal.
     #[command(after_help = WATCH_HELP)]
     Watch(Box<WatchArgs>),
-    /// Run a job file (TOML: one [cp], [sync], [diff], [verify], [rm], [restore] or [watch] table).
+    /// Run a job file (TOML: one [cp], [sync], [diff], [verify], [rm], [restore], [watch], [bundle] or [unbundle] table).
     #[command(
         after_help = "Examples:\n  haul run examples/jobs/nightly-sync.toml\n  haul run job.toml --dry-run\n  haul sync /data s3://bucket/data --delete --print-job > job.toml\n\nCredentials never go in a job file: name a profile (profile = \"name\" in [JOB.src_conn],\n[JOB.dst_conn] or [JOB.conn]); keys come from the standard AWS chain."
     )]
     Run(RunArgs),
+    /// Pack many small objects into tar archives with a byte-offset index.
+    #[command(after_help = crate::bundle_args::BUNDLE_HELP)]
+    Bundle(Box<crate::bundle_args::BundleArgs>),
+    /// Restore an archive's members to a bucket prefix or a local directory.
+    #[command(after_help = crate::bundle_args::UNBUNDLE_HELP)]
+    Unbundle(Box<crate::bundle_args::UnbundleArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -206,11 +212,14 @@ pub struct StateDirArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// s3://bucket[/prefix] or a local directory.
+    /// s3://bucket[/prefix] or a local directory (with --members: an archive).
     pub location: String,
     /// List every object under the prefix instead of one level.
     #[arg(short, long)]
     pub recursive: bool,
+    /// List the members of a bundle archive (name, size, offset, ETag, mtime) from its index.
+    #[arg(long, conflicts_with = "recursive")]
+    pub members: bool,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -371,8 +380,16 @@ pub struct DiffArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    pub src: String,
-    pub dst: String,
+    #[arg(required_unless_present = "bundle")]
+    pub src: Option<String>,
+    #[arg(required_unless_present = "bundle")]
+    pub dst: Option<String>,
+    /// Check a bundle archive against its index (offsets, sizes, CRC64NVMEs, locator).
+    #[arg(long, conflicts_with_all = ["src", "dst"])]
+    pub bundle: Option<String>,
+    /// With --bundle: also check the index against the source objects (same size and ETag).
+    #[arg(long, requires = "bundle")]
+    pub against: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Objects checked at once.
@@ -422,8 +439,11 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct CatArgs {
-    /// s3://bucket/key or a local file.
+    /// s3://bucket/key or a local file (with --member: an archive).
     pub location: String,
+    /// Write this member of a bundle archive (one ranged GET, checked against the index's CRC64NVME).
+    #[arg(long)]
+    pub member: Option<String>,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -432,7 +452,7 @@ fn parse_compare(s: &str) -> Result<haul_engine::march::Compare, String> {
     s.parse().map_err(|e: haul_engine::march::UnknownCompare| e.to_string())
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let v: bytesize::ByteSize = s.parse().map_err(|e| format!("invalid size {s:?}: {e}"))?;
     if v.as_u64() == 0 {
         return Err(format!("invalid size {s:?}: must be more than 0"));

@@ -3,6 +3,7 @@
 //! documented code (0 ok, 1 some objects failed, 2 usage or fatal error).
 
 mod args;
+mod bundle_args;
 mod cmd;
 mod output;
 mod to_spec;
@@ -140,8 +141,16 @@ fn main() -> ExitCode {
             return cmd::job::run(g, job).await;
         }
         match cli.cmd {
+            Command::Ls(a) if a.members => cmd::members::ls(g, &a.location, &a.conn).await,
             Command::Ls(a) => cmd::ls::run(g, a).await,
-            Command::Cat(a) => cmd::cat::run(g, a).await,
+            Command::Cat(a) => match &a.member {
+                Some(m) => cmd::members::cat(&a.location, m, &a.conn).await,
+                None => cmd::cat::run(g, a).await,
+            },
+            Command::Verify(a) if a.bundle.is_some() => {
+                let archive = a.bundle.as_deref().unwrap_or_default();
+                cmd::members::verify(g, archive, a.against.as_deref(), &a.conn).await
+            }
             Command::Watch(a) => match &a.action {
                 Some(action) => cmd::watch::action(g, action),
                 None => Err(anyhow::anyhow!(
@@ -154,6 +163,8 @@ fn main() -> ExitCode {
             | Command::Verify(_)
             | Command::Rm(_)
             | Command::Restore(_)
+            | Command::Bundle(_)
+            | Command::Unbundle(_)
             | Command::Run(_) => Err(anyhow::anyhow!("a job command without its job")),
         }
     };

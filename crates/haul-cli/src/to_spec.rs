@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use haul_jobs::spec::{
-    ConnSpec, CpSpec, DiffSpec, Directive, FilterSpec, Loc, ObjectSpec, RequestChecksums, RestoreSpec, RmSpec, Size,
-    SseSpec, SyncSpec, Tier, TransferSpec, VerifySpec, WatchSpec, WriteSpec,
+    BundleSpec, ConnSpec, CpSpec, DiffSpec, Directive, FilterSpec, Loc, ObjectSpec, RequestChecksums, RestoreSpec,
+    RmSpec, Size, SseSpec, SyncSpec, Tier, TransferSpec, UnbundleSpec, VerifySpec, WatchSpec, WriteSpec,
 };
 use haul_jobs::{JobError, JobSpec};
 
@@ -17,6 +17,7 @@ use crate::args::{
     ChecksumPolicyArg, Command, Conn, CpArgs, DiffArgs, FilterArgs, IfExistsArg, ObjectArgs, RestoreArgs, RmArgs,
     SyncArgs, TransferArgs, VerifyArgs, WatchArgs, WriteArgs,
 };
+use crate::bundle_args::{BundleArgs, UnbundleArgs};
 
 /// Which side of a two-sided command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +66,10 @@ pub fn job_of(cmd: &Command) -> Result<Option<JobSpec>, JobError> {
         Command::Cp(a) => JobSpec::Cp(a.as_ref().try_into()?),
         Command::Sync(a) => JobSpec::Sync(a.as_ref().try_into()?),
         Command::Diff(a) => JobSpec::Diff(a.try_into()?),
+        Command::Verify(a) if a.bundle.is_some() => return Ok(None),
         Command::Verify(a) => JobSpec::Verify(a.try_into()?),
+        Command::Bundle(a) => JobSpec::Bundle(a.as_ref().try_into()?),
+        Command::Unbundle(a) => JobSpec::Unbundle(a.as_ref().try_into()?),
         Command::Rm(a) => JobSpec::Rm(a.try_into()?),
         Command::Restore(a) => JobSpec::Restore(a.try_into()?),
         Command::Watch(a) if a.action.is_none() => JobSpec::Watch(a.as_ref().try_into()?),
@@ -197,8 +201,8 @@ impl TryFrom<&VerifyArgs> for VerifySpec {
 
     fn try_from(a: &VerifyArgs) -> Result<Self, JobError> {
         Ok(VerifySpec {
-            src: loc("SRC", &a.src)?,
-            dst: loc("DST", &a.dst)?,
+            src: loc("SRC", a.src.as_deref().unwrap_or_default())?,
+            dst: loc("DST", a.dst.as_deref().unwrap_or_default())?,
             filter: filter(&a.filter),
             concurrency: a.concurrency,
             all: a.all,
@@ -325,5 +329,45 @@ mod tests {
         assert!(!ps.src_conn.path_style && ps.dst_conn.path_style);
         assert_eq!((ps.src_conn.max_requests, ps.dst_conn.max_requests), (9, 9));
         Ok(())
+    }
+}
+
+impl TryFrom<&BundleArgs> for BundleSpec {
+    type Error = JobError;
+
+    fn try_from(a: &BundleArgs) -> Result<Self, JobError> {
+        Ok(BundleSpec {
+            max_members: a.max_members,
+            max_bytes: Size(a.max_bytes),
+            max_member_size: Size(a.max_member_size),
+            group_by_prefix: a.group_by_prefix,
+            storage_class: a.storage_class.clone(),
+            dlq: a.dlq.clone(),
+            run: a.run.clone(),
+            window: a.window,
+            archives_in_flight: a.archives,
+            part_size: Size(a.part_size),
+            dry_run: a.dry.dry_run,
+            src_conn: a.conn.side(Side::Src),
+            dst_conn: a.conn.side(Side::Dst),
+            ..BundleSpec::new(loc("SRC", &a.src)?, loc("DST_PREFIX", &a.dst_prefix)?)
+        })
+    }
+}
+
+impl TryFrom<&UnbundleArgs> for UnbundleSpec {
+    type Error = JobError;
+
+    fn try_from(a: &UnbundleArgs) -> Result<Self, JobError> {
+        Ok(UnbundleSpec {
+            archive: loc("ARCHIVE", &a.archive)?,
+            dst: loc("DST", &a.dst)?,
+            include: a.include.clone(),
+            overwrite: a.overwrite,
+            concurrency: a.concurrency,
+            dry_run: a.dry.dry_run,
+            src_conn: a.conn.side(Side::Src),
+            dst_conn: a.conn.side(Side::Dst),
+        })
     }
 }

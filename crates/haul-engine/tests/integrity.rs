@@ -553,6 +553,9 @@ async fn a_ranged_read_of_the_wrong_length_now_and_then_is_read_again() -> TestR
     let local: DynStore = Arc::new(LocalStore::create(dir.path())?);
     let t = Transfer::new(small_parts(), CancellationToken::new());
     t.copy(&s, &meta, &local, &k, &NoObserver).await?;
-    assert!(std::fs::read(dir.path().join("big.bin"))? == body.as_ref(), "bytes differ");
+    assert!(
+        std::fs::read(dir.path().join("big.bin"))? == body.as_ref(),
+        "bytes differ"
+    );
     Ok(())
 }

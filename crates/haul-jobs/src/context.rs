@@ -145,6 +145,16 @@ pub enum JobOutcome {
         summary: WatchSummary,
         once: bool,
     },
+    /// bundle: archives written, objects copied as they are, dead letters.
+    Bundled {
+        summary: haul_engine::bundle::BundleSummary,
+        dry_run: bool,
+    },
+    /// unbundle: members restored, refused, failed.
+    Unbundled {
+        report: haul_engine::bundle::UnbundleReport,
+        dry_run: bool,
+    },
 }
 
 impl JobOutcome {
@@ -157,6 +167,8 @@ impl JobOutcome {
             JobOutcome::Verified(s) => s.exit_code() != 0,
             JobOutcome::Restored(c) => c.failed > 0,
             JobOutcome::Watched { summary, once } => *once && summary.exit_code() != 0,
+            JobOutcome::Bundled { summary, .. } => !summary.dead.is_empty() || !summary.failed.is_empty(),
+            JobOutcome::Unbundled { report, .. } => !report.is_clean(),
         };
         u8::from(failed)
     }

@@ -14,7 +14,7 @@ pub async fn run(g: &Global, spec: JobSpec) -> anyhow::Result<u8> {
     // rm, restore) is created now, so a bad path fails before any work.
     let out = match &spec {
         JobSpec::Cp(_) | JobSpec::Sync(_) => Output::for_job(g, true)?,
-        JobSpec::Rm(_) | JobSpec::Restore(_) => Output::for_job(g, false)?,
+        JobSpec::Rm(_) | JobSpec::Restore(_) | JobSpec::Bundle(_) | JobSpec::Unbundle(_) => Output::for_job(g, false)?,
         JobSpec::Diff(_) | JobSpec::Verify(_) | JobSpec::Watch(_) => Output::new(g, false),
     };
     let out = Arc::new(out);
@@ -76,6 +76,8 @@ fn render(g: &Global, out: &Output, outcome: &JobOutcome) {
                 );
             }
         }
+        JobOutcome::Bundled { summary, dry_run } => super::members::render_bundled(g, out, summary, *dry_run),
+        JobOutcome::Unbundled { report, dry_run } => super::members::render_unbundled(g, out, report, *dry_run),
         JobOutcome::Watched { summary, once } => {
             if g.json {
                 println!("{}", json!({"event": "summary", "summary": summary}));

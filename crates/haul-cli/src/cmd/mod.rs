@@ -3,6 +3,7 @@
 pub mod cat;
 pub mod job;
 pub mod ls;
+pub mod members;
 pub mod watch;
 
 use tokio_util::sync::CancellationToken;

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use crc_fast::{CrcAlgorithm, Digest};
 use futures::stream::{BoxStream, StreamExt};
 use haul_store::checksum::{crc64, crc64_from_b64};
-use haul_store::{ByteStream, ErrorKind, Key, ObjectStore};
+use haul_store::{ByteStream, ErrorKind, GetOpts, Key, ObjectStore};
 
 use super::error::{BundleError, BundleResult};
 use super::format::{IndexEntry, Locator, LocatorError, BLOCK, SIDECAR_SUFFIX};
@@ -177,21 +177,24 @@ async fn from_sidecar(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archiv
 }
 
 /// The last `n` bytes of an object (all of it when smaller), with the
-/// object's size and ETag.
-///
-/// For now a HEAD then a ranged GET; the integrator switches it to one
-/// `get_with(key, GetOpts { range: Some(ReadRange::Suffix(n)), .. })`
-/// once the store has it, making the locator one request.
+/// object's size and ETag: one suffix-range GET (`Range: bytes=-n`) where
+/// the store has it; a 0-byte object has no suffix to ask for.
 async fn read_tail(store: &dyn ObjectStore, key: &Key, n: u64) -> BundleResult<(u64, Option<String>, Bytes)> {
-    let meta = store.head(key).await?;
-    let size = meta.size;
-    let start = size.saturating_sub(n);
-    if start == size {
-        return Ok((size, meta.etag, Bytes::new()));
-    }
-    let got = store.get(key, Some(start..size)).await?;
-    let tail = collect(got.body, size - start, key).await?;
-    Ok((size, meta.etag, tail))
+    let got = match store.get_with(key, GetOpts::suffix(n)).await {
+        Ok(g) => g,
+        Err(e) if e.kind == ErrorKind::InvalidRequest || e.code.as_deref() == Some("InvalidRange") => {
+            let meta = store.head(key).await?;
+            if meta.size == 0 {
+                return Ok((0, meta.etag, Bytes::new()));
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (size, etag) = (got.meta.size, got.meta.etag.clone());
+    let len = got.range.end - got.range.start;
+    let tail = collect(got.body, len, key).await?;
+    Ok((size, etag, tail))
 }
 
 /// A body read into memory, its length checked.

@@ -171,9 +171,14 @@ pub async fn unbundle_to_local(
         ..Default::default()
     };
     let key = &archive.key;
-    let mut outcomes = stream::iter(selected(&archive.entries, &opts.include))
-        .map(|e| {
-            let root = root.clone();
+    let entries = &archive.entries;
+    // By index, not by reference: see `verify_against`.
+    let picked: Vec<usize> = (0..entries.len())
+        .filter(|&i| opts.include.matches(&entries[i].name))
+        .collect();
+    let mut outcomes = stream::iter(picked)
+        .map(|i| {
+            let (e, root) = (&entries[i], root.clone());
             async move { (e, restore_local(store, key, e, root).await) }
         })
         .buffer_unordered(opts.concurrency.max(1));
@@ -287,8 +292,15 @@ pub async fn unbundle_to_store(
         ..Default::default()
     };
     let key = &archive.key;
-    let mut outcomes = stream::iter(selected(&archive.entries, &opts.include))
-        .map(|e| async move { (e, restore_store(store, key, e, dst, dst_prefix, tags_kept).await) })
+    let entries = &archive.entries;
+    let picked: Vec<usize> = (0..entries.len())
+        .filter(|&i| opts.include.matches(&entries[i].name))
+        .collect();
+    let mut outcomes = stream::iter(picked)
+        .map(|i| {
+            let e = &entries[i];
+            async move { (e, restore_store(store, key, e, dst, dst_prefix, tags_kept).await) }
+        })
         .buffer_unordered(opts.concurrency.max(1));
     while let Some((e, o)) = outcomes.next().await {
         record(&mut report, &e.name, o);

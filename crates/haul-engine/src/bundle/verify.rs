@@ -253,8 +253,13 @@ pub async fn verify_against(index: &[IndexEntry], src: &dyn ObjectStore, concurr
         archive: src.url(),
         ..Default::default()
     };
-    let mut checks = stream::iter(index)
-        .map(|e| async move { (e, check_source(e, src).await) })
+    // By index, not by reference: a closure over `&IndexEntry` is not
+    // general enough for a spawned task's `Send` check.
+    let mut checks = stream::iter(0..index.len())
+        .map(|i| {
+            let e = &index[i];
+            async move { (e, check_source(e, src).await) }
+        })
         .buffer_unordered(concurrency.max(1));
     while let Some((e, found)) = checks.next().await {
         report.members += 1;

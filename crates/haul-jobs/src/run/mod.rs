@@ -1,11 +1,13 @@
 //! Running a job: [`run`] takes any [`JobSpec`], opens its stores, plans
 //! and executes it, and returns a [`JobOutcome`]. One module per kind.
 
+mod bundle;
 pub(crate) mod cp;
 mod plan;
 mod restore;
 mod rm;
 pub(crate) mod sync;
+mod unbundle;
 mod verify;
 mod watch;
 
@@ -29,6 +31,8 @@ pub async fn run(spec: &JobSpec, ctx: &RunContext) -> Result<JobOutcome> {
         JobSpec::Rm(s) => rm::run(s, ctx).await,
         JobSpec::Restore(s) => restore::run(s, ctx).await,
         JobSpec::Watch(s) => watch::run(s, ctx).await,
+        JobSpec::Bundle(s) => bundle::run(s, ctx).await,
+        JobSpec::Unbundle(s) => unbundle::run(s, ctx).await,
     }
 }
 

@@ -19,6 +19,7 @@
 //! read, with the file, line and column; so are keys that look like secrets
 //! (credentials always come from the standard AWS chain: use a profile).
 
+mod bundle;
 mod jobs;
 mod options;
 mod validate;
@@ -28,14 +29,15 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use bundle::{BundleSpec, UnbundleSpec};
 pub use jobs::{CpSpec, DiffSpec, RestoreSpec, RmSpec, SyncSpec, Tier, VerifySpec, WatchSpec};
 pub use options::{ConnSpec, Directive, FilterSpec, ObjectSpec, RequestChecksums, SseSpec, TransferSpec, WriteSpec};
 pub use values::{Dur, Loc, Size};
 
 use crate::JobError;
 
-/// A job: one command's work, described as data. Room is kept for `bundle`
-/// and `map` (issue 15 and later): new kinds are new variants.
+/// A job: one command's work, described as data. New kinds are new
+/// variants (room is kept for `map`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobSpec {
@@ -46,6 +48,8 @@ pub enum JobSpec {
     Rm(RmSpec),
     Restore(RestoreSpec),
     Watch(WatchSpec),
+    Bundle(BundleSpec),
+    Unbundle(UnbundleSpec),
 }
 
 /// Keys that would hold credentials. Job files are shared, committed and
@@ -72,6 +76,8 @@ impl JobSpec {
             JobSpec::Rm(_) => "rm",
             JobSpec::Restore(_) => "restore",
             JobSpec::Watch(_) => "watch",
+            JobSpec::Bundle(_) => "bundle",
+            JobSpec::Unbundle(_) => "unbundle",
         }
     }
 
@@ -94,7 +100,7 @@ impl JobSpec {
             )));
         }
         if table.len() != 1 {
-            let kinds = "cp, sync, diff, verify, rm, restore, watch";
+            let kinds = "cp, sync, diff, verify, rm, restore, watch, bundle, unbundle";
             return Err(JobError::Invalid(format!(
                 "{origin}: a job file holds exactly one job table ([{kinds}]), found {}",
                 if table.is_empty() {
@@ -123,6 +129,8 @@ impl JobSpec {
             JobSpec::Sync(s) => s.dry_run = dry,
             JobSpec::Rm(s) => s.dry_run = dry,
             JobSpec::Restore(s) => s.dry_run = dry,
+            JobSpec::Bundle(s) => s.dry_run = dry,
+            JobSpec::Unbundle(s) => s.dry_run = dry,
             // diff and verify change nothing anyway.
             JobSpec::Diff(_) | JobSpec::Verify(_) => {}
             JobSpec::Watch(_) => return false,

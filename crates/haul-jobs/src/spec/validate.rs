@@ -39,6 +39,8 @@ impl JobSpec {
                 }
                 positive("concurrency", s.concurrency)
             }
+            JobSpec::Bundle(s) => s.validate(),
+            JobSpec::Unbundle(s) => s.validate(),
             JobSpec::Watch(s) => {
                 transfer(&s.transfer)?;
                 object(&s.object)?;

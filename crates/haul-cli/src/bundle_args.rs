@@ -1,0 +1,95 @@
+//! Arguments of the bundle commands (`bundle`, `unbundle`), kept apart
+//! from args.rs so each file stays readable.
+
+use clap::Args;
+
+use crate::args::{parse_size, Conn, DryRunArgs};
+
+pub const BUNDLE_HELP: &str = "\
+Examples:
+  haul bundle s3://logs/2019/ s3://archive/logs-2019/ --storage-class DEEP_ARCHIVE --dlq dead.jsonl
+  haul bundle ./small-files s3://archive/batch1/ --max-members 50000 --max-bytes 4GiB
+  haul bundle s3://logs/ s3://archive/logs/ --dry-run      # archives, requests, estimated cost
+
+Archives land as DST/<run>-NNNNNN.tar with a sidecar DST/<run>-NNNNNN.tar.index (JSON
+lines: name, key, offsets, size, ETag, CRC64NVME, mtime, storage class, content type,
+metadata) and the same index as the archive's last member; DST/<run>.bundles.jsonl lists
+the archives. Objects above --max-member-size are copied as they are under DST/large/.
+Objects that cannot be read go to --dlq with a reason (not_found, access_denied,
+archived, changed, throttled, too_large, unsafe_name); archived ones also to FILE.archived
+for `haul restore --files-from`. A re-run with the same --run skips complete archives.
+Read back: haul ls --members A.tar; haul cat --member NAME A.tar; haul unbundle A.tar DST;
+haul verify --bundle A.tar.";
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The objects to pack: s3://bucket/prefix or a local directory.
+    pub src: String,
+    /// Where archives land: s3://bucket/prefix or a local directory.
+    pub dst_prefix: String,
+    /// Close an archive at this many members.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_members: usize,
+    /// Close an archive at this many data bytes.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub max_bytes: u64,
+    /// Objects larger than this are copied as they are, under DST_PREFIX/large/.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub max_member_size: u64,
+    /// Close an archive where the first N path levels of the keys change.
+    #[arg(long)]
+    pub group_by_prefix: Option<usize>,
+    /// Storage class of the archives (e.g. DEEP_ARCHIVE, GLACIER, STANDARD_IA).
+    #[arg(long)]
+    pub storage_class: Option<String>,
+    /// Write dead letters (objects left out, with why) to this file as JSON lines.
+    #[arg(long)]
+    pub dlq: Option<std::path::PathBuf>,
+    /// The run's name: archive names start with it; the same name resumes a run.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Member GETs in flight per archive.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Archives written at once.
+    #[arg(long, default_value_t = 4)]
+    pub archives: usize,
+    /// Part size of the archives' uploads.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    #[command(flatten)]
+    pub dry: DryRunArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+pub const UNBUNDLE_HELP: &str = "\
+Examples:
+  haul unbundle s3://archive/logs-2019/bundle-000001.tar ./restored/
+  haul unbundle s3://archive/b/bundle-000001.tar s3://bucket/restored/ --include '2019/01/**'
+
+To a directory: names that are absolute, hold `..`, NUL or backslashes, and members that
+are not regular files or directories are refused one by one (reported; exit 1); nothing
+is created through a symbolic link; existing files are kept unless --overwrite. To a
+bucket: content type, user metadata, tags and storage class come back from the index.";
+
+#[derive(Debug, Args)]
+pub struct UnbundleArgs {
+    /// The archive: s3://bucket/key.tar or a local .tar file.
+    pub archive: String,
+    /// Where members go: s3://bucket/prefix or a local directory.
+    pub dst: String,
+    /// Only members matching this glob; repeatable.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Members read at once.
+    #[arg(long, short = 'j', default_value_t = 64)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub dry: DryRunArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}

@@ -1,0 +1,158 @@
+//! bundle: the objects under a prefix (a listing) packed into tar archives
+//! with byte-offset indexes under a destination prefix; objects above the
+//! member size limit copied as they are; dead letters to `--dlq`. A dry
+//! run prints the plan per archive with its requests and their cost.
+
+use futures::StreamExt;
+use haul_engine::bundle::{self, BundleOptions, BundleSummary, Destination, Grouper, Planned};
+use haul_engine::Transfer;
+use haul_store::location::Location;
+use haul_store::{ListEntry, ListRequest};
+
+use super::transfer_options;
+use crate::connect::{probe, Connector, Opened};
+use crate::context::{JobOutcome, RunContext};
+use crate::error::{JobError, Result};
+use crate::spec::{BundleSpec, ObjectSpec, TransferSpec, WriteSpec};
+
+/// S3 list prices (us-east-1, per 1,000 requests) for the dry run's estimate.
+const PUT_PER_1000: f64 = 0.005;
+const GET_PER_1000: f64 = 0.0004;
+
+pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> {
+    let mut conn = Connector::default();
+    let src = conn.open_existing(s.src.location(), &s.src_conn).await?;
+    let src_prefix = src.key.as_dir();
+    probe(&src.store, &src_prefix, "cannot list", true).await?;
+    let opts = options(s);
+    let run = s.run.clone().unwrap_or_else(|| "bundle".to_string());
+    if s.dry_run {
+        let summary = plan(&src, &run, &opts, ctx).await?;
+        return Ok(JobOutcome::Bundled { summary, dry_run: true });
+    }
+    let (dst_store, dst_prefix) = match s.dst.location() {
+        Location::S3 { bucket, key } => (conn.s3(bucket, &s.dst_conn).await?, key.as_dir()),
+        Location::Local { path } => (conn.local_dir(path, true)?, haul_store::Key::root()),
+        Location::Stdio => return crate::error::invalid("bundle writes archives under a prefix or directory"),
+    };
+    let dst = Destination {
+        store: dst_store,
+        prefix: dst_prefix,
+        storage_class: s.storage_class.clone(),
+    };
+    let transfer = Transfer::new(
+        transfer_options(&transfer_spec(s), &ObjectSpec::default(), &WriteSpec::default()),
+        ctx.cancel.clone(),
+    );
+    let summary = bundle::bundle_prefix(&src.store, &src_prefix, &dst, &run, &opts, &transfer)
+        .await
+        .map_err(|e| JobError::Invalid(format!("bundle {}: {e}", src.shown)))?;
+    if let Some(path) = &s.dlq {
+        write_dlq(path, &summary)?;
+    }
+    Ok(JobOutcome::Bundled {
+        summary,
+        dry_run: false,
+    })
+}
+
+fn options(s: &BundleSpec) -> BundleOptions {
+    BundleOptions {
+        max_members: s.max_members,
+        max_bytes: s.max_bytes.0,
+        max_member_size: s.max_member_size.0,
+        group_by_prefix: s.group_by_prefix,
+        part_size: s.part_size.0,
+        window: s.window,
+        archives_in_flight: s.archives_in_flight,
+        ..Default::default()
+    }
+}
+
+fn transfer_spec(s: &BundleSpec) -> TransferSpec {
+    TransferSpec {
+        part_size: s.part_size,
+        ..TransferSpec::default()
+    }
+}
+
+/// Writes the dead letters (JSON lines) and, when some objects are
+/// archived, their keys one a line in `FILE.archived` for
+/// `haul restore --files-from`.
+fn write_dlq(path: &std::path::Path, summary: &BundleSummary) -> Result<()> {
+    let io = |e: std::io::Error| JobError::Invalid(format!("--dlq {}: {e}", path.display()));
+    let lines = bundle::dlq_lines(&summary.dead).map_err(|e| JobError::Invalid(e.to_string()))?;
+    std::fs::write(path, lines).map_err(io)?;
+    let archived = bundle::restore_list(&summary.dead);
+    if !archived.is_empty() {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".archived");
+        std::fs::write(std::path::PathBuf::from(p), archived).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The dry run: the archives the listing makes, each with its members,
+/// bytes, parts and requests, and an estimated request cost.
+async fn plan(src: &Opened, run: &str, opts: &BundleOptions, ctx: &RunContext) -> Result<BundleSummary> {
+    let prefix = src.key.as_dir();
+    let mut grouper = Grouper::new(run, prefix.as_str(), opts);
+    let mut listing = src.store.list(ListRequest::prefix(prefix.clone()));
+    let mut summary = BundleSummary {
+        run: run.to_string(),
+        ..Default::default()
+    };
+    let (mut gets, mut puts) = (0u64, 0u64);
+    let mut show = |p: Planned, summary: &mut BundleSummary| match p {
+        Planned::Archive(u) => {
+            let parts = u.bytes.div_ceil(opts.part_size.max(1)).max(1);
+            // create + parts + complete, and the sidecar.
+            let (g, w) = (u.members.len() as u64, parts + 3);
+            gets += g;
+            puts += w;
+            summary.archives_written += 1;
+            summary.members += u.members.len() as u64;
+            summary.member_bytes += u.bytes;
+            ctx.reporter.notice(&format!(
+                "would write {}: {} members, {} bytes, {parts} parts; requests: {g} GET, {w} PUT/POST",
+                u.name,
+                u.members.len(),
+                u.bytes
+            ));
+        }
+        Planned::Large(m) => {
+            puts += 1;
+            summary.large_objects += 1;
+            summary.large_bytes += m.size;
+            ctx.reporter.notice(&format!(
+                "would copy {} as it is ({} bytes) under large/",
+                m.key, m.size
+            ));
+        }
+        Planned::Dead(d) => summary.dead.push(d),
+    };
+    while let Some(e) = listing.next().await {
+        match e {
+            Ok(ListEntry::Object(o)) => {
+                for p in grouper.push(o) {
+                    show(p, &mut summary);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err(JobError::store(e)),
+        }
+    }
+    while let Some(p) = grouper.finish() {
+        show(p, &mut summary);
+    }
+    summary.folders = grouper.folders();
+    let cost = puts as f64 / 1000.0 * PUT_PER_1000 + gets as f64 / 1000.0 * GET_PER_1000;
+    ctx.reporter.notice(&format!(
+        "plan: {} archives, {} members, {} large objects, {} dead letters; requests: {gets} GET, {puts} PUT/POST; estimated ${cost:.4} at S3 list prices",
+        summary.archives_written,
+        summary.members,
+        summary.large_objects,
+        summary.dead.len()
+    ));
+    Ok(summary)
+}
