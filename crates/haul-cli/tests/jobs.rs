@@ -138,6 +138,42 @@ fn every_command_prints_a_job_that_runs_back_to_itself() -> R {
     )?;
     round_trip(
         &[
+            "bundle",
+            "s3://bkt/logs/",
+            "s3://arch/logs/",
+            "--max-members",
+            "500",
+            "--max-bytes",
+            "2GiB",
+            "--group-by-prefix",
+            "2",
+            "--storage-class",
+            "DEEP_ARCHIVE",
+            "--dlq",
+            "dead.jsonl",
+            "--run",
+            "r1",
+        ],
+        &[
+            "[bundle]",
+            "max_members = 500",
+            "max_bytes = \"2GiB\"",
+            "storage_class = \"DEEP_ARCHIVE\"",
+        ],
+    )?;
+    round_trip(
+        &[
+            "unbundle",
+            "s3://arch/logs/r1-000001.tar",
+            d,
+            "--include",
+            "2019/**",
+            "--overwrite",
+        ],
+        &["[unbundle]", "overwrite = true", "include = [\"2019/**\"]"],
+    )?;
+    round_trip(
+        &[
             "watch",
             d,
             "s3://bkt/ingest",

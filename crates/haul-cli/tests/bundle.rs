@@ -1,0 +1,223 @@
+//! `haul bundle` end to end, as a user runs it: a tree of small objects
+//! (local, and on moto) packed into archives; the members listed, read one
+//! by one, verified, unbundled back to a directory and to a bucket — bytes
+//! and metadata equal the originals — and GNU tar agrees with the index.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use common::*;
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+/// Small files with awkward names (spaces, `+`, `%`, unicode, a long
+/// path), sizes around the tar block, a 0-byte one, and one large file.
+fn tree(root: &Path) -> Result<BTreeMap<String, Vec<u8>>, Box<dyn std::error::Error>> {
+    let mut want = BTreeMap::new();
+    let long = format!("deep/{}/end.txt", "x".repeat(150));
+    let names = [
+        "a.txt",
+        "b c+d%20e.bin",
+        "ünï/cödé.json",
+        "2026/11/21/x.log",
+        "2026/11/22/y.log",
+        "empty",
+        long.as_str(),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let size = [511, 512, 513, 1, 4096, 0, 1000][i];
+        let body = data(size, i as u64 + 1);
+        write(&root.join(n), &body)?;
+        want.insert(n.to_string(), body);
+    }
+    for i in 0..40u64 {
+        let n = format!("many/f{i:03}");
+        let body = data(100 + i as usize * 37, 100 + i);
+        write(&root.join(&n), &body)?;
+        want.insert(n, body);
+    }
+    Ok(want)
+}
+
+fn json_lines(o: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_local_tree_bundles_lists_reads_verifies_and_unbundles_back() -> R {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    let want = tree(&src)?;
+    write(&src.join("big.bin"), &data(300_000, 9))?;
+    let arch = dir.path().join("arch");
+    let (src_s, arch_s) = (src.to_string_lossy().to_string(), arch.to_string_lossy().to_string());
+
+    // The plan first: nothing written.
+    let plan = ok(&[
+        "bundle",
+        &src_s,
+        &arch_s,
+        "--max-members",
+        "20",
+        "--max-member-size",
+        "100KiB",
+        "--dry-run",
+    ])?;
+    assert!(
+        stderr(&plan).contains("would write bundle-000001.tar"),
+        "{}",
+        stderr(&plan)
+    );
+    assert!(stderr(&plan).contains("estimated $"), "{}", stderr(&plan));
+    assert!(!arch.exists(), "a dry run wrote {arch:?}");
+
+    let out = ok(&[
+        "bundle",
+        &src_s,
+        &arch_s,
+        "--max-members",
+        "20",
+        "--max-member-size",
+        "100KiB",
+        "--json",
+    ])?;
+    let sum = last_json(&out)?;
+    assert_eq!(sum["members"], want.len() as u64, "{sum}");
+    assert_eq!(sum["archives_written"], 3, "47 members by 20: {sum}");
+    assert_eq!(sum["large_objects"], 1, "{sum}");
+    assert_eq!(std::fs::read(arch.join("large/big.bin"))?, data(300_000, 9));
+    let manifest = std::fs::read_to_string(arch.join("bundle.bundles.jsonl"))?;
+    assert_eq!(manifest.lines().count(), 4, "{manifest}");
+
+    // Every member listed from the indexes, and read back one by one.
+    let mut seen = BTreeMap::new();
+    for n in 1..=3 {
+        let a = arch.join(format!("bundle-{n:06}.tar"));
+        let a_s = a.to_string_lossy().to_string();
+        let ls = ok(&["ls", "--members", &a_s, "--json"])?;
+        for e in json_lines(&ls).into_iter().filter(|v| v.get("name").is_some()) {
+            let name = e["name"].as_str().unwrap_or_default().to_string();
+            let cat = ok(&["cat", "--member", &name, &a_s])?;
+            seen.insert(name, cat.stdout);
+        }
+        // GNU tar reads the archive without a warning and agrees.
+        let tar = std::process::Command::new("tar").arg("-tf").arg(&a).output()?;
+        assert!(
+            tar.status.success() && tar.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&tar.stderr)
+        );
+        let ok_verify = ok(&["verify", "--bundle", &a_s])?;
+        assert!(stderr(&ok_verify).contains("0 problems"), "{}", stderr(&ok_verify));
+    }
+    assert!(seen == want, "members read back differ from the sources");
+    let missing = run(&[
+        "cat",
+        "--member",
+        "nope",
+        &arch.join("bundle-000001.tar").to_string_lossy(),
+    ])?;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no member \"nope\""), "{}", stderr(&missing));
+
+    // Unbundled to a directory: the same bytes.
+    let back = dir.path().join("back");
+    for n in 1..=3 {
+        let a = arch.join(format!("bundle-{n:06}.tar")).to_string_lossy().to_string();
+        ok(&["unbundle", &a, &back.to_string_lossy()])?;
+    }
+    for (name, body) in &want {
+        assert!(&std::fs::read(back.join(name))? == body, "{name} differs");
+    }
+
+    // A damaged byte is found by verify (exit 1), and by cat.
+    let a1 = arch.join("bundle-000001.tar");
+    let mut bytes = std::fs::read(&a1)?;
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(arch.join("bundle-000001.tar.index"))?
+            .lines()
+            .find(|l| l.contains("\"size\":511"))
+            .ok_or("no 511-byte member")?,
+    )?;
+    let at = first["data_offset"].as_u64().ok_or("no offset")? as usize + 7;
+    bytes[at] ^= 0x40;
+    std::fs::write(&a1, &bytes)?;
+    let a1_s = a1.to_string_lossy().to_string();
+    let bad = run(&["verify", "--bundle", &a1_s])?;
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    let name = first["name"].as_str().ok_or("no name")?;
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains(name),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+    let cat = run(&["cat", "--member", name, &a1_s])?;
+    assert_eq!(cat.status.code(), Some(1), "{}", stderr(&cat));
+    Ok(())
+}
+
+#[test]
+fn bundles_on_s3_unbundle_back_with_metadata_and_report_dead_letters() -> R {
+    let b = bucket("bundle")?;
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    let want = tree(&src)?;
+    let (src_s, up) = (src.to_string_lossy().to_string(), format!("s3://{b}/src/"));
+    ok(&[
+        "cp",
+        "-r",
+        "--endpoint-url",
+        &ep,
+        &src_s,
+        &up,
+        "--content-type",
+        "text/x-haul",
+        "--metadata",
+        "team=data",
+    ])?;
+    let arch = format!("s3://{b}/arch/");
+    let dlq = dir.path().join("dead.jsonl");
+    let out = ok(&[
+        "bundle",
+        "--endpoint-url",
+        &ep,
+        &up,
+        &arch,
+        "--json",
+        "--dlq",
+        &dlq.to_string_lossy(),
+        "--run",
+        "r1",
+    ])?;
+    let sum = last_json(&out)?;
+    assert_eq!(sum["members"], want.len() as u64, "{sum}");
+    assert_eq!(std::fs::read_to_string(&dlq)?, "", "no dead letters");
+
+    // Back to the bucket: bytes, content type and metadata from the index.
+    let a = format!("s3://{b}/arch/r1-000001.tar");
+    ok(&["unbundle", "--endpoint-url", &ep, &a, &format!("s3://{b}/back/")])?;
+    let back = inspect(&b, "back/")?;
+    for (name, body) in &want {
+        let got = back
+            .get(&format!("back/{name}"))
+            .ok_or(format!("{name} not unbundled"))?;
+        assert_eq!(got["md5"], haul_store::checksum::md5_hex(body), "{name}");
+        assert_eq!(got["content_type"], "text/x-haul", "{name}");
+        assert_eq!(got["metadata"]["team"], "data", "{name}");
+    }
+
+    // A re-run with the same name skips the complete archive.
+    let again = ok(&["bundle", "--endpoint-url", &ep, &up, &arch, "--json", "--run", "r1"])?;
+    let sum = last_json(&again)?;
+    assert_eq!(sum["archives_skipped"], 1, "{sum}");
+    assert_eq!(sum["archives_written"], 0, "{sum}");
+    Ok(())
+}
