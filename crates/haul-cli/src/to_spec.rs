@@ -293,45 +293,6 @@ impl TryFrom<&WatchArgs> for WatchSpec {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn sync_spec(extra: &[&str]) -> Result<SyncSpec, Box<dyn std::error::Error>> {
-        let mut argv = vec!["haul", "sync", "s3://src-bkt/x", "s3://dst-bkt/y"];
-        argv.extend_from_slice(extra);
-        match job_of(&crate::args::Cli::try_parse_from(argv)?.cmd)? {
-            Some(JobSpec::Sync(s)) => Ok(s),
-            other => Err(format!("not sync: {other:?}").into()),
-        }
-    }
-
-    /// Each side's endpoint and profile come from its own flags, else the
-    /// plain ones (and so identify the side in the sync journal).
-    #[test]
-    fn each_side_gets_its_own_endpoint_and_profile() -> Result<(), Box<dyn std::error::Error>> {
-        let base = sync_spec(&["--endpoint-url", "http://one:9000"])?;
-        assert_eq!(base.src_conn.endpoint_url.as_deref(), Some("http://one:9000"));
-        assert_eq!(base.src_conn, base.dst_conn);
-        let dr = sync_spec(&["--endpoint-url", "http://one:9000", "--dst-profile", "dr"])?;
-        assert_eq!(dr.src_conn, base.src_conn);
-        assert_eq!(dr.dst_conn.profile.as_deref(), Some("dr"));
-        let other = sync_spec(&[
-            "--endpoint-url",
-            "http://one:9000",
-            "--src-endpoint-url",
-            "http://two:9000",
-        ])?;
-        assert_eq!(other.src_conn.endpoint_url.as_deref(), Some("http://two:9000"));
-        assert_eq!(other.dst_conn, base.dst_conn);
-        let ps = sync_spec(&["--dst-path-style", "--max-requests", "9"])?;
-        assert!(!ps.src_conn.path_style && ps.dst_conn.path_style);
-        assert_eq!((ps.src_conn.max_requests, ps.dst_conn.max_requests), (9, 9));
-        Ok(())
-    }
-}
-
 impl TryFrom<&BundleArgs> for BundleSpec {
     type Error = JobError;
 
@@ -369,5 +330,44 @@ impl TryFrom<&UnbundleArgs> for UnbundleSpec {
             src_conn: a.conn.side(Side::Src),
             dst_conn: a.conn.side(Side::Dst),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn sync_spec(extra: &[&str]) -> Result<SyncSpec, Box<dyn std::error::Error>> {
+        let mut argv = vec!["haul", "sync", "s3://src-bkt/x", "s3://dst-bkt/y"];
+        argv.extend_from_slice(extra);
+        match job_of(&crate::args::Cli::try_parse_from(argv)?.cmd)? {
+            Some(JobSpec::Sync(s)) => Ok(s),
+            other => Err(format!("not sync: {other:?}").into()),
+        }
+    }
+
+    /// Each side's endpoint and profile come from its own flags, else the
+    /// plain ones (and so identify the side in the sync journal).
+    #[test]
+    fn each_side_gets_its_own_endpoint_and_profile() -> Result<(), Box<dyn std::error::Error>> {
+        let base = sync_spec(&["--endpoint-url", "http://one:9000"])?;
+        assert_eq!(base.src_conn.endpoint_url.as_deref(), Some("http://one:9000"));
+        assert_eq!(base.src_conn, base.dst_conn);
+        let dr = sync_spec(&["--endpoint-url", "http://one:9000", "--dst-profile", "dr"])?;
+        assert_eq!(dr.src_conn, base.src_conn);
+        assert_eq!(dr.dst_conn.profile.as_deref(), Some("dr"));
+        let other = sync_spec(&[
+            "--endpoint-url",
+            "http://one:9000",
+            "--src-endpoint-url",
+            "http://two:9000",
+        ])?;
+        assert_eq!(other.src_conn.endpoint_url.as_deref(), Some("http://two:9000"));
+        assert_eq!(other.dst_conn, base.dst_conn);
+        let ps = sync_spec(&["--dst-path-style", "--max-requests", "9"])?;
+        assert!(!ps.src_conn.path_style && ps.dst_conn.path_style);
+        assert_eq!((ps.src_conn.max_requests, ps.dst_conn.max_requests), (9, 9));
+        Ok(())
     }
 }

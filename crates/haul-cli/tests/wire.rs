@@ -250,7 +250,18 @@ fn lossy(up: Upstream) -> TestResult {
                 None => wrong.push(format!("{rel}: missing and not reported")),
             }
         }
-        assert!(wrong.is_empty(), "{what}: {wrong:?}");
+        assert!(
+            wrong.is_empty(),
+            "{what}: exit {:?}: {}: {} wrong, first: {:?}",
+            out.status.code(),
+            stderr(out)
+                .lines()
+                .filter(|l| !l.contains("DEBUG"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            wrong.len(),
+            wrong.iter().take(5).collect::<Vec<_>>()
+        );
 
         if out.status.code() == Some(0) {
             assert_eq!(got.len(), want.len(), "{what}: exit 0 with objects missing");
