@@ -37,6 +37,11 @@ pub(crate) fn kind_for(code: &str, status: u16) -> ErrorKind {
             501 => ErrorKind::NotSupported,
             500..=599 | 408 => ErrorKind::Transient,
             400..=499 => ErrorKind::InvalidRequest,
+            // Not an HTTP status (600 and up), or a redirect with no S3
+            // error code (S3 names its redirects): a status line damaged
+            // on the way ("200" with a bit flipped reads "600" or "300").
+            300..=399 if code.is_empty() => ErrorKind::Transient,
+            0..=99 | 600.. => ErrorKind::Transient,
             _ => ErrorKind::Other,
         },
     }
@@ -240,6 +245,17 @@ mod tests {
             "b",
             SdkError::service_error(GetObjectError::generic(meta), raw),
         )
+    }
+
+    /// A status line damaged on the way (a flipped bit turns 200 into 600
+    /// or 300) is a hiccup worth sending again, not a refusal.
+    #[test]
+    fn a_status_that_no_server_sends_is_transient() {
+        for status in [600, 999, 300, 304, 42] {
+            assert_eq!(kind_for("", status), ErrorKind::Transient, "{status}");
+        }
+        assert_eq!(kind_for("PermanentRedirect", 301), ErrorKind::Other);
+        assert_eq!(kind_for("", 400), ErrorKind::InvalidRequest);
     }
 
     /// garage's refusals of a damaged signature or access key id read as
