@@ -202,7 +202,9 @@ impl StoreError {
     /// not text, XML it cannot read — or as badly signed: once the server
     /// has accepted haul's requests, that is a request garbled on the way,
     /// worth sending again. So are an access key the server does not know
-    /// (`InvalidAccessKeyId`: the one it accepted, damaged) and an answer
+    /// (`InvalidAccessKeyId`: the one it accepted, damaged), a signed
+    /// request taken for an anonymous one (`MissingSecurityHeader`: its
+    /// Authorization header damaged) and an answer
     /// whose Content-Range is not the range asked for (`RangeMismatch`): a
     /// header damaged on the way.
     pub fn is_garbled_request(&self) -> bool {
@@ -210,6 +212,7 @@ impl StoreError {
             Some(
                 "RangeMismatch"
                 | "InvalidAccessKeyId"
+                | "MissingSecurityHeader"
                 | "SignatureDoesNotMatch"
                 | "AuthorizationHeaderMalformed"
                 | "InvalidHeaderValue"

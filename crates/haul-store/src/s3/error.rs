@@ -69,6 +69,11 @@ where
                 (Some(c), Some(m)) if c == "AccessDenied" && m.contains("No such key: GK") => {
                     Some("InvalidAccessKeyId".to_string())
                 }
+                // A signed request read as anonymous: its Authorization
+                // header damaged on the way (AWS: MissingSecurityHeader).
+                (Some(c), Some(m)) if c == "AccessDenied" && m.contains("anonymous access") => {
+                    Some("MissingSecurityHeader".to_string())
+                }
                 (c, _) => c,
             };
             let kind = match kind_for(code.as_deref().unwrap_or(""), status) {
@@ -267,6 +272,12 @@ mod tests {
         assert_eq!(e.code.as_deref(), Some("InvalidAccessKeyId"), "{e}");
         assert!(e.is_garbled_request(), "{e}");
         let e = refused("AccessDenied", "Forbidden: Invalid signature");
+        assert!(e.is_garbled_request(), "{e}");
+        let e = refused(
+            "AccessDenied",
+            "Forbidden: Garage does not support anonymous access yet",
+        );
+        assert_eq!(e.code.as_deref(), Some("MissingSecurityHeader"), "{e}");
         assert!(e.is_garbled_request(), "{e}");
         let e = refused("AccessDenied", "Forbidden: Operation is not allowed for this key.");
         assert!(!e.is_garbled_request(), "{e}");
