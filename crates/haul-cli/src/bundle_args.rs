@@ -10,6 +10,8 @@ Examples:
   haul bundle s3://logs/2019/ s3://archive/logs-2019/ --storage-class DEEP_ARCHIVE --dlq dead.jsonl
   haul bundle ./small-files s3://archive/batch1/ --max-members 50000 --max-bytes 4GiB
   haul bundle s3://logs/ s3://archive/logs/ --dry-run      # archives, requests, estimated cost
+  haul bundle s3://logs/ s3://archive/logs/ --inventory s3://inv/logs/daily/2026-11-30T01-00Z/manifest.json
+  haul bundle s3://logs/ s3://archive/logs/ --input-dlq dead.jsonl --run retry1
 
 Archives land as DST/<run>-NNNNNN.tar with a sidecar DST/<run>-NNNNNN.tar.index (JSON
 lines: name, key, offsets, size, ETag, CRC64NVME, mtime, storage class, content type,
@@ -27,6 +29,15 @@ pub struct BundleArgs {
     pub src: String,
     /// Where archives land: s3://bucket/prefix or a local directory.
     pub dst_prefix: String,
+    /// Take the objects from an S3 Inventory (manifest.json; CSV.gz or Parquet) instead of listing SRC.
+    #[arg(long)]
+    pub inventory: Option<String>,
+    /// With --inventory: every version and delete marker row, not only current objects.
+    #[arg(long, requires = "inventory")]
+    pub versions: bool,
+    /// Bundle exactly the objects of an earlier run's --dlq file (after fixing what failed them).
+    #[arg(long, conflicts_with = "inventory")]
+    pub input_dlq: Option<std::path::PathBuf>,
     /// Close an archive at this many members.
     #[arg(long, default_value_t = 10_000)]
     pub max_members: usize,

@@ -221,3 +221,233 @@ fn bundles_on_s3_unbundle_back_with_metadata_and_report_dead_letters() -> R {
     assert_eq!(sum["archives_written"], 0, "{sum}");
     Ok(())
 }
+
+/// `--inventory` (Parquet) picks exactly the inventory's current objects
+/// under SRC; an object deleted since the inventory is a `not_found` dead
+/// letter (exit 1) and the rest is bundled; after it is put back,
+/// `--input-dlq` bundles exactly that object.
+#[test]
+fn bundles_from_a_parquet_inventory_and_retries_its_dead_letters() -> R {
+    use haul_testkit::inventory::{manifest, parquet, Row};
+    let (b, inv) = (bucket("bunpq")?, bucket("bunpqinv")?);
+    let ep = endpoint();
+    let dir = tempfile::tempdir()?;
+    let t = dir.path().join("t");
+    let names = ["a.json", "b c+d%.json", "ü 日本.json", "gone.json"];
+    for k in names {
+        write(&t.join(k), k.as_bytes())?;
+    }
+    ok(&[
+        "cp",
+        "-r",
+        &t.to_string_lossy(),
+        &format!("s3://{b}/src"),
+        "--endpoint-url",
+        &ep,
+        "-q",
+    ])?;
+    // Another object under SRC that the inventory does not name: not bundled.
+    write(&dir.path().join("late.json"), b"late")?;
+    ok(&[
+        "cp",
+        &dir.path().join("late.json").to_string_lossy(),
+        &format!("s3://{b}/src/late.json"),
+        "--endpoint-url",
+        &ep,
+    ])?;
+    let md5 = |s: &str| haul_store::checksum::md5_hex(s.as_bytes());
+    let mut rows: Vec<Row> = names
+        .iter()
+        .map(|k| Row::object(&b, &format!("src/{k}"), k.len() as u64, &md5(k)))
+        .collect();
+    let mut old = Row::object(&b, "src/a.json", 1, "00000000000000000000000000000000");
+    old.is_latest = false;
+    old.version_id = Some("v0".into());
+    rows.insert(1, old);
+    let body = parquet(&rows, 2).map_err(|e| e.to_string())?;
+    let m = manifest(&b, "Parquet", &[("pq/data/0.parquet", body.as_slice())], None);
+    for (name, bytes, key) in [
+        ("0.parquet", body.clone(), "pq/data/0.parquet"),
+        ("manifest.json", m, "pq/manifest.json"),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes)?;
+        ok(&[
+            "cp",
+            &p.to_string_lossy(),
+            &format!("s3://{inv}/{key}"),
+            "--endpoint-url",
+            &ep,
+            "-q",
+        ])?;
+    }
+    ok(&["rm", &format!("s3://{b}/src/gone.json"), "--endpoint-url", &ep])?;
+
+    let dlq = dir.path().join("dead.jsonl");
+    let dlq_s = dlq.to_string_lossy().to_string();
+    let arch = format!("s3://{b}/arch/");
+    let src = format!("s3://{b}/src/");
+    let manifest_url = format!("s3://{inv}/pq/manifest.json");
+    let out = run(&[
+        "bundle",
+        "--endpoint-url",
+        &ep,
+        &src,
+        &arch,
+        "--inventory",
+        &manifest_url,
+        "--dlq",
+        &dlq_s,
+        "--json",
+    ])?;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a dead letter makes exit 1: {}",
+        stderr(&out)
+    );
+    let sum = last_json(&out)?;
+    assert_eq!(sum["members"], 3, "{sum}");
+    let dead: Vec<Value> = std::fs::read_to_string(&dlq)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["key"], "src/gone.json");
+    assert_eq!(dead[0]["reason"], "not_found");
+    let ls = ok(&[
+        "ls",
+        "--members",
+        "--endpoint-url",
+        &ep,
+        &format!("{arch}bundle-000001.tar"),
+        "--json",
+    ])?;
+    let members: Vec<String> = json_lines(&ls)
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        members,
+        ["a.json", "b c+d%.json", "ü 日本.json"],
+        "the inventory's current objects only"
+    );
+
+    // Put it back; the retry bundles exactly the dead letter.
+    ok(&[
+        "cp",
+        &t.join("gone.json").to_string_lossy(),
+        &format!("s3://{b}/src/gone.json"),
+        "--endpoint-url",
+        &ep,
+    ])?;
+    let out = ok(&[
+        "bundle",
+        "--endpoint-url",
+        &ep,
+        &src,
+        &arch,
+        "--input-dlq",
+        &dlq_s,
+        "--run",
+        "retry1",
+        "--json",
+    ])?;
+    assert_eq!(last_json(&out)?["members"], 1);
+    let cat = ok(&[
+        "cat",
+        "--member",
+        "gone.json",
+        "--endpoint-url",
+        &ep,
+        &format!("{arch}retry1-000001.tar"),
+    ])?;
+    assert_eq!(cat.stdout, b"gone.json");
+    Ok(())
+}
+
+/// Killed (SIGKILL) in the middle of a run, then run again with the same
+/// `--run`: every object is in exactly one archive — none missing, none
+/// twice — and the archives already complete were not written again.
+#[test]
+fn a_run_killed_mid_way_resumes_without_a_missing_or_duplicate_member() -> R {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    let mut want = BTreeMap::new();
+    for i in 0..3000u64 {
+        let n = format!("d{:02}/f{i:05}", i % 30);
+        let body = data(200 + (i as usize * 13) % 3000, i);
+        write(&src.join(&n), &body)?;
+        want.insert(n, body);
+    }
+    let arch = dir.path().join("arch");
+    let (src_s, arch_s) = (src.to_string_lossy().to_string(), arch.to_string_lossy().to_string());
+    let args = [
+        "bundle",
+        &src_s,
+        &arch_s,
+        "--max-members",
+        "100",
+        "--archives",
+        "1",
+        "--run",
+        "k",
+    ];
+    let mut child = haul()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Wait for a few archives, then kill it.
+    let started = std::time::Instant::now();
+    loop {
+        let done = std::fs::read_dir(&arch)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.index"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if done >= 3 || started.elapsed() > std::time::Duration::from_secs(60) {
+            break;
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill()?;
+    child.wait()?;
+    let killed_early = !arch.join("k.bundles.jsonl").exists();
+
+    let out = ok(&[&args[..], &["--json"]].concat())?;
+    let sum = last_json(&out)?;
+    eprintln!("killed before the end: {killed_early}; the re-run: {sum}");
+    if killed_early {
+        assert!(
+            sum["archives_skipped"].as_u64().unwrap_or(0) >= 1,
+            "nothing resumed: {sum}"
+        );
+    }
+    assert_eq!(
+        sum["archives_written"].as_u64().unwrap_or(0) + sum["archives_skipped"].as_u64().unwrap_or(0),
+        30,
+        "{sum}"
+    );
+    let mut seen: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for n in 1..=30 {
+        let a = arch.join(format!("k-{n:06}.tar"));
+        let ls = ok(&["ls", "--members", &a.to_string_lossy(), "--json"])?;
+        let bytes = std::fs::read(&a)?;
+        for e in json_lines(&ls).into_iter().filter(|v| v.get("name").is_some()) {
+            let name = e["name"].as_str().unwrap_or_default().to_string();
+            let off = e["data_offset"].as_u64().ok_or("offset")? as usize;
+            let size = e["size"].as_u64().ok_or("size")? as usize;
+            let prev = seen.insert(name.clone(), bytes[off..off + size].to_vec());
+            assert!(prev.is_none(), "{name} is in two archives");
+        }
+    }
+    assert_eq!(seen.len(), want.len(), "members missing");
+    assert!(seen == want, "a member's bytes differ from its source");
+    Ok(())
+}

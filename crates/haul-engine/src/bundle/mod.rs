@@ -46,7 +46,7 @@ pub use names::{Refusal, RefuseReason};
 pub use plan::{archive_name, BundleOptions, BundleUnit, Grouper, Planned, PlannedMember};
 pub use read::{member_stream, open_archive, open_archive_with, read_member, Archive, IndexFrom, IndexSource};
 pub use resume::parse_index;
-pub use run::{bundle_prefix, manifest_name, BundleSummary, ManifestLine};
+pub use run::{bundle_entries, bundle_prefix, manifest_name, BundleSummary, ManifestLine};
 pub use unbundle::{unbundle_to_local, unbundle_to_store, UnbundleOptions, UnbundleReport};
 pub use verify::{verify_against, verify_archive, VerifyReport};
 pub use write::{index_lines, sidecar_name, write_archive, ArchiveOutcome, Destination};

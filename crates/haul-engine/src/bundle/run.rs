@@ -10,9 +10,9 @@
 
 use std::collections::VecDeque;
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 use haul_store::checksum::md5_hex;
-use haul_store::{Checksums, DynStore, Key, ListEntry, ListRequest, ObjectMeta, PutOptions, SkipReason};
+use haul_store::{Checksums, DynStore, Key, ListEntry, ListRequest, ObjectMeta, PutOptions, SkipReason, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::dead::{DeadLetter, DeadReason};
@@ -160,6 +160,23 @@ pub async fn bundle_prefix(
     opts: &BundleOptions,
     transfer: &Transfer,
 ) -> Result<BundleSummary, BundleRunError> {
+    let listing = src.list(ListRequest::prefix(src_prefix.clone()));
+    bundle_entries(src, src_prefix, listing, dst, run, opts, transfer).await
+}
+
+/// [`bundle_prefix`] over objects of `src` given as a stream of entries
+/// instead of its listing: an S3 Inventory's rows, or the dead letters of
+/// an earlier run (`--input-dlq`). Keys outside `src_prefix` are not
+/// bundled; the order of the stream decides the archives.
+pub async fn bundle_entries(
+    src: &DynStore,
+    src_prefix: &Key,
+    mut listing: BoxStream<'static, Result<ListEntry, StoreError>>,
+    dst: &Destination,
+    run: &str,
+    opts: &BundleOptions,
+    transfer: &Transfer,
+) -> Result<BundleSummary, BundleRunError> {
     let cx = Ctx {
         src: src.clone(),
         src_prefix: src_prefix.clone(),
@@ -174,7 +191,6 @@ pub async fn bundle_prefix(
         ..Default::default()
     };
     let mut grouper = Grouper::new(run, src_prefix.as_str(), opts);
-    let mut listing = src.list(ListRequest::prefix(src_prefix.clone()));
     // Bundling into the source's own key space: this run's output (and
     // earlier runs') is not input.
     let own = (src.url() == dst.store.url() && dst.prefix.as_str().starts_with(src_prefix.as_str()))
@@ -209,7 +225,9 @@ pub async fn bundle_prefix(
         // List on only when everything planned has started.
         if queue.is_empty() && !listed_all {
             match listing.next().await {
-                Some(Ok(ListEntry::Object(m))) if own.as_deref().is_some_and(|p| m.key.as_str().starts_with(p)) => {}
+                Some(Ok(ListEntry::Object(m)))
+                    if own.as_deref().is_some_and(|p| m.key.as_str().starts_with(p))
+                        || !m.key.as_str().starts_with(src_prefix.as_str()) => {}
                 Some(Ok(ListEntry::Object(m))) => queue.extend(grouper.push(m)),
                 Some(Ok(ListEntry::Prefix(_))) => {}
                 Some(Ok(ListEntry::Unlisted(u))) => {

@@ -143,8 +143,13 @@ fn record(report: &mut UnbundleReport, name: &str, o: Outcome) {
     }
 }
 
-fn selected<'a>(entries: &'a [IndexEntry], include: &'a Filter) -> impl Iterator<Item = &'a IndexEntry> + 'a {
-    entries.iter().filter(move |e| include.matches(&e.name))
+/// The indexes of the entries `include` selects. By index, not by
+/// reference: a closure over `&IndexEntry` is not general enough for a
+/// spawned task's `Send` check.
+fn selected(entries: &[IndexEntry], include: &Filter) -> Vec<usize> {
+    (0..entries.len())
+        .filter(|&i| include.matches(&entries[i].name))
+        .collect()
 }
 
 /// Restores an archive's members under the local directory `root`.
@@ -167,15 +172,12 @@ pub async fn unbundle_to_local(
         Err(e) => return Err(e),
     };
     let mut report = UnbundleReport {
-        filtered: (archive.entries.len() - selected(&archive.entries, &opts.include).count()) as u64,
+        filtered: (archive.entries.len() - selected(&archive.entries, &opts.include).len()) as u64,
         ..Default::default()
     };
     let key = &archive.key;
     let entries = &archive.entries;
-    // By index, not by reference: see `verify_against`.
-    let picked: Vec<usize> = (0..entries.len())
-        .filter(|&i| opts.include.matches(&entries[i].name))
-        .collect();
+    let picked = selected(entries, &opts.include);
     let mut outcomes = stream::iter(picked)
         .map(|i| {
             let (e, root) = (&entries[i], root.clone());
@@ -288,14 +290,12 @@ pub async fn unbundle_to_store(
     let archive = open_archive_with(store, archive_key, opts.index_from).await?;
     let tags_kept = dst.tagging_supported().await.unwrap_or(false);
     let mut report = UnbundleReport {
-        filtered: (archive.entries.len() - selected(&archive.entries, &opts.include).count()) as u64,
+        filtered: (archive.entries.len() - selected(&archive.entries, &opts.include).len()) as u64,
         ..Default::default()
     };
     let key = &archive.key;
     let entries = &archive.entries;
-    let picked: Vec<usize> = (0..entries.len())
-        .filter(|&i| opts.include.matches(&entries[i].name))
-        .collect();
+    let picked = selected(entries, &opts.include);
     let mut outcomes = stream::iter(picked)
         .map(|i| {
             let e = &entries[i];

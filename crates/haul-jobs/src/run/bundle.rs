@@ -3,17 +3,23 @@
 //! member size limit copied as they are; dead letters to `--dlq`. A dry
 //! run prints the plan per archive with its requests and their cost.
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
-use haul_engine::bundle::{self, BundleOptions, BundleSummary, Destination, Grouper, Planned};
+use haul_engine::bundle::{self, BundleOptions, BundleSummary, DeadLetter, Destination, Grouper, Planned};
+use haul_engine::inventory::InventoryOptions;
+use haul_engine::source::load_inventory;
 use haul_engine::Transfer;
 use haul_store::location::Location;
-use haul_store::{ListEntry, ListRequest};
+use haul_store::{ErrorKind, Key, ListEntry, ListRequest, ObjectMeta, Op, StoreError};
+
+/// Objects to bundle, as a listing gives them.
+type Entries = BoxStream<'static, std::result::Result<ListEntry, StoreError>>;
 
 use super::transfer_options;
 use crate::connect::{probe, Connector, Opened};
 use crate::context::{JobOutcome, RunContext};
-use crate::error::{JobError, Result};
-use crate::spec::{BundleSpec, ObjectSpec, TransferSpec, WriteSpec};
+use crate::error::{invalid, JobError, Result};
+use crate::spec::{BundleSpec, Loc, ObjectSpec, TransferSpec, WriteSpec};
 
 /// S3 list prices (us-east-1, per 1,000 requests) for the dry run's estimate.
 const PUT_PER_1000: f64 = 0.005;
@@ -44,7 +50,12 @@ pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> 
         transfer_options(&transfer_spec(s), &ObjectSpec::default(), &WriteSpec::default()),
         ctx.cancel.clone(),
     );
-    let summary = bundle::bundle_prefix(&src.store, &src_prefix, &dst, &run, &opts, &transfer)
+    let entries = match (&s.inventory, &s.input_dlq) {
+        (Some(manifest), _) => inventory_entries(&mut conn, manifest, s).await?,
+        (None, Some(path)) => dlq_entries(path)?,
+        (None, None) => src.store.list(ListRequest::prefix(src_prefix.clone())),
+    };
+    let summary = bundle::bundle_entries(&src.store, &src_prefix, entries, &dst, &run, &opts, &transfer)
         .await
         .map_err(|e| JobError::Invalid(format!("bundle {}: {e}", src.shown)))?;
     if let Some(path) = &s.dlq {
@@ -54,6 +65,69 @@ pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> 
         summary,
         dry_run: false,
     })
+}
+
+/// The objects of an S3 Inventory (verified whole before any row is
+/// read), as listing entries of the source bucket.
+async fn inventory_entries(conn: &mut Connector, manifest: &Loc, s: &BundleSpec) -> Result<Entries> {
+    let m = conn.open_existing(manifest.location(), &s.src_conn).await?;
+    let inv = load_inventory(&m.store, &m.key)
+        .await
+        .map_err(|e| JobError::store_in(format!("inventory {manifest}"), e))?;
+    if let Location::S3 { bucket, .. } = s.src.location() {
+        if *bucket != inv.source_bucket {
+            return invalid(format!(
+                "{}: the inventory describes bucket {:?}, not {bucket:?}",
+                manifest, inv.source_bucket
+            ));
+        }
+    }
+    Ok(inv
+        .rows(InventoryOptions { versions: s.versions })
+        .map(|r| r.and_then(|row| row.to_meta()).map(ListEntry::Object))
+        .boxed())
+}
+
+/// The objects of an earlier run's dead letters (`--input-dlq`): key, size
+/// and ETag as they were planned, read one line at a time.
+fn dlq_entries(path: &std::path::Path) -> Result<Entries> {
+    use std::io::BufRead;
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| JobError::Invalid(format!("--input-dlq {shown}: {e}")))?;
+    let lines = std::io::BufReader::new(file).lines().enumerate();
+    Ok(futures::stream::iter(lines)
+        .filter_map(move |(n, line)| {
+            let shown = shown.clone();
+            async move {
+                let bad = |why: String| {
+                    Some(Err(StoreError::new(
+                        Op::List,
+                        shown.as_str(),
+                        ErrorKind::InvalidRequest,
+                        format!("--input-dlq line {}: {why}", n + 1),
+                    )))
+                };
+                let line = match line {
+                    Ok(l) if l.trim().is_empty() => return None,
+                    Ok(l) => l,
+                    Err(e) => return bad(e.to_string()),
+                };
+                let d: DeadLetter = match serde_json::from_str(&line) {
+                    Ok(d) => d,
+                    Err(e) => return bad(format!("not a dead letter: {e}")),
+                };
+                match Key::object(d.key) {
+                    Ok(key) => Some(Ok(ListEntry::Object(ObjectMeta {
+                        key,
+                        size: d.size,
+                        etag: d.etag,
+                        ..Default::default()
+                    }))),
+                    Err(e) => bad(e.message),
+                }
+            }
+        })
+        .boxed())
 }
 
 fn options(s: &BundleSpec) -> BundleOptions {

@@ -42,6 +42,9 @@ pub struct BundleSpec {
     /// Where dead letters go (JSON lines).
     #[serde(default)]
     pub dlq: Option<PathBuf>,
+    /// Bundle exactly the objects of an earlier run's dead-letter file.
+    #[serde(default)]
+    pub input_dlq: Option<PathBuf>,
     /// Name of the run (archive names start with it); default `bundle`.
     #[serde(default)]
     pub run: Option<String>,
@@ -123,6 +126,7 @@ impl BundleSpec {
             group_by_prefix: None,
             storage_class: None,
             dlq: None,
+            input_dlq: None,
             run: None,
             window: window(),
             archives_in_flight: archives(),
@@ -147,6 +151,12 @@ impl BundleSpec {
                 "--max-member-size ({}) is larger than --max-bytes ({}): such members could never fit an archive",
                 self.max_member_size, self.max_bytes
             ));
+        }
+        if self.inventory.is_some() && self.input_dlq.is_some() {
+            return Err("--inventory and --input-dlq exclude each other: give one source of objects".into());
+        }
+        if self.versions && self.inventory.is_none() {
+            return Err("--versions needs --inventory (a listing has current objects only)".into());
         }
         if self.group_by_prefix == Some(0) {
             return Err("--group-by-prefix must be at least 1 (path levels)".into());
