@@ -53,7 +53,7 @@ async fn archives_roundtrip_through_tar_readers_and_the_index() -> TestResult {
     let want: Vec<String> = sources.keys().cloned().collect();
     assert_eq!(all, want, "every object once, in key order");
     // The index keeps content type, user metadata and tags.
-    let idx = parse_index(&read(&dst, "out/r1-000001.tar.index").await?).ok_or("index")?;
+    let idx = parse_index(&read(&dst, "out/r1-000001.tar.index").await?, "sidecar")?;
     for (i, e) in idx.iter().enumerate() {
         let tagged = i % 5 == 0;
         assert_eq!(e.tags.get("t").cloned(), tagged.then(|| format!("v{i}")), "{e:?}");
@@ -145,7 +145,7 @@ async fn grouping_is_deterministic_across_runs() -> TestResult {
         let lines = manifest(&body);
         let mut plan = Vec::new();
         for (name, akey, _) in archives(&lines) {
-            let idx = parse_index(&read(&dst, &format!("{akey}.index")).await?).ok_or("index")?;
+            let idx = parse_index(&read(&dst, &format!("{akey}.index")).await?, "sidecar")?;
             plan.push(format!(
                 "{name}: {}",
                 idx.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(" ")

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use haul_store::{DynStore, GetOpts, Key};
 
-use super::format::{IndexEntry, Locator, BLOCK};
+use super::format::{Locator, BLOCK};
+use super::index::parse_index;
 use super::plan::BundleUnit;
 use super::write::ArchiveOutcome;
 
@@ -21,19 +22,10 @@ async fn read_all(store: &DynStore, key: &Key, opts: GetOpts) -> Option<Bytes> {
     Some(chunks.concat().into())
 }
 
-/// The sidecar's entries, when it parses.
-pub fn parse_index(lines: &[u8]) -> Option<Vec<IndexEntry>> {
-    lines
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).ok())
-        .collect()
-}
-
 /// The outcome of `unit`'s archive at `key` when it is complete.
 pub(super) async fn existing(dst: &DynStore, key: &Key, sidecar: &Key, unit: &BundleUnit) -> Option<ArchiveOutcome> {
     let meta = dst.head(key).await.ok()?;
-    let index = parse_index(&read_all(dst, sidecar, GetOpts::default()).await?)?;
+    let index = parse_index(&read_all(dst, sidecar, GetOpts::default()).await?, sidecar.as_str()).ok()?;
     let same = unit.members.len() == index.len()
         && unit.members.iter().zip(&index).all(|(m, e)| {
             m.name == e.name && m.key == e.key && m.size == e.size && (m.etag.is_none() || m.etag == e.etag)

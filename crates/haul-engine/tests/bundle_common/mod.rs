@@ -173,7 +173,7 @@ pub async fn check_archive(
         seen.push((name, entry.raw_file_position()));
     }
     // The index: one entry per member, offsets into the archive's bytes.
-    let index = parse_index(&index_data).ok_or("index does not parse")?;
+    let index = parse_index(&index_data, "index")?;
     assert_eq!(index.len(), seen.len());
     for (e, (name, pos)) in index.iter().zip(&seen) {
         assert_eq!(&e.name, name);
