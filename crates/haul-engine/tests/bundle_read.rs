@@ -189,7 +189,7 @@ async fn a_damaged_locator_or_index_is_a_clear_error() -> TestResult {
     let msg = open_archive(&store, &key).await.err().ok_or("opened")?.to_string();
     assert_eq!(
         msg,
-        "archive \"range.tar\": the index locator points outside the archive"
+        "archive \"range.tar\": the index locator points outside the archive, or at an index larger than 256 MiB"
     );
     // An unknown version.
     let key = put(&store, "v.tar", with(&|b| b[end + 8] = 9)).await?;
@@ -253,6 +253,23 @@ async fn verify_reads_the_archive_once_and_finds_what_the_index_gets_wrong() -> 
     );
     put(&store, "good.tar.index", good.index.clone()).await?;
     assert!(verify_archive(&store, &key).await?.is_ok());
+
+    // An index naming one member's bytes twice (a hostile index could
+    // make an unbundle write the same range without bound) is refused.
+    let twice = build_with(&members, |e| {
+        let mut again = e[2].clone();
+        again.name = "again".into();
+        e.insert(3, again);
+    })?;
+    let key2 = put(&store, "twice.tar", twice.bytes).await?;
+    let err = open_archive(&store, &key2)
+        .await
+        .err()
+        .ok_or("an index naming a range twice was accepted")?;
+    assert!(
+        err.to_string().contains("over the data of the member before it"),
+        "{err}"
+    );
 
     // A wrong data offset in the index (the locator's CRC covers it).
     let bad = build_with(&members, |e| e[3].data_offset += 512)?;

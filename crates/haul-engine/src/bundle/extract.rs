@@ -25,6 +25,10 @@ use super::names::{check_name, Refusal, RefuseReason};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
+/// The start of the names of files being written (renamed into place when
+/// complete); member names starting with it are refused.
+pub const TEMP_PREFIX: &str = ".haul-extract-";
+
 /// Why one member could not be written: refused, or a file-system call failed.
 #[derive(Debug)]
 pub enum ExtractError {
@@ -120,7 +124,7 @@ impl LocalRoot {
                 return Err(Refusal::new(RefuseReason::Conflict, format!("{name:?} is a directory")).into());
             }
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let tmp = format!(".haul-extract-{}-{n}.tmp", std::process::id());
+            let tmp = format!("{TEMP_PREFIX}{}-{n}.tmp", std::process::id());
             (tmp.clone(), Some(tmp))
         } else {
             (last.to_string(), None)

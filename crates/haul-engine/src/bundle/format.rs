@@ -29,6 +29,10 @@ pub const SIDECAR_SUFFIX: &str = ".index";
 pub const LOCATOR_MAGIC: &[u8; 8] = b"HAULIDX1";
 /// The locator block's format version.
 pub const LOCATOR_VERSION: u32 = 1;
+/// The largest index a reader accepts (an archive's index is about 400
+/// bytes a member: 10,000 members take 4 MiB), so a hostile locator or
+/// sidecar cannot make a reader allocate without bound.
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
 
 /// What the index records of one member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +105,7 @@ pub enum LocatorError {
     Magic,
     #[error("index locator version {0} is not supported (1 is)")]
     Version(u32),
-    #[error("the index locator points outside the archive")]
+    #[error("the index locator points outside the archive, or at an index larger than 256 MiB")]
     Range,
 }
 
@@ -143,8 +147,12 @@ impl Locator {
             index_crc: u64_at(28),
             members: u64_at(36),
         };
-        match l.index_offset.checked_add(l.index_len) {
-            Some(end) if end + BLOCK <= archive_size => Ok(l),
+        match l
+            .index_offset
+            .checked_add(l.index_len)
+            .and_then(|end| end.checked_add(BLOCK))
+        {
+            Some(end) if end <= archive_size && l.index_len <= MAX_INDEX_BYTES => Ok(l),
             _ => Err(LocatorError::Range),
         }
     }
@@ -170,6 +178,16 @@ mod tests {
         let b = l.encode();
         assert_eq!(Locator::decode(&b, 4096), Ok(l));
         assert_eq!(Locator::decode(&b, 1024 + 300), Err(LocatorError::Range));
+        // Offsets that overflow, or an index too large to read, are refused
+        // without a panic.
+        for (offset, len) in [(u64::MAX - 10, 5), (10, u64::MAX - 10), (0, MAX_INDEX_BYTES + 1)] {
+            let hostile = Locator {
+                index_offset: offset,
+                index_len: len,
+                ..l
+            };
+            assert_eq!(Locator::decode(&hostile.encode(), u64::MAX), Err(LocatorError::Range));
+        }
         assert_eq!(Locator::decode(&[0u8; 512], 4096), Err(LocatorError::Magic));
         assert_eq!(Locator::decode(&b[..100], 4096), Err(LocatorError::Size(100)));
         let mut v2 = b;

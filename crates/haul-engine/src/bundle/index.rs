@@ -110,6 +110,8 @@ pub fn index_lines<'a>(bytes: &'a [u8], source_name: &str) -> BundleResult<Index
             line: 0,
             reason: format!("zstd: {e}"),
         })?;
+        // At most MAX_INDEX_BYTES decompressed: a zstd bomb stops there.
+        let dec = dec.take(super::format::MAX_INDEX_BYTES);
         Box::new(BufReader::new(Box::new(dec) as Box<dyn Read + 'a>))
     } else {
         Box::new(bytes)

@@ -90,6 +90,14 @@ pub fn check_name(name: &str) -> Result<Vec<&str>, Refusal> {
     if comps.contains(&"..") {
         return Err(Refusal::new(RefuseReason::DotDot, "the name has a '..' component"));
     }
+    // The extractor's own temporary names: a member named like one could
+    // be renamed over by, or unlinked with, another member's write.
+    if comps.iter().any(|c| c.starts_with(super::extract::TEMP_PREFIX)) {
+        return Err(Refusal::new(
+            RefuseReason::InvalidName,
+            "the name is one haul uses for temporary files",
+        ));
+    }
     Ok(comps)
 }
 
@@ -122,6 +130,13 @@ pub fn member_kind(t: tar::EntryType) -> Result<MemberKind, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_extractors_temporary_names_are_refused() {
+        assert!(check_name(".haul-extract-1-2.tmp").is_err());
+        assert!(check_name("d/.haul-extract-9.tmp").is_err());
+        assert!(check_name("d/haul-extract.tmp").is_ok());
+    }
 
     #[test]
     fn names_are_checked_before_any_path_is_made() {

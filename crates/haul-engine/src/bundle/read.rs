@@ -10,7 +10,7 @@ use haul_store::checksum::{crc64, crc64_from_b64};
 use haul_store::{ByteStream, ErrorKind, GetOpts, Key, ObjectStore};
 
 use super::error::{BundleError, BundleResult};
-use super::format::{IndexEntry, Locator, LocatorError, BLOCK, SIDECAR_SUFFIX};
+use super::format::{IndexEntry, Locator, LocatorError, BLOCK, MAX_INDEX_BYTES, SIDECAR_SUFFIX};
 use super::index::parse_index;
 
 /// How much of the archive's end the first read takes: the locator, and
@@ -94,15 +94,22 @@ pub async fn open_archive_with(store: &dyn ObjectStore, key: &Key, from: IndexFr
             Err(e) => return Err(e),
         },
     };
-    if let Some(bad) = archive.entries.iter().find(|e| e.data_range().end > archive.size) {
+    // Members in archive order, each after the one before: a hostile
+    // index naming one range many times would make an unbundle write (and
+    // read) the same bytes without bound.
+    let mut end = 0u64;
+    for e in &archive.entries {
+        let what = if e.data_range().end > archive.size {
+            format!("past the archive's end ({} bytes)", archive.size)
+        } else if e.data_offset < end {
+            format!("over the data of the member before it (which ends at {end})")
+        } else {
+            end = e.data_range().end;
+            continue;
+        };
         return Err(BundleError::Malformed {
             archive: key.to_string(),
-            what: format!(
-                "the index puts member {:?} at {:?}, past the archive's end ({} bytes)",
-                bad.name,
-                bad.data_range(),
-                archive.size
-            ),
+            what: format!("the index puts member {:?} at {:?}, {what}", e.name, e.data_range()),
         });
     }
     Ok(archive)
@@ -163,6 +170,12 @@ async fn from_sidecar(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archiv
     let side = sidecar_key(key)?;
     let got = store.get(&side, None).await?;
     let len = got.range.end - got.range.start;
+    if len > MAX_INDEX_BYTES {
+        return Err(BundleError::Malformed {
+            archive: key.to_string(),
+            what: format!("its sidecar index is {len} bytes, more than a reader accepts ({MAX_INDEX_BYTES})"),
+        });
+    }
     let bytes = collect(got.body, len, &side).await?;
     let entries = parse_index(&bytes, side.as_str())?;
     let meta = store.head(key).await?;
@@ -202,6 +215,9 @@ async fn collect(mut body: ByteStream, expect: u64, key: &Key) -> BundleResult<B
     let mut buf = BytesMut::with_capacity(usize::try_from(expect).unwrap_or(0).min(64 << 20));
     while let Some(chunk) = body.next().await {
         buf.extend_from_slice(&chunk?);
+        if buf.len() as u64 > expect {
+            break;
+        }
     }
     if buf.len() as u64 != expect {
         return Err(BundleError::Store(haul_store::StoreError::new(

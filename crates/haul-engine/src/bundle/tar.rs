@@ -63,11 +63,14 @@ impl Stat {
 }
 
 /// An octal mode (`0644`, `100644`: rclone's form with the file type).
-/// Only a regular file's type, or none, is accepted.
+/// Only a regular file's type, or none, is accepted; only the permission
+/// bits are kept — setuid, setgid and sticky bits from an object's
+/// metadata (which anyone who can write the source sets) would make
+/// `tar -x` as root create a setuid file.
 fn parse_mode(v: &str) -> Option<u32> {
     let m = u32::from_str_radix(v.strip_prefix("0o").unwrap_or(v), 8).ok()?;
     let kind = m & !0o7777;
-    (kind == 0 || kind == 0o100000).then_some(m & 0o7777)
+    (kind == 0 || kind == 0o100000).then_some(m & 0o777)
 }
 
 /// A numeric uid/gid (names are not resolved).
@@ -82,6 +85,9 @@ pub fn unsafe_name(name: &str) -> Option<&'static str> {
     }
     if name.contains('\0') {
         return Some("a NUL byte in the name");
+    }
+    if name.contains('\\') {
+        return Some("a backslash in the name (a path separator to some extractors)");
     }
     if name.starts_with('/') {
         return Some("an absolute name");
@@ -199,6 +205,17 @@ pub fn member_header(name: &str, size: u64, st: &Stat) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An object's metadata can name the mode, never setuid, setgid or
+    /// sticky bits; a backslash is not a name a member may have.
+    #[test]
+    fn metadata_modes_keep_only_permission_bits() {
+        assert_eq!(parse_mode("4755"), Some(0o755));
+        assert_eq!(parse_mode("106755"), Some(0o755));
+        assert_eq!(parse_mode("0640"), Some(0o640));
+        assert_eq!(parse_mode("120777"), None, "a symlink's type");
+        assert!(unsafe_name("a\\..\\..\\x").is_some());
+    }
 
     #[test]
     fn pax_lengths_count_themselves() {

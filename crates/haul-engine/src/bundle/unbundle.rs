@@ -316,6 +316,11 @@ async fn restore_store(
     dst_prefix: &Key,
     tags_kept: bool,
 ) -> Outcome {
+    // The same names are refused as for a directory: `..` or an absolute
+    // name could leave the prefix (or, on a local store, the root).
+    if let Err(r) = super::names::check_name(&e.name) {
+        return Outcome::Refused(r);
+    }
     let dst_key = match dst_prefix.join(&e.name).and_then(|k| Key::object(String::from(k))) {
         Ok(k) => k,
         Err(err) => {
