@@ -28,8 +28,9 @@ mod tests {
     use std::time::Duration;
 
     /// A request garbled on the way is refused as `SignatureDoesNotMatch`:
-    /// sent again once the server has accepted these credentials, never
-    /// before (then the credentials are wrong: fail at once).
+    /// sent again once the server has accepted these credentials; before,
+    /// once only (a garbled first request), then the credentials are
+    /// wrong: fail at once.
     #[tokio::test]
     async fn a_garbled_signature_is_resent_once_the_credentials_were_accepted() -> Result<(), Box<dyn std::error::Error>>
     {
@@ -46,9 +47,14 @@ mod tests {
             garble_rate: 1.0,
             ..FaultConfig::none(3)
         };
-        let store = RetryStore::new(Arc::new(FaultStore::new(Arc::new(mem.clone()), always)), policy.clone());
+        let refusing = Arc::new(FaultStore::new(Arc::new(mem.clone()), always));
+        let store = RetryStore::new(refusing.clone(), policy.clone());
         let e = store.head(&k).await.err().ok_or("a garbled first request succeeded")?;
         assert_eq!(e.code.as_deref(), Some("SignatureDoesNotMatch"));
+        assert_eq!(refusing.injected(), 2, "a first refusal is sent again once, not more");
+        let e = store.head(&k).await.err().ok_or("a garbled request succeeded")?;
+        assert_eq!(e.code.as_deref(), Some("SignatureDoesNotMatch"));
+        assert_eq!(refusing.injected(), 3, "and only once per store");
         let faults = Arc::new(FaultStore::new(
             Arc::new(mem),
             FaultConfig {

@@ -135,16 +135,28 @@ impl RetryStore {
 /// `SignatureDoesNotMatch` or a malformed-request refusal is a request
 /// garbled on the way (a flipped byte in a header or the path), not wrong
 /// credentials or a bad request ([`StoreError::is_garbled_request`]).
+///
+/// Before any request was accepted, one such refusal is sent again all the
+/// same: the first request of a run can be garbled on the way too (through
+/// a proxy that flips a byte in 1% of the chunks, the most likely reason one
+/// run of three that copied 2,000 objects got nothing); wrong credentials
+/// are refused twice, then reported.
 #[derive(Debug, Default)]
 struct Seen {
     answered: AtomicBool,
     accepted: AtomicBool,
+    early_garbled: std::sync::atomic::AtomicU32,
 }
+
+/// Garbled-looking refusals sent again before any request was accepted.
+const EARLY_GARBLED_RESENDS: u32 = 1;
 
 /// Whether to send the request that failed with `e` again.
 fn worth_retrying(seen: &Seen, e: &StoreError) -> bool {
     (e.is_retryable() && (!e.is_unreachable() || seen.answered.load(Ordering::Relaxed)))
-        || (e.is_garbled_request() && seen.accepted.load(Ordering::Relaxed))
+        || (e.is_garbled_request()
+            && (seen.accepted.load(Ordering::Relaxed)
+                || seen.early_garbled.fetch_add(1, Ordering::Relaxed) < EARLY_GARBLED_RESENDS))
 }
 
 /// Remembers what the server showed.
