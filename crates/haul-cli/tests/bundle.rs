@@ -451,3 +451,23 @@ fn a_run_killed_mid_way_resumes_without_a_missing_or_duplicate_member() -> R {
     assert!(seen == want, "a member's bytes differ from its source");
     Ok(())
 }
+
+/// A local destination inside the local source: a second run does not
+/// bundle the first run's archives (they are output, not input).
+#[test]
+fn archives_inside_a_local_source_are_not_bundled_again() -> R {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    write(&src.join("a/x"), b"hi\n")?;
+    write(&src.join("y"), b"y")?;
+    let (src_s, arch_s) = (
+        src.to_string_lossy().to_string(),
+        src.join("arch").to_string_lossy().to_string(),
+    );
+    for _ in 0..2 {
+        let out = ok(&["bundle", &src_s, &arch_s, "--json"])?;
+        let sum = last_json(&out)?;
+        assert_eq!(sum["members"], 2, "{sum}");
+    }
+    Ok(())
+}

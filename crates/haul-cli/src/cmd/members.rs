@@ -185,7 +185,7 @@ pub fn render_unbundled(g: &Global, out: &Output, r: &bundle::UnbundleReport, dr
                 &json!({"event": "refused", "member": m.name, "reason": m.reason, "detail": m.detail}).to_string(),
             );
         } else {
-            eprintln!("haul: refused: {}: {:?}: {}", m.name, m.reason, m.detail);
+            eprintln!("haul: refused: {}: {}: {}", m.name, m.reason.as_str(), m.detail);
         }
     }
     for f in &r.failed {

@@ -10,7 +10,7 @@ use haul_engine::inventory::InventoryOptions;
 use haul_engine::source::load_inventory;
 use haul_engine::Transfer;
 use haul_store::location::Location;
-use haul_store::{ErrorKind, Key, ListEntry, ListRequest, ObjectMeta, Op, StoreError};
+use haul_store::{DynStore, ErrorKind, Key, ListEntry, ListRequest, ObjectMeta, Op, StoreError};
 
 /// Objects to bundle, as a listing gives them.
 type Entries = BoxStream<'static, std::result::Result<ListEntry, StoreError>>;
@@ -38,7 +38,7 @@ pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> 
     }
     let (dst_store, dst_prefix) = match s.dst.location() {
         Location::S3 { bucket, key } => (conn.s3(bucket, &s.dst_conn).await?, key.as_dir()),
-        Location::Local { path } => (conn.local_dir(path, true)?, haul_store::Key::root()),
+        Location::Local { path } => nested_local(&mut conn, path, s, &src.store)?,
         Location::Stdio => return crate::error::invalid("bundle writes archives under a prefix or directory"),
     };
     let dst = Destination {
@@ -128,6 +128,30 @@ fn dlq_entries(path: &std::path::Path) -> Result<Entries> {
             }
         })
         .boxed())
+}
+
+/// A local destination: a directory of its own, or — when it lies inside
+/// a local SRC — SRC's store with the destination as a prefix, so the run
+/// knows its archives (this run's and earlier runs') are output, not input.
+fn nested_local(
+    conn: &mut Connector,
+    path: &std::path::Path,
+    s: &BundleSpec,
+    src_store: &DynStore,
+) -> Result<(DynStore, Key)> {
+    let io = |e: std::io::Error| JobError::Invalid(format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(path).map_err(io)?;
+    if let Location::Local { path: src } = s.src.location() {
+        let (src_c, dst_c) = (src.canonicalize().map_err(io)?, path.canonicalize().map_err(io)?);
+        if let Ok(rel) = dst_c.strip_prefix(&src_c) {
+            let rel = rel
+                .to_str()
+                .ok_or_else(|| JobError::Invalid(format!("{}: not valid UTF-8", path.display())))?;
+            let prefix = Key::prefix(rel).map_err(JobError::store)?.as_dir();
+            return Ok((src_store.clone(), prefix));
+        }
+    }
+    Ok((conn.local_dir(path, true)?, Key::root()))
 }
 
 fn options(s: &BundleSpec) -> BundleOptions {

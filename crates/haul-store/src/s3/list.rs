@@ -16,6 +16,8 @@ struct Cursor {
     token: Option<String>,
     first: bool,
     done: bool,
+    /// The last key of the pages so far.
+    last: Option<String>,
 }
 
 impl S3Store {
@@ -26,6 +28,7 @@ impl S3Store {
             token: None,
             first: true,
             done: false,
+            last: None,
         };
         stream::try_unfold(cursor, move |cursor| {
             let this = this.clone();
@@ -61,12 +64,16 @@ impl S3Store {
                 "the server said the listing is truncated but gave no continuation token",
             ));
         }
+        let keys: Vec<&str> = out.contents().iter().filter_map(|o| o.key()).collect();
+        check_order(req, cursor.last.as_deref(), &keys)?;
+        if let Some(k) = keys.last() {
+            cursor.last = Some((*k).to_string());
+        }
         let mut page = page_entries(&out, req.delimiter.is_some());
-        let before = page.len();
         // Enforce the range end and the start (servers that ignore
         // StartAfter exist).
         page.retain(|e| in_range(&req.range, e));
-        if past_range_end(&out, &req.range, page.len() < before) {
+        if past_range_end(&keys, &req.range, out.is_truncated() == Some(true)) {
             cursor.done = true;
         }
         Ok(Some((stream::iter(page), cursor)))
@@ -143,22 +150,89 @@ fn in_range(range: &KeyRange, e: &Result<ListEntry>) -> bool {
     }
 }
 
-/// Whether the page reached the range's end: its last key is at or past
-/// it, or entries were cut and one of them was past it. No further page is
-/// then asked for.
-fn past_range_end(out: &ListObjectsV2Output, range: &KeyRange, cut: bool) -> bool {
+/// Whether the listing reached the range's end: two keys of the page are
+/// at or past it, or one is and no page follows. A page whose only key
+/// past the end is its last, with more pages to come, may carry a key
+/// damaged on the way (a plain-HTTP answer has no checksum): the next page
+/// is asked for, and `check_order` refuses it if that key was not real.
+fn past_range_end(keys: &[&str], range: &KeyRange, truncated: bool) -> bool {
     let Some(end) = &range.end else {
         return false;
     };
-    let last_past = out
-        .contents()
-        .last()
-        .and_then(|o| o.key())
-        .is_some_and(|k| k >= end.as_str());
-    last_past
-        || cut
-            && out
-                .contents()
-                .iter()
-                .any(|o| o.key().is_some_and(|k| k >= end.as_str()))
+    let past = keys.iter().filter(|k| **k >= end.as_str()).count();
+    past >= 2 || (past == 1 && !truncated)
+}
+
+/// Refuses a page whose keys are not in strictly increasing byte order
+/// (within the page and after the pages before) or not under the prefix:
+/// no server lists that way, so the answer was damaged on the way — a key
+/// changed by a flipped byte would otherwise end a ranged listing early or
+/// drop objects without a word. Transient: the retry layer lists again
+/// from the last key it handed out.
+fn check_order(req: &ListRequest, before: Option<&str>, keys: &[&str]) -> Result<()> {
+    let mut prev = before;
+    for k in keys {
+        let bad = if !k.starts_with(req.prefix.as_str()) {
+            Some("a key outside the prefix")
+        } else if prev.is_some_and(|p| p.as_bytes() >= k.as_bytes()) {
+            Some("keys out of order")
+        } else {
+            None
+        };
+        if let Some(what) = bad {
+            return Err(StoreError::new(
+                Op::List,
+                req.prefix.as_str(),
+                ErrorKind::Transient,
+                format!("a listing page with {what} ({k:?}): damaged on the way"),
+            )
+            .with_code("ListingDamaged"));
+        }
+        prev = Some(k);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(prefix: &str, end: Option<&str>) -> ListRequest {
+        let mut r = ListRequest::prefix(Key::prefix(prefix).unwrap_or_else(|e| panic!("{e}")));
+        r.range.end = end.map(|e| Key::prefix(e).unwrap_or_else(|e| panic!("{e}")));
+        r
+    }
+
+    /// A key damaged in a listing answer (a flipped byte) breaks the order
+    /// or leaves the prefix: the page is refused, not trusted.
+    #[test]
+    fn a_damaged_listing_page_is_refused() {
+        let r = req("up/", None);
+        assert!(check_order(&r, None, &["up/a", "up/b", "up/c"]).is_ok());
+        assert!(
+            check_order(&r, None, &["up/a", "up/z", "up/c"]).is_err(),
+            "a key raised"
+        );
+        assert!(
+            check_order(&r, Some("up/c"), &["up/b"]).is_err(),
+            "after the page before"
+        );
+        assert!(check_order(&r, None, &["up/a", "uq/b"]).is_err(), "outside the prefix");
+        let e = check_order(&r, None, &["up/b", "up/a"])
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert!(e.is_retryable(), "{e}");
+    }
+
+    /// A ranged listing stops at its end only on evidence: two keys past
+    /// it, or one on the last page. A lone last key past the end of a
+    /// truncated page (perhaps damaged) asks for the next page.
+    #[test]
+    fn a_lone_last_key_past_the_end_does_not_end_a_truncated_listing() {
+        let r = req("", Some("d10/"));
+        assert!(!past_range_end(&["d09/a", "d19/b"], &r.range, true));
+        assert!(past_range_end(&["d09/a", "d19/b"], &r.range, false));
+        assert!(past_range_end(&["d09/a", "d10/a", "d10/b"], &r.range, true));
+        assert!(!past_range_end(&["d09/a", "d09/b"], &r.range, true));
+    }
 }
