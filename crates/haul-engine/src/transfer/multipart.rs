@@ -293,8 +293,7 @@ pub(super) async fn open_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>)
             return Ok(g);
         }
         drop(g);
-        let unchanged = attempt < ETAG_ATTEMPTS
-            && matches!(src.head(&full.key).await, Ok(h) if h.etag == full.etag && h.size == full.size);
+        let unchanged = attempt < ETAG_ATTEMPTS && source_unchanged(src, full).await;
         if !unchanged {
             return Err(err(
                 Op::Get,
@@ -307,6 +306,12 @@ pub(super) async fn open_range(src: &DynStore, full: &ObjectMeta, r: Range<u64>)
         haul_store::wrap::count_resent(1);
         attempt += 1;
     }
+}
+
+/// Whether a fresh HEAD shows the source as it was listed (same ETag and
+/// size): an answer that disagreed with it was damaged on the way.
+pub(super) async fn source_unchanged(src: &DynStore, full: &ObjectMeta) -> bool {
+    matches!(src.head(&full.key).await, Ok(h) if h.etag == full.etag && h.size == full.size)
 }
 
 /// Reads one range of the source into a buffer checked to hold all of it.
@@ -326,9 +331,7 @@ pub(super) async fn read_range(
         match collect(g, len, &full.key, obs).await {
             Ok(data) => return Ok(PartBody::Bytes(data, None)),
             Err(e) if e.kind == ErrorKind::PreconditionFailed && attempt < ETAG_ATTEMPTS => {
-                let unchanged =
-                    matches!(src.head(&full.key).await, Ok(h) if h.etag == full.etag && h.size == full.size);
-                if !unchanged {
+                if !source_unchanged(src, full).await {
                     return Err(e);
                 }
                 tracing::debug!(key = %full.key, start = r.start, attempt, error = %e, "a range answered with another length: reading again");
