@@ -341,6 +341,21 @@ fn bundles_from_a_parquet_inventory_and_retries_its_dead_letters() -> R {
         "--endpoint-url",
         &ep,
     ])?;
+    // Its plan names the same object: a dry run reads the same input.
+    let plan = ok(&[
+        "bundle",
+        "--endpoint-url",
+        &ep,
+        &src,
+        &arch,
+        "--input-dlq",
+        &dlq_s,
+        "--run",
+        "retry1",
+        "--json",
+        "--dry-run",
+    ])?;
+    assert_eq!(last_json(&plan)?["members"], 1, "{}", stderr(&plan));
     let out = ok(&[
         "bundle",
         "--endpoint-url",

@@ -16,7 +16,7 @@ use haul_store::{DynStore, ErrorKind, Key, ListEntry, ListRequest, ObjectMeta, O
 type Entries = BoxStream<'static, std::result::Result<ListEntry, StoreError>>;
 
 use super::transfer_options;
-use crate::connect::{probe, Connector, Opened};
+use crate::connect::{probe, Connector};
 use crate::context::{JobOutcome, RunContext};
 use crate::error::{invalid, JobError, Result};
 use crate::spec::{BundleSpec, Loc, ObjectSpec, TransferSpec, WriteSpec};
@@ -32,8 +32,15 @@ pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> 
     probe(&src.store, &src_prefix, "cannot list", true).await?;
     let opts = options(s);
     let run = s.run.clone().unwrap_or_else(|| "bundle".to_string());
+    // The same objects for the plan and the run: the listing, the
+    // inventory's rows or an earlier run's dead letters.
+    let entries = match (&s.inventory, &s.input_dlq) {
+        (Some(manifest), _) => inventory_entries(&mut conn, manifest, s).await?,
+        (None, Some(path)) => dlq_entries(path)?,
+        (None, None) => src.store.list(ListRequest::prefix(src_prefix.clone())),
+    };
     if s.dry_run {
-        let summary = plan(&src, &run, &opts, ctx).await?;
+        let summary = plan(entries, &src_prefix, &run, &opts, ctx).await?;
         return Ok(JobOutcome::Bundled { summary, dry_run: true });
     }
     let (dst_store, dst_prefix) = match s.dst.location() {
@@ -50,11 +57,6 @@ pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> 
         transfer_options(&transfer_spec(s), &ObjectSpec::default(), &WriteSpec::default()),
         ctx.cancel.clone(),
     );
-    let entries = match (&s.inventory, &s.input_dlq) {
-        (Some(manifest), _) => inventory_entries(&mut conn, manifest, s).await?,
-        (None, Some(path)) => dlq_entries(path)?,
-        (None, None) => src.store.list(ListRequest::prefix(src_prefix.clone())),
-    };
     let summary = bundle::bundle_entries(&src.store, &src_prefix, entries, &dst, &run, &opts, &transfer)
         .await
         .map_err(|e| JobError::Invalid(format!("bundle {}: {e}", src.shown)))?;
@@ -192,10 +194,14 @@ fn write_dlq(path: &std::path::Path, summary: &BundleSummary) -> Result<()> {
 
 /// The dry run: the archives the listing makes, each with its members,
 /// bytes, parts and requests, and an estimated request cost.
-async fn plan(src: &Opened, run: &str, opts: &BundleOptions, ctx: &RunContext) -> Result<BundleSummary> {
-    let prefix = src.key.as_dir();
+async fn plan(
+    mut listing: Entries,
+    prefix: &Key,
+    run: &str,
+    opts: &BundleOptions,
+    ctx: &RunContext,
+) -> Result<BundleSummary> {
     let mut grouper = Grouper::new(run, prefix.as_str(), opts);
-    let mut listing = src.store.list(ListRequest::prefix(prefix.clone()));
     let mut summary = BundleSummary {
         run: run.to_string(),
         ..Default::default()
@@ -231,7 +237,7 @@ async fn plan(src: &Opened, run: &str, opts: &BundleOptions, ctx: &RunContext) -
     };
     while let Some(e) = listing.next().await {
         match e {
-            Ok(ListEntry::Object(o)) => {
+            Ok(ListEntry::Object(o)) if o.key.as_str().starts_with(prefix.as_str()) => {
                 for p in grouper.push(o) {
                     show(p, &mut summary);
                 }
