@@ -2,7 +2,7 @@
 # A single-node garage S3 server on 127.0.0.1 for the benchmarks: sqlite
 # metadata, fsync off, pinned to one core, fixed bench credentials.
 #
-#   eval "$(bench/lib/garage.sh start WORKDIR [CPU])"   # exports EP, GARAGE_PID, AWS_*
+#   eval "$(bench/lib/garage.sh start WORKDIR [CPU])"   # exports EP, GARAGE_PID, METRICS, AWS_*
 #   bench/lib/garage.sh bucket NAME...                  # needs GARAGE_CONFIG_FILE from start
 #   kill "$GARAGE_PID"
 #
@@ -61,7 +61,7 @@ TOML
   "$GARAGE" layout apply --version 1 >/dev/null
   "$GARAGE" key import --yes -n bench "$KEY_ID" "$SECRET" >/dev/null
   cat <<ENV
-export GARAGE_CONFIG_FILE=$dir/garage.toml GARAGE_PID=$pid EP=http://127.0.0.1:$s3
+export GARAGE_CONFIG_FILE=$dir/garage.toml GARAGE_PID=$pid EP=http://127.0.0.1:$s3 METRICS=http://127.0.0.1:$admin/metrics
 export AWS_ACCESS_KEY_ID=$KEY_ID AWS_SECRET_ACCESS_KEY=$SECRET AWS_REGION=garage AWS_DEFAULT_REGION=garage AWS_EC2_METADATA_DISABLED=true
 ENV
 }
