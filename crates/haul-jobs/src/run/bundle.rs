@@ -1,11 +1,14 @@
 //! bundle: the objects under a prefix (a listing) packed into tar archives
 //! with byte-offset indexes under a destination prefix; objects above the
-//! member size limit copied as they are; dead letters to `--dlq`. A dry
-//! run prints the plan per archive with its requests and their cost.
+//! member size limit copied as they are; dead letters to `--dlq` as they
+//! happen (`dlq`). A dry run prints the plan per archive with its requests
+//! and their cost.
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use haul_engine::bundle::{self, BundleOptions, BundleSummary, DeadLetter, Destination, Grouper, Planned};
+use haul_engine::bundle::{
+    BundleOptions, BundleRun, BundleSummary, DeadLetter, Destination, Discard, Grouper, Planned,
+};
 use haul_engine::inventory::InventoryOptions;
 use haul_engine::source::load_inventory;
 use haul_engine::Transfer;
@@ -15,6 +18,7 @@ use haul_store::{DynStore, ErrorKind, Key, ListEntry, ListRequest, ObjectMeta, O
 /// Objects to bundle, as a listing gives them.
 type Entries = BoxStream<'static, std::result::Result<ListEntry, StoreError>>;
 
+use super::dlq::DlqFile;
 use super::transfer_options;
 use crate::connect::{probe, Connector};
 use crate::context::{JobOutcome, RunContext};
@@ -57,12 +61,19 @@ pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> 
         transfer_options(&transfer_spec(s), &ObjectSpec::default(), &WriteSpec::default()),
         ctx.cancel.clone(),
     );
-    let summary = bundle::bundle_entries(&src.store, &src_prefix, entries, &dst, &run, &opts, &transfer)
-        .await
-        .map_err(|e| JobError::Invalid(format!("bundle {}: {e}", src.shown)))?;
-    if let Some(path) = &s.dlq {
-        write_dlq(path, &summary)?;
+    let bundle = BundleRun {
+        src: &src.store,
+        src_prefix: &src_prefix,
+        dst: &dst,
+        run: &run,
+        opts: &opts,
+        transfer: &transfer,
+    };
+    let summary = match &s.dlq {
+        Some(path) => bundle.entries(entries, &mut DlqFile::create(path)?).await,
+        None => bundle.entries(entries, &mut Discard).await,
     }
+    .map_err(|e| JobError::Invalid(format!("bundle {}: {e}", src.shown)))?;
     Ok(JobOutcome::Bundled {
         summary,
         dry_run: false,
@@ -176,22 +187,6 @@ fn transfer_spec(s: &BundleSpec) -> TransferSpec {
     }
 }
 
-/// Writes the dead letters (JSON lines) and, when some objects are
-/// archived, their keys one a line in `FILE.archived` for
-/// `haul restore --files-from`.
-fn write_dlq(path: &std::path::Path, summary: &BundleSummary) -> Result<()> {
-    let io = |e: std::io::Error| JobError::Invalid(format!("--dlq {}: {e}", path.display()));
-    let lines = bundle::dlq_lines(&summary.dead).map_err(|e| JobError::Invalid(e.to_string()))?;
-    std::fs::write(path, lines).map_err(io)?;
-    let archived = bundle::restore_list(&summary.dead);
-    if !archived.is_empty() {
-        let mut p = path.as_os_str().to_owned();
-        p.push(".archived");
-        std::fs::write(std::path::PathBuf::from(p), archived).map_err(io)?;
-    }
-    Ok(())
-}
-
 /// The dry run: the archives the listing makes, each with its members,
 /// bytes, parts and requests, and an estimated request cost.
 async fn plan(
@@ -233,7 +228,7 @@ async fn plan(
                 m.key, m.size
             ));
         }
-        Planned::Dead(d) => summary.dead.push(d),
+        Planned::Dead(d) => summary.count_dead(&d),
     };
     while let Some(e) = listing.next().await {
         match e {
@@ -256,7 +251,7 @@ async fn plan(
         summary.archives_written,
         summary.members,
         summary.large_objects,
-        summary.dead.len()
+        summary.dead_letters
     ));
     Ok(summary)
 }

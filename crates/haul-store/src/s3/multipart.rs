@@ -1,6 +1,6 @@
 //! Multipart uploads: create (learning whether the server takes
 //! CRC64NVMEs), upload parts, complete (with the full-object CRC64NVME, and
-//! conditionally), abort.
+//! conditionally), abort, and list the uploads in progress under a prefix.
 
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart as SdkPart};
@@ -225,6 +225,49 @@ impl S3Store {
                 }
             }
         }
+    }
+
+    /// ListMultipartUploads under `prefix`, every page (key marker and
+    /// upload-id marker carried from one page to the next).
+    pub(super) async fn list_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        let mut found = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = self
+                .conn
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix.as_str())
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.err(Op::List, prefix.as_str(), e))?;
+            for u in out.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                // A key outside the prefix is a server's mistake, never ours to abort.
+                if !k.starts_with(prefix.as_str()) {
+                    continue;
+                }
+                found.push((Key::object(k)?, MultipartId(id.to_string())));
+            }
+            let next = (
+                out.next_key_marker().map(str::to_string),
+                out.next_upload_id_marker().map(str::to_string),
+            );
+            // A truncated page must move the markers on, or the listing would never end.
+            if out.is_truncated() != Some(true)
+                || (next.0.is_none() && next.1.is_none())
+                || next == (key_marker.clone(), id_marker.clone())
+            {
+                break;
+            }
+            (key_marker, id_marker) = next;
+        }
+        Ok(found)
     }
 
     /// The result of an upload completed with an answer that could not be
