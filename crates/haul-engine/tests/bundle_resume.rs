@@ -38,7 +38,7 @@ async fn listed(src: &DynStore) -> Result<Vec<ListEntry>, StoreError> {
 }
 
 fn replay(entries: &[ListEntry]) -> BoxStream<'static, Result<ListEntry, StoreError>> {
-    stream::iter(entries.to_vec().into_iter().map(Ok)).boxed()
+    stream::iter(entries.iter().cloned().map(Ok).collect::<Vec<_>>()).boxed()
 }
 
 /// An upload a killed run left at `dst/k`, with one part sent.
