@@ -129,6 +129,9 @@ pub(super) async fn record_dead(dst: &Destination, unit: &BundleUnit, dead: &[De
     dst.store.put(&key, lines.into(), &put).await.map(|_| ())
 }
 
+/// Whether a failed listing of stale uploads was reported.
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Aborts the multipart uploads in progress at exactly `key` (left by an
 /// interrupted run) before it is written again. A store that cannot list
 /// its uploads, or refuses to, is left to its lifecycle rule for
@@ -138,7 +141,13 @@ pub(super) async fn abort_stale(store: &DynStore, key: &Key) {
         Ok(f) => f,
         Err(e) if e.kind == ErrorKind::NotSupported => return,
         Err(e) => {
-            tracing::warn!(archive = %key, error = %e, "stale multipart uploads not listed (left to the bucket's lifecycle rule)");
+            // Once a process: a key without s3:ListBucketMultipartUploads
+            // would say so for every archive.
+            if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(archive = %key, error = %e, "stale multipart uploads not listed");
+            } else {
+                tracing::warn!(archive = %key, error = %e, "stale multipart uploads not listed (left to the bucket's lifecycle rule for incomplete uploads)");
+            }
             return;
         }
     };

@@ -205,15 +205,16 @@ async fn plan(
     let mut show = |p: Planned, summary: &mut BundleSummary| match p {
         Planned::Archive(u) => {
             let parts = u.bytes.div_ceil(opts.part_size.max(1)).max(1);
-            // create + parts + complete, and the sidecar.
-            let (g, w) = (u.members.len() as u64, parts + 3);
+            // The listing of stale uploads at its key (a LIST, billed as a
+            // PUT), create + parts + complete, and the sidecar.
+            let (g, w) = (u.members.len() as u64, parts + 4);
             gets += g;
             puts += w;
             summary.archives_written += 1;
             summary.members += u.members.len() as u64;
             summary.member_bytes += u.bytes;
             ctx.reporter.notice(&format!(
-                "would write {}: {} members, {} bytes, {parts} parts; requests: {g} GET, {w} PUT/POST",
+                "would write {}: {} members, {} bytes, {parts} parts; requests: {g} GET, {w} PUT/POST/LIST",
                 u.name,
                 u.members.len(),
                 u.bytes
@@ -247,7 +248,7 @@ async fn plan(
     summary.folders = grouper.folders();
     let cost = puts as f64 / 1000.0 * PUT_PER_1000 + gets as f64 / 1000.0 * GET_PER_1000;
     ctx.reporter.notice(&format!(
-        "plan: {} archives, {} members, {} large objects, {} dead letters; requests: {gets} GET, {puts} PUT/POST; estimated ${cost:.4} at S3 list prices",
+        "plan: {} archives, {} members, {} large objects, {} dead letters; requests: {gets} GET, {puts} PUT/POST/LIST; estimated ${cost:.4} at S3 list prices",
         summary.archives_written,
         summary.members,
         summary.large_objects,
