@@ -258,14 +258,10 @@ impl S3Store {
                 out.next_key_marker().map(str::to_string),
                 out.next_upload_id_marker().map(str::to_string),
             );
-            // A truncated page must move the markers on, or the listing would never end.
-            if out.is_truncated() != Some(true)
-                || (next.0.is_none() && next.1.is_none())
-                || next == (key_marker.clone(), id_marker.clone())
-            {
-                break;
+            match next_page(out.is_truncated(), next, (&key_marker, &id_marker)) {
+                Some(n) => (key_marker, id_marker) = n,
+                None => break,
             }
-            (key_marker, id_marker) = next;
         }
         Ok(found)
     }
@@ -303,4 +299,43 @@ fn sdk_parts(parts: &[CompletedPart], with_crc: bool) -> Vec<SdkPart> {
             .build()
         })
         .collect()
+}
+
+type Markers = (Option<String>, Option<String>);
+
+/// The markers of the next page of ListMultipartUploads, or none when the
+/// listing is done: a page that is not truncated, or one whose markers are
+/// missing or do not move on (a server's mistake that would never end).
+fn next_page(truncated: Option<bool>, next: Markers, current: (&Option<String>, &Option<String>)) -> Option<Markers> {
+    let moved = (next.0.is_some() || next.1.is_some()) && (&next.0, &next.1) != current;
+    (truncated == Some(true) && moved).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_pages_follow_the_markers_and_always_end() {
+        let s = |v: &str| Some(v.to_string());
+        let none = (&None, &None);
+        assert_eq!(next_page(Some(true), (s("k"), s("u")), none), Some((s("k"), s("u"))));
+        assert_eq!(next_page(Some(false), (s("k"), s("u")), none), None);
+        assert_eq!(next_page(None, (s("k"), s("u")), none), None);
+        assert_eq!(
+            next_page(Some(true), (None, None), none),
+            None,
+            "truncated without markers"
+        );
+        let (k, u) = (s("k"), s("u"));
+        assert_eq!(
+            next_page(Some(true), (s("k"), s("u")), (&k, &u)),
+            None,
+            "markers that do not move"
+        );
+        assert_eq!(
+            next_page(Some(true), (s("k"), s("v")), (&k, &u)),
+            Some((s("k"), s("v")))
+        );
+    }
 }
