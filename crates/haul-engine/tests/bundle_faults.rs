@@ -158,13 +158,25 @@ async fn a_flaky_source_gives_exact_members_or_dead_letters() -> TestResult {
         part_size: 4096,
         ..Default::default()
     };
-    let s = bundle_prefix(&src, &key("src/"), &dest(&dst, "out/"), "f", &opts, &transfer()).await?;
+    let mut dead: Vec<DeadLetter> = Vec::new();
+    let run = BundleRun {
+        src: &src,
+        src_prefix: &key("src/"),
+        dst: &dest(&dst, "out/"),
+        run: "f",
+        opts: &opts,
+        transfer: &transfer(),
+    };
+    let s = run
+        .entries(src.list(ListRequest::prefix(key("src/"))), &mut dead)
+        .await?;
     assert!(s.failed.is_empty(), "{:?}", s.failed);
-    assert_eq!(s.members + s.dead.len() as u64, 60, "{s:?}");
+    assert_eq!(s.members + dead.len() as u64, 60, "{s:?}");
+    assert_eq!((s.dead_letters, &s.dead_sample), (dead.len() as u64, &dead));
     // Half the reads flipped, each member read up to 3 times: some are
     // flipped every time (1 in 8; none at all is a 1 in 3,000 chance).
-    assert!(!s.dead.is_empty(), "some members were flipped on every read");
-    for d in &s.dead {
+    assert!(!dead.is_empty(), "some members were flipped on every read");
+    for d in &dead {
         assert_eq!((d.reason, d.attempts), (DeadReason::Failed, 3), "{d:?}");
         assert!(d.message.contains("CRC64NVME"), "{}", d.message);
     }

@@ -38,7 +38,10 @@ async fn archives_roundtrip_through_tar_readers_and_the_index() -> TestResult {
         ..Default::default()
     };
     let s = bundle_prefix(&src, &key("src/"), &dest(&dst, "out/"), "r1", &opts, &transfer()).await?;
-    assert!(s.dead.is_empty() && s.failed.is_empty(), "{s:?}");
+    assert!(
+        s.dead_letters == 0 && s.dead_sample.is_empty() && s.failed.is_empty(),
+        "{s:?}"
+    );
     assert_eq!(s.members, sources.len() as u64);
     assert_eq!(s.archives_written, 3);
     let lines = manifest(&read(&dst, "out/r1.bundles.jsonl").await?);
@@ -236,11 +239,13 @@ async fn bad_objects_are_dead_letters_and_the_archive_keeps_the_rest() -> TestRe
     assert_eq!(out.members, 4);
     // A run reports the GLACIER object in its summary too.
     let s = bundle_prefix(&src, &key("src/"), &dest(&dst, "run/"), "d", &opts, &transfer()).await?;
+    assert_eq!(s.dead_letters, s.dead_sample.len() as u64);
     assert!(s
-        .dead
+        .dead_sample
         .iter()
         .any(|d| d.key == "src/k9" && d.reason == DeadReason::Archived));
-    let j = serde_json::to_string(&s.dead[0])?;
+    assert_eq!(s.dead_by_reason.get(&DeadReason::Archived), Some(&1));
+    let j = serde_json::to_string(&s.dead_sample[0])?;
     assert!(j.contains("\"reason\":\"archived\""), "{j}");
     Ok(())
 }

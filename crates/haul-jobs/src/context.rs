@@ -167,7 +167,7 @@ impl JobOutcome {
             JobOutcome::Verified(s) => s.exit_code() != 0,
             JobOutcome::Restored(c) => c.failed > 0,
             JobOutcome::Watched { summary, once } => *once && summary.exit_code() != 0,
-            JobOutcome::Bundled { summary, .. } => !summary.dead.is_empty() || !summary.failed.is_empty(),
+            JobOutcome::Bundled { summary, .. } => summary.dead_letters > 0 || !summary.failed.is_empty(),
             JobOutcome::Unbundled { report, .. } => !report.is_clean(),
         };
         u8::from(failed)

@@ -157,6 +157,19 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// Aborts a multipart upload and frees its parts.
     async fn abort_multipart(&self, key: &Key, upload: &MultipartId) -> Result<()>;
 
+    /// The multipart uploads in progress (created, neither completed nor
+    /// aborted) whose key starts with `prefix`, as `(key, upload)` pairs in
+    /// key order (S3: ListMultipartUploads, every page). What an
+    /// interrupted writer left behind, for the next one to abort.
+    async fn list_multipart_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        Err(StoreError::new(
+            Op::List,
+            prefix.as_str(),
+            ErrorKind::NotSupported,
+            "this store cannot list its multipart uploads",
+        ))
+    }
+
     /// Copies an object server-side (up to `max_copy_size`).
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult>;
 

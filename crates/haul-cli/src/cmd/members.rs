@@ -133,9 +133,10 @@ pub async fn verify(g: &Global, raw: &str, against: Option<&str>, conn: &Conn) -
     Ok(u8::from(!problems.is_empty()))
 }
 
-/// The end of `haul bundle`: dead letters one a line, then the summary.
+/// The end of `haul bundle`: the first dead letters one a line (every one
+/// is in `--dlq FILE`), then the summary with the count per reason.
 pub fn render_bundled(g: &Global, out: &Output, s: &bundle::BundleSummary, dry_run: bool) {
-    for d in &s.dead {
+    for d in &s.dead_sample {
         if g.json {
             let mut v = serde_json::to_value(d).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
@@ -146,14 +147,17 @@ pub fn render_bundled(g: &Global, out: &Output, s: &bundle::BundleSummary, dry_r
             eprintln!("haul: dead letter: {}: {}: {}", d.key, d.reason, d.message);
         }
     }
+    let unshown = s.dead_letters.saturating_sub(s.dead_sample.len() as u64);
+    if unshown > 0 && !g.json {
+        eprintln!("haul: {unshown} more dead letters not shown (--dlq FILE lists every one)");
+    }
     for a in &s.failed {
         eprintln!("haul: error: archive {a} could not be written (its members are in no archive)");
     }
     if g.json {
         let mut v = serde_json::to_value(s).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
-            o.remove("dead");
-            o.insert("dead_letters".into(), json!(s.dead.len()));
+            o.remove("dead_sample");
             o.insert("event".into(), json!("summary"));
             o.insert("dry_run".into(), json!(dry_run));
         }
@@ -161,20 +165,30 @@ pub fn render_bundled(g: &Global, out: &Output, s: &bundle::BundleSummary, dry_r
     } else if !g.quiet {
         let verb = if dry_run { "Would bundle" } else { "Bundled" };
         eprintln!(
-            "{verb} {} objects ({} bytes) into {} archives ({} already complete); {} copied as they are ({} bytes); {} dead letters; {} folder markers left out",
+            "{verb} {} objects ({} bytes) into {} archives ({} already complete); {} copied as they are ({} bytes); {} dead letters{}; {} folder markers left out",
             s.members,
             s.member_bytes,
             s.archives_written,
             s.archives_skipped,
             s.large_objects,
             s.large_bytes,
-            s.dead.len(),
+            s.dead_letters,
+            by_reason(s),
             s.folders
         );
         if !dry_run && !s.manifest.is_empty() {
             eprintln!("Run manifest: {}", s.manifest);
         }
     }
+}
+
+/// The dead letters per reason, ` (not_found 2, access_denied 1)`, or nothing.
+fn by_reason(s: &bundle::BundleSummary) -> String {
+    if s.dead_by_reason.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = s.dead_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    format!(" ({})", parts.join(", "))
 }
 
 /// The end of `haul unbundle`: refused and failed members, then the summary.

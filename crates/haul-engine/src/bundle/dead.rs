@@ -2,12 +2,19 @@
 //! as plain serde rows (the CLI writes them to `--dlq` as JSON lines and
 //! `--input-dlq` reads them back). One bad object never fails its
 //! archive: it becomes one of these instead.
+//!
+//! A run hands them to a [`DeadSink`] as they happen (the CLI's `--dlq`
+//! file), and its summary keeps only counts per reason and a
+//! [`SAMPLE`]: memory does not grow with the number of dead letters. The
+//! members of an archive that became dead letters while it was written
+//! are recorded next to it, `<archive>.dead` (JSON lines, only when there
+//! are some), so a re-run knows the archive is complete without them.
 
 use haul_store::{ErrorKind, ObjectMeta, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Why an object is not in any archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadReason {
     /// Gone since it was listed.
@@ -126,6 +133,47 @@ impl DeadLetter {
             attempts,
             message: e.to_string(),
         }
+    }
+}
+
+/// The suffix of an archive's dead record, after the archive's name.
+pub const DEAD_SUFFIX: &str = ".dead";
+
+/// The dead record's name of an archive (`<run>-000001.tar.dead`).
+pub fn dead_record_name(archive: &str) -> String {
+    format!("{archive}{DEAD_SUFFIX}")
+}
+
+/// Dead letters a summary keeps to show (the first ones); the rest are
+/// counted, and written only to the run's [`DeadSink`].
+pub const SAMPLE: usize = 100;
+
+/// Where a run's dead letters go, one at a time, as they happen. An error
+/// stops the run (a `--dlq` file that cannot be written loses no letter
+/// silently).
+pub trait DeadSink: Send {
+    fn dead(&mut self, d: &DeadLetter) -> std::io::Result<()>;
+    /// Called once at the end of the run.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink that keeps nothing: the summary's counts and sample are all.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discard;
+
+impl DeadSink for Discard {
+    fn dead(&mut self, _: &DeadLetter) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every dead letter, in memory (tests, small runs).
+impl DeadSink for Vec<DeadLetter> {
+    fn dead(&mut self, d: &DeadLetter) -> std::io::Result<()> {
+        self.push(d.clone());
+        Ok(())
     }
 }
 

@@ -13,7 +13,9 @@
 //! stored both as the archive's last member and as the sidecar
 //! `<archive>.index` (zstd-compressed when it starts with zstd's magic).
 //! The locator is one 512-byte block after tar's end-of-archive marker, so
-//! tar readers stop before it; see [`Locator`].
+//! tar readers stop before it; see [`Locator`]. Members that became dead
+//! letters while the archive was written are in `<archive>.dead`
+//! (`super::dead::DEAD_SUFFIX`), not in the index.
 
 use std::collections::BTreeMap;
 

@@ -16,7 +16,8 @@
 //! headers, [`write_archive`] streams one archive into a multipart upload
 //! (members read by `fetch`, bytes cut into parts by `emit`, complete
 //! archives found by `resume`), and [`bundle_prefix`] runs it all over a
-//! listing, copies large objects as they are and writes the run manifest.
+//! listing, copies large objects as they are and writes the run manifest
+//! (spooled by `manifest`).
 //! Objects that cannot be packed are [`DeadLetter`]s, never failures of
 //! their archive.
 
@@ -27,6 +28,7 @@ pub mod extract;
 mod fetch;
 pub mod format;
 pub mod index;
+mod manifest;
 pub mod names;
 pub mod plan;
 pub mod read;
@@ -38,7 +40,9 @@ mod untar;
 pub mod verify;
 pub mod write;
 
-pub use dead::{dlq_lines, restore_list, DeadLetter, DeadReason};
+pub use dead::{
+    dead_record_name, dlq_lines, restore_list, DeadLetter, DeadReason, DeadSink, Discard, DEAD_SUFFIX, SAMPLE,
+};
 pub use error::{BundleError, BundleResult};
 pub use extract::LocalRoot;
 pub use format::{IndexEntry, Locator, LocatorError};
@@ -46,7 +50,7 @@ pub use index::parse_index;
 pub use names::{Refusal, RefuseReason};
 pub use plan::{archive_name, BundleOptions, BundleUnit, Grouper, Planned, PlannedMember};
 pub use read::{member_stream, open_archive, open_archive_with, read_member, Archive, IndexFrom, IndexSource};
-pub use run::{bundle_entries, bundle_prefix, manifest_name, BundleSummary, ManifestLine};
+pub use run::{bundle_entries, bundle_prefix, manifest_name, BundleRun, BundleSummary, ManifestLine};
 pub use unbundle::{unbundle_to_local, unbundle_to_store, UnbundleOptions, UnbundleReport};
 pub use verify::{verify_against, verify_archive, VerifyReport};
 pub use write::{index_lines, sidecar_name, write_archive, ArchiveOutcome, Destination};
@@ -82,6 +86,12 @@ pub enum BundleRunError {
     Task(String),
     #[error("serializing the index: {0}")]
     Json(#[source] serde_json::Error),
+    /// The dead-letter sink (`--dlq`) could not be written.
+    #[error("writing dead letters: {0}")]
+    DeadLetters(#[source] std::io::Error),
+    /// The run manifest's temp files could not be written.
+    #[error("spooling the run manifest: {0}")]
+    Spool(#[source] std::io::Error),
 }
 
 /// A spawned task, aborted when dropped: the work of a failed archive or

@@ -9,9 +9,10 @@
 //! combined while streaming. A member that cannot be read is a dead letter
 //! and the archive goes on without it. An archive already complete at the
 //! destination (its sidecar lists exactly the planned members and its
-//! locator reads back) is skipped; anything else is written again from
-//! the start (the store API cannot list a stale upload to abort it: the
-//! destination's lifecycle rule for incomplete uploads cleans those).
+//! locator reads back, members that were dead letters aside) is skipped;
+//! anything else is written again from the start, after the stale
+//! multipart uploads at its key are aborted (`resume`). Dead letters are
+//! recorded next to the archive (`<archive>.dead`) before its sidecar.
 
 use futures::stream::{self, StreamExt};
 use haul_store::checksum::{crc64, crc64_to_b64};
@@ -23,7 +24,7 @@ use super::emit::{Emitted, Emitter};
 use super::fetch::{fetch, Fetched};
 use super::format::{padding, IndexEntry, Locator, BLOCK, INDEX_MEMBER, SIDECAR_SUFFIX};
 use super::plan::{BundleOptions, BundleUnit};
-use super::resume::existing;
+use super::resume::{abort_stale, existing, record_dead};
 use super::tar::{member_header, Stat, DEFAULT_MODE};
 use super::{BundleRunError, Task};
 use crate::transfer::Transfer;
@@ -97,9 +98,10 @@ pub async fn write_archive(
     };
     let key = dst.key(&unit.name).map_err(at)?;
     let sidecar = dst.key(&sidecar_name(&unit.name)).map_err(at)?;
-    if let Some(done) = existing(&dst.store, &key, &sidecar, unit).await {
+    if let Some(done) = existing(dst, &key, &sidecar, unit).await {
         return Ok(done);
     }
+    abort_stale(&dst.store, &key).await;
     let put = PutOptions {
         content_type: Some(ARCHIVE_CONTENT_TYPE.into()),
         storage_class: dst.storage_class.clone(),
@@ -122,6 +124,7 @@ pub async fn write_archive(
         checksums: haul_store::Checksums::md5(&haul_store::checksum::md5_hex(&lines)),
         ..Default::default()
     };
+    record_dead(dst, unit, &dead).await.map_err(at)?;
     dst.store.put(&sidecar, lines.into(), &side).await.map_err(at)?;
     Ok(ArchiveOutcome {
         name: unit.name.clone(),

@@ -277,6 +277,10 @@ impl ObjectStore for Recording {
         self.note(Req::Other("abort_multipart"));
         self.inner.abort_multipart(key, upload).await
     }
+    async fn list_multipart_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        self.note(Req::Other("list_multipart_uploads"));
+        self.inner.list_multipart_uploads(prefix).await
+    }
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         self.note(Req::Other("copy"));
         self.inner.copy(src, dst, opts).await

@@ -1,11 +1,14 @@
 //! bundle: the objects under a prefix (a listing) packed into tar archives
 //! with byte-offset indexes under a destination prefix; objects above the
-//! member size limit copied as they are; dead letters to `--dlq`. A dry
-//! run prints the plan per archive with its requests and their cost.
+//! member size limit copied as they are; dead letters to `--dlq` as they
+//! happen (`dlq`). A dry run prints the plan per archive with its requests
+//! and their cost.
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use haul_engine::bundle::{self, BundleOptions, BundleSummary, DeadLetter, Destination, Grouper, Planned};
+use haul_engine::bundle::{
+    BundleOptions, BundleRun, BundleSummary, DeadLetter, Destination, Discard, Grouper, Planned,
+};
 use haul_engine::inventory::InventoryOptions;
 use haul_engine::source::load_inventory;
 use haul_engine::Transfer;
@@ -15,6 +18,7 @@ use haul_store::{DynStore, ErrorKind, Key, ListEntry, ListRequest, ObjectMeta, O
 /// Objects to bundle, as a listing gives them.
 type Entries = BoxStream<'static, std::result::Result<ListEntry, StoreError>>;
 
+use super::dlq::DlqFile;
 use super::transfer_options;
 use crate::connect::{probe, Connector};
 use crate::context::{JobOutcome, RunContext};
@@ -57,12 +61,19 @@ pub(crate) async fn run(s: &BundleSpec, ctx: &RunContext) -> Result<JobOutcome> 
         transfer_options(&transfer_spec(s), &ObjectSpec::default(), &WriteSpec::default()),
         ctx.cancel.clone(),
     );
-    let summary = bundle::bundle_entries(&src.store, &src_prefix, entries, &dst, &run, &opts, &transfer)
-        .await
-        .map_err(|e| JobError::Invalid(format!("bundle {}: {e}", src.shown)))?;
-    if let Some(path) = &s.dlq {
-        write_dlq(path, &summary)?;
+    let bundle = BundleRun {
+        src: &src.store,
+        src_prefix: &src_prefix,
+        dst: &dst,
+        run: &run,
+        opts: &opts,
+        transfer: &transfer,
+    };
+    let summary = match &s.dlq {
+        Some(path) => bundle.entries(entries, &mut DlqFile::create(path)?).await,
+        None => bundle.entries(entries, &mut Discard).await,
     }
+    .map_err(|e| JobError::Invalid(format!("bundle {}: {e}", src.shown)))?;
     Ok(JobOutcome::Bundled {
         summary,
         dry_run: false,
@@ -176,22 +187,6 @@ fn transfer_spec(s: &BundleSpec) -> TransferSpec {
     }
 }
 
-/// Writes the dead letters (JSON lines) and, when some objects are
-/// archived, their keys one a line in `FILE.archived` for
-/// `haul restore --files-from`.
-fn write_dlq(path: &std::path::Path, summary: &BundleSummary) -> Result<()> {
-    let io = |e: std::io::Error| JobError::Invalid(format!("--dlq {}: {e}", path.display()));
-    let lines = bundle::dlq_lines(&summary.dead).map_err(|e| JobError::Invalid(e.to_string()))?;
-    std::fs::write(path, lines).map_err(io)?;
-    let archived = bundle::restore_list(&summary.dead);
-    if !archived.is_empty() {
-        let mut p = path.as_os_str().to_owned();
-        p.push(".archived");
-        std::fs::write(std::path::PathBuf::from(p), archived).map_err(io)?;
-    }
-    Ok(())
-}
-
 /// The dry run: the archives the listing makes, each with its members,
 /// bytes, parts and requests, and an estimated request cost.
 async fn plan(
@@ -210,15 +205,16 @@ async fn plan(
     let mut show = |p: Planned, summary: &mut BundleSummary| match p {
         Planned::Archive(u) => {
             let parts = u.bytes.div_ceil(opts.part_size.max(1)).max(1);
-            // create + parts + complete, and the sidecar.
-            let (g, w) = (u.members.len() as u64, parts + 3);
+            // The listing of stale uploads at its key (a LIST, billed as a
+            // PUT), create + parts + complete, and the sidecar.
+            let (g, w) = (u.members.len() as u64, parts + 4);
             gets += g;
             puts += w;
             summary.archives_written += 1;
             summary.members += u.members.len() as u64;
             summary.member_bytes += u.bytes;
             ctx.reporter.notice(&format!(
-                "would write {}: {} members, {} bytes, {parts} parts; requests: {g} GET, {w} PUT/POST",
+                "would write {}: {} members, {} bytes, {parts} parts; requests: {g} GET, {w} PUT/POST/LIST",
                 u.name,
                 u.members.len(),
                 u.bytes
@@ -233,7 +229,7 @@ async fn plan(
                 m.key, m.size
             ));
         }
-        Planned::Dead(d) => summary.dead.push(d),
+        Planned::Dead(d) => summary.count_dead(&d),
     };
     while let Some(e) = listing.next().await {
         match e {
@@ -252,11 +248,11 @@ async fn plan(
     summary.folders = grouper.folders();
     let cost = puts as f64 / 1000.0 * PUT_PER_1000 + gets as f64 / 1000.0 * GET_PER_1000;
     ctx.reporter.notice(&format!(
-        "plan: {} archives, {} members, {} large objects, {} dead letters; requests: {gets} GET, {puts} PUT/POST; estimated ${cost:.4} at S3 list prices",
+        "plan: {} archives, {} members, {} large objects, {} dead letters; requests: {gets} GET, {puts} PUT/POST/LIST; estimated ${cost:.4} at S3 list prices",
         summary.archives_written,
         summary.members,
         summary.large_objects,
-        summary.dead.len()
+        summary.dead_letters
     ));
     Ok(summary)
 }

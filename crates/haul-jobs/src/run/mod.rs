@@ -3,6 +3,7 @@
 
 mod bundle;
 pub(crate) mod cp;
+mod dlq;
 mod plan;
 mod restore;
 mod rm;

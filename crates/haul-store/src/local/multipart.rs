@@ -187,6 +187,39 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// The uploads in `.haul-tmp` (this process's and others') whose key
+    /// starts with `prefix`, by key then id. An upload whose state cannot
+    /// be read (being created or removed right now) is not listed.
+    pub(super) async fn list_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        let inner = self.inner.clone();
+        let p = prefix.as_str().to_string();
+        blocking(Op::List, prefix.as_str(), move || {
+            let rd = match fs::read_dir(inner.tmp_dir()) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(StoreError::io(Op::List, &p, e)),
+            };
+            let mut found = Vec::new();
+            for ent in rd.flatten() {
+                let name = ent.file_name();
+                let Some(id) = name.to_str().and_then(|n| n.strip_prefix("mpu-")) else {
+                    continue;
+                };
+                let Ok(state) = inner.load_upload(Op::List, &p, &ent.path()) else {
+                    continue;
+                };
+                if state.key.starts_with(&p) {
+                    found.push((Key::object(state.key)?, MultipartId(id.to_string())));
+                }
+            }
+            found.sort_by(|a, b| (a.0.as_str(), &a.1 .0).cmp(&(b.0.as_str(), &b.1 .0)));
+            Ok(found)
+        })
+        .await
+    }
+}
+
 /// Multipart upload state, kept in `<tmp>/mpu-<id>/`.
 #[derive(Debug, Serialize, Deserialize)]
 struct UploadState {

@@ -435,6 +435,10 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn list_multipart_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        Ok(self.pending_uploads(prefix))
+    }
+
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         let bucket = self.find_bucket(&src.bucket)?;
         let s = lock(&bucket)

@@ -17,6 +17,8 @@ use super::{check_md5, lock, meta_for, MemoryStore, Stored};
 
 #[derive(Debug, Default)]
 pub(super) struct Upload {
+    /// The bucket it belongs to (uploads are kept per server).
+    pub(super) bucket: String,
     pub(super) key: String,
     pub(super) opts: PutOptions,
     /// Part number → (bytes, ETag, size; the bytes are empty for a range of a virtual object).
@@ -29,12 +31,24 @@ impl MemoryStore {
         lock(&self.server.uploads).insert(
             id.clone(),
             Upload {
+                bucket: self.caps.bucket.clone(),
                 key: key.as_str().to_string(),
                 opts: opts.clone(),
                 parts: BTreeMap::new(),
             },
         );
         Ok(MultipartId(id))
+    }
+
+    /// This bucket's uploads in progress under `prefix`, by key then id.
+    pub(super) fn pending_uploads(&self, prefix: &Key) -> Vec<(Key, MultipartId)> {
+        let mut found: Vec<(Key, MultipartId)> = lock(&self.server.uploads)
+            .iter()
+            .filter(|(_, u)| u.bucket == self.caps.bucket && u.key.starts_with(prefix.as_str()))
+            .filter_map(|(id, u)| Some((Key::object(u.key.clone()).ok()?, MultipartId(id.clone()))))
+            .collect();
+        found.sort_by(|a, b| (a.0.as_str(), &a.1 .0).cmp(&(b.0.as_str(), &b.1 .0)));
+        found
     }
 
     pub(super) fn upload_part_buffer(

@@ -236,6 +236,10 @@ impl ObjectStore for S3Store {
         self.abort_upload(key, upload).await
     }
 
+    async fn list_multipart_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        self.list_uploads(prefix).await
+    }
+
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         self.copy_object(src, dst, opts).await
     }

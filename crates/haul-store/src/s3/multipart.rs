@@ -1,6 +1,6 @@
 //! Multipart uploads: create (learning whether the server takes
 //! CRC64NVMEs), upload parts, complete (with the full-object CRC64NVME, and
-//! conditionally), abort.
+//! conditionally), abort, and list the uploads in progress under a prefix.
 
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart as SdkPart};
@@ -227,6 +227,45 @@ impl S3Store {
         }
     }
 
+    /// ListMultipartUploads under `prefix`, every page (key marker and
+    /// upload-id marker carried from one page to the next).
+    pub(super) async fn list_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        let mut found = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = self
+                .conn
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix.as_str())
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.err(Op::List, prefix.as_str(), e))?;
+            for u in out.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                // A key outside the prefix is a server's mistake, never ours to abort.
+                if !k.starts_with(prefix.as_str()) {
+                    continue;
+                }
+                found.push((Key::object(k)?, MultipartId(id.to_string())));
+            }
+            let next = (
+                out.next_key_marker().map(str::to_string),
+                out.next_upload_id_marker().map(str::to_string),
+            );
+            match next_page(out.is_truncated(), next, (&key_marker, &id_marker)) {
+                Some(n) => (key_marker, id_marker) = n,
+                None => break,
+            }
+        }
+        Ok(found)
+    }
+
     /// The result of an upload completed with an answer that could not be
     /// read, from a HEAD of the object.
     async fn completed_by_head(&self, key: &Key) -> Result<PutResult> {
@@ -260,4 +299,43 @@ fn sdk_parts(parts: &[CompletedPart], with_crc: bool) -> Vec<SdkPart> {
             .build()
         })
         .collect()
+}
+
+type Markers = (Option<String>, Option<String>);
+
+/// The markers of the next page of ListMultipartUploads, or none when the
+/// listing is done: a page that is not truncated, or one whose markers are
+/// missing or do not move on (a server's mistake that would never end).
+fn next_page(truncated: Option<bool>, next: Markers, current: (&Option<String>, &Option<String>)) -> Option<Markers> {
+    let moved = (next.0.is_some() || next.1.is_some()) && (&next.0, &next.1) != current;
+    (truncated == Some(true) && moved).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_pages_follow_the_markers_and_always_end() {
+        let s = |v: &str| Some(v.to_string());
+        let none = (&None, &None);
+        assert_eq!(next_page(Some(true), (s("k"), s("u")), none), Some((s("k"), s("u"))));
+        assert_eq!(next_page(Some(false), (s("k"), s("u")), none), None);
+        assert_eq!(next_page(None, (s("k"), s("u")), none), None);
+        assert_eq!(
+            next_page(Some(true), (None, None), none),
+            None,
+            "truncated without markers"
+        );
+        let (k, u) = (s("k"), s("u"));
+        assert_eq!(
+            next_page(Some(true), (s("k"), s("u")), (&k, &u)),
+            None,
+            "markers that do not move"
+        );
+        assert_eq!(
+            next_page(Some(true), (s("k"), s("v")), (&k, &u)),
+            Some((s("k"), s("v")))
+        );
+    }
 }

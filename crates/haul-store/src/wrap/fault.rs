@@ -419,6 +419,14 @@ impl ObjectStore for FaultStore {
         self.before(Op::AbortMultipart, key.as_str()).await?;
         self.inner.abort_multipart(key, u).await
     }
+    async fn list_multipart_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        faulty!(
+            self,
+            Op::List,
+            prefix.as_str(),
+            self.inner.list_multipart_uploads(prefix)
+        )
+    }
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         faulty!(self, Op::Copy, dst.as_str(), self.inner.copy(src, dst, opts))
     }

@@ -245,6 +245,9 @@ impl ObjectStore for LimitStore {
     async fn abort_multipart(&self, key: &Key, u: &MultipartId) -> Result<()> {
         limited!(self, self.inner.abort_multipart(key, u))
     }
+    async fn list_multipart_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        limited!(self, self.inner.list_multipart_uploads(prefix))
+    }
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         limited!(self, self.inner.copy(src, dst, opts))
     }

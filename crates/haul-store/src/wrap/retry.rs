@@ -386,6 +386,10 @@ impl ObjectStore for RetryStore {
         retried!(self, self.inner.abort_multipart(key, u))
     }
 
+    async fn list_multipart_uploads(&self, prefix: &Key) -> Result<Vec<(Key, MultipartId)>> {
+        retried!(self, self.inner.list_multipart_uploads(prefix))
+    }
+
     async fn copy(&self, src: &CopySource, dst: &Key, opts: &CopyOptions) -> Result<PutResult> {
         retried!(self, self.inner.copy(src, dst, opts))
     }
