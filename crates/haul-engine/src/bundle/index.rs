@@ -99,6 +99,17 @@ fn check_entry(e: &IndexEntry) -> Result<(), String> {
             e.name, e.data_offset, e.header_offset
         ));
     }
+    if let Some(z) = &e.zstd {
+        if z.offset.checked_add(z.len).is_none() || z.frames == 0 || z.len == 0 {
+            return Err(format!("member {:?}: its zstd frames are not a byte range", e.name));
+        }
+        if z.skip > super::frames::MAX_FRAME_SKIP || z.skip > e.data_offset {
+            return Err(format!(
+                "member {:?}: its data starts {} bytes into its zstd frames, more than a frame holds",
+                e.name, z.skip
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -144,6 +155,7 @@ mod tests {
             content_type: None,
             metadata: Default::default(),
             tags: Default::default(),
+            zstd: None,
         }
     }
 

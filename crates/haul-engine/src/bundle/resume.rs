@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use haul_store::{DynStore, GetOpts, Key};
 
-use super::format::{Locator, BLOCK};
+use super::format::BLOCK;
 use super::index::parse_index;
 use super::plan::BundleUnit;
 use super::write::ArchiveOutcome;
@@ -39,8 +39,8 @@ pub(super) async fn existing(dst: &DynStore, key: &Key, sidecar: &Key, unit: &Bu
         ..GetOpts::suffix(BLOCK)
     };
     let block = read_all(dst, key, opts).await?;
-    let loc = Locator::decode(&block, meta.size).ok()?;
-    if loc.members != index.len() as u64 {
+    // A plain locator block, or a compressed archive's locator frame.
+    if super::frames::tail_members(&block, meta.size)? != index.len() as u64 {
         return None;
     }
     tracing::info!(archive = %key, "already complete: skipped");
