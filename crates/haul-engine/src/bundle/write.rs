@@ -273,3 +273,43 @@ async fn verify(dst: &DynStore, key: &Key, emitted: &Emitted) -> Result<(), Stor
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::index::{is_zstd, parse_index};
+    use super::*;
+
+    fn entry(i: u64) -> IndexEntry {
+        IndexEntry {
+            name: format!("logs/2026/11/{i:06}.json"),
+            bucket: "b".into(),
+            key: format!("src/logs/2026/11/{i:06}.json"),
+            version_id: None,
+            header_offset: i * 2048,
+            data_offset: i * 2048 + 512,
+            size: 1000,
+            etag: Some(format!("{i:032x}")),
+            crc64nvme: "AAAAAAAAAAA=".into(),
+            mtime_ns: Some(1_700_000_000_000_000_000),
+            storage_class: None,
+            content_type: Some("application/json".into()),
+            metadata: Default::default(),
+            tags: Default::default(),
+            zstd: None,
+        }
+    }
+
+    #[test]
+    fn a_large_sidecar_is_zstd_and_reads_back_a_small_one_is_plain() -> Result<(), Box<dyn std::error::Error>> {
+        let small: Vec<IndexEntry> = (0..10).map(entry).collect();
+        let lines = index_lines(&small)?;
+        assert_eq!(sidecar_bytes(lines.clone()), lines);
+        let large: Vec<IndexEntry> = (0..5000).map(entry).collect();
+        let lines = index_lines(&large)?;
+        assert!(lines.len() > SIDECAR_ZSTD_OVER);
+        let side = sidecar_bytes(lines.clone());
+        assert!(is_zstd(&side) && side.len() < lines.len() / 4, "{} bytes", side.len());
+        assert_eq!(parse_index(&side, "x.tar.zst.index")?, large);
+        Ok(())
+    }
+}
