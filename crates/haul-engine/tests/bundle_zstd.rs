@@ -178,6 +178,17 @@ async fn a_compressed_archive_reads_member_by_member_with_one_get_each() -> Test
     assert_eq!(report.members, want.len() as u64);
     let again = bundle_prefix(&src, &key("src/"), &dest(&dst, "out/"), "z", &opts, &transfer()).await?;
     assert_eq!((again.archives_written, again.archives_skipped), (0, 1), "{again:?}");
+
+    // Unbundled to a bucket: every member, byte for byte.
+    let back: DynStore = Arc::new(server.bucket("back"));
+    let r = unbundle_to_store(&rec, &akey, back.as_ref(), &key("r/"), &UnbundleOptions::default()).await?;
+    assert!(r.is_clean() && r.restored.len() == want.len(), "{r:?}");
+    for (name, body) in &want {
+        assert!(
+            read(&back, &format!("r/{name}")).await?[..] == body[..],
+            "{name} restored differs"
+        );
+    }
     Ok(())
 }
 

@@ -41,6 +41,10 @@ pub const FRAME_TAR_BYTES: u64 = 1 << 20;
 /// accepts (a frame written by another writer may be larger than ours,
 /// but a hostile index must not make a read decompress without bound).
 pub const MAX_FRAME_SKIP: u64 = 16 << 20;
+/// The most frames a verification records (a haul archive of 1 GiB has
+/// about a thousand): a hostile stream of tiny frames cannot make it
+/// allocate without bound.
+pub const MAX_FRAMES: usize = 1 << 20;
 /// The zstd level archives are written with.
 pub const ZSTD_LEVEL: i32 = 3;
 /// The skippable-frame magic number of the locator frame (zstd reserves
@@ -426,6 +430,12 @@ impl<R: BufRead> Read for FrameScan<R> {
             self.produced += written as u64;
             self.in_frame = true;
             if hint == 0 {
+                if self.frames.len() >= MAX_FRAMES {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("more than {MAX_FRAMES} zstd frames: not an archive haul wrote"),
+                    ));
+                }
                 self.frames.push(Frame {
                     offset: self.start.0,
                     len: self.consumed - self.start.0,

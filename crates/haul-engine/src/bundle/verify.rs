@@ -398,3 +398,82 @@ async fn check_source(e: &IndexEntry, src: &dyn ObjectStore) -> Result<(), Strin
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::frames::FrameSpan;
+    use super::*;
+
+    fn entry(name: &str, data_offset: u64, size: u64, zstd: Option<FrameSpan>) -> IndexEntry {
+        IndexEntry {
+            name: name.into(),
+            bucket: String::new(),
+            key: name.into(),
+            version_id: None,
+            header_offset: data_offset - 512,
+            data_offset,
+            size,
+            etag: None,
+            crc64nvme: "AAAAAAAAAAA=".into(),
+            mtime_ns: None,
+            storage_class: None,
+            content_type: None,
+            metadata: Default::default(),
+            tags: Default::default(),
+            zstd,
+        }
+    }
+
+    fn span(offset: u64, len: u64, skip: u64, frames: u32) -> Option<FrameSpan> {
+        Some(FrameSpan {
+            offset,
+            len,
+            skip,
+            frames,
+        })
+    }
+
+    #[test]
+    fn every_span_is_checked_against_the_frames_read() -> Result<(), Box<dyn std::error::Error>> {
+        let frames = [
+            Frame {
+                offset: 0,
+                len: 300,
+                tar_start: 0,
+                tar_len: 4096,
+            },
+            Frame {
+                offset: 300,
+                len: 200,
+                tar_start: 4096,
+                tar_len: 2048,
+            },
+        ];
+        let archive = Archive {
+            key: Key::object("a.tar.zst")?,
+            size: 500,
+            etag: None,
+            locator: None,
+            framed: None,
+            source: IndexSource::Sidecar,
+            entries: vec![
+                entry("ok", 512, 100, span(0, 300, 512, 1)),
+                entry("across", 2048, 3000, span(0, 500, 2048, 2)),
+                entry("wrong", 4608, 10, span(300, 200, 500, 1)),
+                entry("none", 5120, 10, None),
+            ],
+        };
+        let mut report = VerifyReport::default();
+        check_frames(&frames, 500, &archive, &mut report);
+        let named: Vec<&str> = report.problems.iter().map(|p| p.member.as_str()).collect();
+        assert_eq!(named, ["wrong", "none"], "{:?}", report.problems);
+        assert!(report.problems[0].what.contains("zstd frames"), "{:?}", report.problems);
+        let mut short = VerifyReport::default();
+        check_frames(&frames, 400, &archive, &mut short);
+        assert!(short
+            .problems
+            .iter()
+            .any(|p| p.what.contains("400 bytes of zstd frames")));
+        Ok(())
+    }
+}
