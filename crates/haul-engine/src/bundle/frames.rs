@@ -335,7 +335,10 @@ impl SpanDecoder {
     /// Decodes from `input[*pos..]` (advancing `pos`) into at most one
     /// chunk; an empty result means more input is needed.
     pub fn step(&mut self, input: &[u8], pos: &mut usize) -> io::Result<Vec<u8>> {
-        let mut out = vec![0u8; OUT_CHUNK];
+        // No more room than the span still needs: a small member's read
+        // allocates little.
+        let room = self.skip.saturating_add(self.want).clamp(1, OUT_CHUNK as u64) as usize;
+        let mut out = vec![0u8; room];
         let mut inb = InBuffer::around(&input[*pos..]);
         let written = {
             let mut outb = OutBuffer::around(&mut out[..]);
@@ -343,7 +346,7 @@ impl SpanDecoder {
             outb.pos()
         };
         *pos += inb.pos();
-        self.full = written == OUT_CHUNK;
+        self.full = written == room;
         out.truncate(written);
         let drop = self.skip.min(out.len() as u64) as usize;
         self.skip -= drop as u64;
