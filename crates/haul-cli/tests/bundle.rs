@@ -179,6 +179,13 @@ fn a_zstd_bundle_lists_reads_unbundles_and_zstd_tar_read_it() -> R {
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("zstd"), "{}", stderr(&bad));
 
+    let plan = ok(&["bundle", &src_s, &arch_s, "--compress", "zstd", "--dry-run"])?;
+    assert!(
+        stderr(&plan).contains("would write bundle-000001.tar.zst"),
+        "{}",
+        stderr(&plan)
+    );
+    assert!(!arch.exists(), "a dry run wrote {arch:?}");
     let out = ok(&["bundle", &src_s, &arch_s, "--compress", "zstd", "--json"])?;
     let sum = last_json(&out)?;
     assert_eq!(sum["members"], want.len() as u64, "{sum}");

@@ -194,6 +194,38 @@ mod tests {
             .ok_or("bad offsets parsed")?
             .to_string();
         assert!(msg.contains("is not after header offset 512"), "{msg}");
+        // A compressed entry's frames: a byte range, the data near their start.
+        let span = |offset, len, skip| {
+            Some(crate::bundle::frames::FrameSpan {
+                offset,
+                len,
+                skip,
+                frames: 1,
+            })
+        };
+        let good = IndexEntry {
+            zstd: span(0, 90, 512),
+            ..entry("z", 512, 5)
+        };
+        assert_eq!(
+            parse_index(serde_json::to_string(&good)?.as_bytes(), "i")?,
+            vec![good.clone()]
+        );
+        for (bad, why) in [
+            (span(u64::MAX, 2, 512), "not a byte range"),
+            (span(0, 0, 512), "not a byte range"),
+            (span(0, 90, 1 << 30), "more than a frame holds"),
+        ] {
+            let e = IndexEntry {
+                zstd: bad,
+                ..good.clone()
+            };
+            let msg = parse_index(serde_json::to_string(&e)?.as_bytes(), "i")
+                .err()
+                .ok_or("a hostile span parsed")?
+                .to_string();
+            assert!(msg.contains(why), "{msg}");
+        }
         Ok(())
     }
 }
