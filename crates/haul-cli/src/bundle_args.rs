@@ -1,7 +1,7 @@
 //! Arguments of the bundle commands (`bundle`, `unbundle`), kept apart
 //! from args.rs so each file stays readable.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::args::{parse_size, Conn, DryRunArgs};
 
@@ -12,11 +12,13 @@ Examples:
   haul bundle s3://logs/ s3://archive/logs/ --dry-run      # archives, requests, estimated cost
   haul bundle s3://logs/ s3://archive/logs/ --inventory s3://inv/logs/daily/2026-11-30T01-00Z/manifest.json
   haul bundle s3://logs/ s3://archive/logs/ --input-dlq dead.jsonl --run retry1
+  haul bundle s3://logs/ s3://archive/logs/ --compress zstd   # <run>-NNNNNN.tar.zst
 
 Archives land as DST/<run>-NNNNNN.tar with a sidecar DST/<run>-NNNNNN.tar.index (JSON
 lines: name, key, offsets, size, ETag, CRC64NVME, mtime, storage class, content type,
 metadata) and the same index as the archive's last member; DST/<run>.bundles.jsonl lists
-the archives. Objects above --max-member-size are copied as they are under DST/large/.
+the archives. With --compress zstd an archive is DST/<run>-NNNNNN.tar.zst: zstd frames
+(`zstd -dc A.tar.zst | tar -x` reads it), each member still one ranged GET. Objects above --max-member-size are copied as they are under DST/large/.
 Objects that cannot be read go to --dlq with a reason (not_found, access_denied,
 archived, changed, throttled, too_large, unsafe_name); archived ones also to FILE.archived
 for `haul restore --files-from`. A re-run with the same --run skips complete archives.
@@ -68,10 +70,22 @@ pub struct BundleArgs {
     /// Part size of the archives' uploads.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub part_size: u64,
+    /// Compress archives: zstd frames (.tar.zst), a member still one ranged GET.
+    #[arg(long, value_enum, default_value_t = CompressArg::None)]
+    pub compress: CompressArg,
     #[command(flatten)]
     pub dry: DryRunArgs,
     #[command(flatten)]
     pub conn: Conn,
+}
+
+/// `--compress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    /// Plain tar.
+    None,
+    /// zstd frames, `.tar.zst`.
+    Zstd,
 }
 
 pub const UNBUNDLE_HELP: &str = "\

@@ -17,7 +17,7 @@ use crate::args::{
     ChecksumPolicyArg, Command, Conn, CpArgs, DiffArgs, FilterArgs, IfExistsArg, ObjectArgs, RestoreArgs, RmArgs,
     SyncArgs, TransferArgs, VerifyArgs, WatchArgs, WriteArgs,
 };
-use crate::bundle_args::{BundleArgs, UnbundleArgs};
+use crate::bundle_args::{BundleArgs, CompressArg, UnbundleArgs};
 
 /// Which side of a two-sided command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +311,10 @@ impl TryFrom<&BundleArgs> for BundleSpec {
             window: a.window,
             archives_in_flight: a.archives,
             part_size: Size(a.part_size),
+            compress: match a.compress {
+                CompressArg::None => haul_engine::bundle::Compression::None,
+                CompressArg::Zstd => haul_engine::bundle::Compression::Zstd,
+            },
             dry_run: a.dry.dry_run,
             src_conn: a.conn.side(Side::Src),
             dst_conn: a.conn.side(Side::Dst),

@@ -164,6 +164,101 @@ fn a_local_tree_bundles_lists_reads_verifies_and_unbundles_back() -> R {
 }
 
 #[test]
+fn a_zstd_bundle_lists_reads_unbundles_and_zstd_tar_read_it() -> R {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    let mut want = tree(&src)?;
+    let log: Vec<u8> = (0..40_000)
+        .flat_map(|i| format!("line {i} status=200\n").into_bytes())
+        .collect();
+    write(&src.join("logs/app.log"), &log)?;
+    want.insert("logs/app.log".into(), log);
+    let arch = dir.path().join("arch");
+    let (src_s, arch_s) = (src.to_string_lossy().to_string(), arch.to_string_lossy().to_string());
+    let bad = run(&["bundle", &src_s, &arch_s, "--compress", "lz4"])?;
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("zstd"), "{}", stderr(&bad));
+
+    let plan = ok(&["bundle", &src_s, &arch_s, "--compress", "zstd", "--dry-run"])?;
+    assert!(
+        stderr(&plan).contains("would write bundle-000001.tar.zst"),
+        "{}",
+        stderr(&plan)
+    );
+    assert!(!arch.exists(), "a dry run wrote {arch:?}");
+    let out = ok(&["bundle", &src_s, &arch_s, "--compress", "zstd", "--json"])?;
+    let sum = last_json(&out)?;
+    assert_eq!(sum["members"], want.len() as u64, "{sum}");
+    assert_eq!(sum["archives_written"], 1, "{sum}");
+    let a = arch.join("bundle-000001.tar.zst");
+    let a_s = a.to_string_lossy().to_string();
+    let plain_size: u64 = want.values().map(|b| 512 + (b.len() as u64).div_ceil(512) * 512).sum();
+    assert!(std::fs::metadata(&a)?.len() < plain_size / 2, "not compressed");
+
+    // Listed with their frames, read one by one.
+    let ls = ok(&["ls", "--members", &a_s, "--json"])?;
+    let lines = json_lines(&ls);
+    let summary = lines.last().ok_or("no summary")?;
+    assert_eq!(summary["compression"], "zstd", "{summary}");
+    let mut seen = BTreeMap::new();
+    for e in lines.iter().filter(|v| v.get("name").is_some()) {
+        assert!(
+            e["zstd"]["len"].as_u64().is_some() && e["zstd"]["frames"].as_u64() >= Some(1),
+            "{e}"
+        );
+        let name = e["name"].as_str().unwrap_or_default().to_string();
+        seen.insert(name.clone(), ok(&["cat", "--member", &name, &a_s])?.stdout);
+    }
+    assert!(seen == want, "members read back differ from the sources");
+    let v = ok(&["verify", "--bundle", &a_s, "--against", &src_s])?;
+    assert!(stderr(&v).contains("0 problems"), "{}", stderr(&v));
+
+    // Unbundled to a directory: the same bytes.
+    let back = dir.path().join("back");
+    ok(&["unbundle", &a_s, &back.to_string_lossy()])?;
+    for (name, body) in &want {
+        assert!(&std::fs::read(back.join(name))? == body, "{name} differs");
+    }
+
+    // zstd and tar read it as they are.
+    let have = |b: &str| std::process::Command::new(b).arg("--version").output().is_ok();
+    if !have("zstd") || !have("tar") {
+        println!("note: no zstd or tar binary: `zstd -dc | tar -t` not checked");
+        return Ok(());
+    }
+    let listed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("zstd -dc \"$1\" | tar --quoting-style=literal -t")
+        .arg("sh")
+        .arg(&a)
+        .output()?;
+    assert!(
+        listed.status.success() && listed.stderr.is_empty(),
+        "{}",
+        stderr(&listed)
+    );
+    let names: Vec<&str> = std::str::from_utf8(&listed.stdout)?.lines().collect();
+    let mut expect: Vec<&str> = want.keys().map(String::as_str).collect();
+    expect.push(".haul/index.jsonl");
+    assert_eq!(names, expect);
+    let x = dir.path().join("x");
+    std::fs::create_dir(&x)?;
+    let untar = std::process::Command::new("tar")
+        .arg("-I")
+        .arg("zstd")
+        .arg("-xf")
+        .arg(&a)
+        .arg("-C")
+        .arg(&x)
+        .output()?;
+    assert!(untar.status.success() && untar.stderr.is_empty(), "{}", stderr(&untar));
+    for (name, body) in &want {
+        assert!(&std::fs::read(x.join(name))? == body, "tar -I zstd: {name} differs");
+    }
+    Ok(())
+}
+
+#[test]
 fn bundles_on_s3_unbundle_back_with_metadata_and_report_dead_letters() -> R {
     let b = bucket("bundle")?;
     let ep = endpoint();

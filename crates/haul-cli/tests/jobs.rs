@@ -153,9 +153,12 @@ fn every_command_prints_a_job_that_runs_back_to_itself() -> R {
             "dead.jsonl",
             "--run",
             "r1",
+            "--compress",
+            "zstd",
         ],
         &[
             "[bundle]",
+            "compress = \"zstd\"",
             "max_members = 500",
             "max_bytes = \"2GiB\"",
             "storage_class = \"DEEP_ARCHIVE\"",

@@ -57,10 +57,21 @@ pub async fn ls(g: &Global, raw: &str, conn: &Conn) -> Result<u8> {
             ));
         }
     }
+    // A compressed archive's entries carry their zstd frames (in --json).
+    let zstd = archive.framed.is_some() || archive.entries.iter().any(|e| e.zstd.is_some());
+    let compression = if zstd { "zstd" } else { "none" };
     if g.json {
-        out.line(&json!({"event": "summary", "members": archive.entries.len(), "bytes": bytes}).to_string());
+        out.line(
+            &json!({"event": "summary", "members": archive.entries.len(), "bytes": bytes,
+                    "archive_bytes": archive.size, "compression": compression})
+            .to_string(),
+        );
     } else if !g.quiet {
-        eprintln!("{} members, {bytes} bytes", archive.entries.len());
+        eprintln!(
+            "{} members, {bytes} bytes; archive {} bytes ({compression})",
+            archive.entries.len(),
+            archive.size
+        );
     }
     Ok(0)
 }

@@ -74,6 +74,11 @@ impl Emitter {
         }
     }
 
+    /// The archive's key.
+    pub(super) fn key(&self) -> &Key {
+        &self.key
+    }
+
     /// The offset the next byte lands at.
     pub(super) fn offset(&self) -> u64 {
         self.offset
@@ -93,14 +98,6 @@ impl Emitter {
             self.send(part).await?;
         }
         Ok(())
-    }
-
-    /// Appends `n` zero bytes.
-    pub(super) async fn zeros(&mut self, n: u64) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.write(&vec![0u8; n as usize], None).await
     }
 
     async fn send(&mut self, part: Bytes) -> Result<()> {

@@ -16,6 +16,16 @@
 //! tar readers stop before it; see [`Locator`]. Members that became dead
 //! letters while the archive was written are in `<archive>.dead`
 //! (`super::dead::DEAD_SUFFIX`), not in the index.
+//!
+//! A compressed archive (`--compress zstd`, `<archive>.tar.zst`) holds the
+//! same tar up to its end-of-archive blocks as zstd frames, and ends with
+//! a skippable frame holding a [`super::frames::FramedLocator`] instead of
+//! the locator block; each entry then also records the frames its data
+//! lies in ([`IndexEntry::zstd`]), so a member is still one ranged GET.
+//! Offsets in entries and locators are always tar offsets (of the
+//! decompressed stream). See [`super::frames`].
+//!
+//! A sidecar larger than [`SIDECAR_ZSTD_OVER`] is written zstd-compressed.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +45,9 @@ pub const LOCATOR_VERSION: u32 = 1;
 /// bytes a member: 10,000 members take 4 MiB), so a hostile locator or
 /// sidecar cannot make a reader allocate without bound.
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+/// A sidecar index larger than this is stored zstd-compressed (readers
+/// tell by zstd's magic number).
+pub const SIDECAR_ZSTD_OVER: usize = 256 << 10;
 
 /// What the index records of one member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +85,15 @@ pub struct IndexEntry {
     pub metadata: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// In a compressed archive: the zstd frames holding the data (absent
+    /// in a plain archive's index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zstd: Option<super::frames::FrameSpan>,
 }
 
 impl IndexEntry {
-    /// The byte range of the member's data in the archive.
+    /// The byte range of the member's data in the tar (in a compressed
+    /// archive, of the decompressed stream).
     pub fn data_range(&self) -> std::ops::Range<u64> {
         self.data_offset..self.data_offset + self.size
     }

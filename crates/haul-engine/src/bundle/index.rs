@@ -99,6 +99,17 @@ fn check_entry(e: &IndexEntry) -> Result<(), String> {
             e.name, e.data_offset, e.header_offset
         ));
     }
+    if let Some(z) = &e.zstd {
+        if z.offset.checked_add(z.len).is_none() || z.frames == 0 || z.len == 0 {
+            return Err(format!("member {:?}: its zstd frames are not a byte range", e.name));
+        }
+        if z.skip > super::frames::MAX_FRAME_SKIP || z.skip > e.data_offset {
+            return Err(format!(
+                "member {:?}: its data starts {} bytes into its zstd frames, more than a frame holds",
+                e.name, z.skip
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -144,6 +155,7 @@ mod tests {
             content_type: None,
             metadata: Default::default(),
             tags: Default::default(),
+            zstd: None,
         }
     }
 
@@ -182,6 +194,38 @@ mod tests {
             .ok_or("bad offsets parsed")?
             .to_string();
         assert!(msg.contains("is not after header offset 512"), "{msg}");
+        // A compressed entry's frames: a byte range, the data near their start.
+        let span = |offset, len, skip| {
+            Some(crate::bundle::frames::FrameSpan {
+                offset,
+                len,
+                skip,
+                frames: 1,
+            })
+        };
+        let good = IndexEntry {
+            zstd: span(0, 90, 512),
+            ..entry("z", 512, 5)
+        };
+        assert_eq!(
+            parse_index(serde_json::to_string(&good)?.as_bytes(), "i")?,
+            vec![good.clone()]
+        );
+        for (bad, why) in [
+            (span(u64::MAX, 2, 512), "not a byte range"),
+            (span(0, 0, 512), "not a byte range"),
+            (span(0, 90, 1 << 30), "more than a frame holds"),
+        ] {
+            let e = IndexEntry {
+                zstd: bad,
+                ..good.clone()
+            };
+            let msg = parse_index(serde_json::to_string(&e)?.as_bytes(), "i")
+                .err()
+                .ok_or("a hostile span parsed")?
+                .to_string();
+            assert!(msg.contains(why), "{msg}");
+        }
         Ok(())
     }
 }

@@ -14,7 +14,8 @@
 //! The write side: [`plan`] cuts a sorted listing into archives
 //! ([`BundleUnit`] work units), [`tar`] makes deterministic member
 //! headers, [`write_archive`] streams one archive into a multipart upload
-//! (members read by `fetch`, bytes cut into parts by `emit`, complete
+//! (members read by `fetch`, tar or zstd [`frames`] made by `sink`, bytes
+//! cut into parts by `emit`, complete
 //! archives found by `resume`), and [`bundle_prefix`] runs it all over a
 //! listing, copies large objects as they are and writes the run manifest
 //! (spooled by `manifest`).
@@ -27,6 +28,7 @@ pub mod error;
 pub mod extract;
 mod fetch;
 pub mod format;
+pub mod frames;
 pub mod index;
 mod manifest;
 pub mod names;
@@ -34,6 +36,7 @@ pub mod plan;
 pub mod read;
 mod resume;
 pub mod run;
+mod sink;
 pub mod tar;
 pub mod unbundle;
 mod untar;
@@ -46,6 +49,7 @@ pub use dead::{
 pub use error::{BundleError, BundleResult};
 pub use extract::LocalRoot;
 pub use format::{IndexEntry, Locator, LocatorError};
+pub use frames::{Compression, FrameSpan, FramedLocator};
 pub use index::parse_index;
 pub use names::{Refusal, RefuseReason};
 pub use plan::{archive_name, BundleOptions, BundleUnit, Grouper, Planned, PlannedMember};

@@ -7,7 +7,8 @@
 //! `max_bytes`, before the archive would need more than the destination's
 //! part limit, at a prefix boundary (the first `group_by_prefix` levels of
 //! the member name) or at a change of storage class. Archive names are the
-//! run id and a sequence number (`<run>-000001.tar`): the same listing and
+//! run id and a sequence number (`<run>-000001.tar`, `.tar.zst` when
+//! compressed): the same listing and
 //! options plan the same archives with the same members.
 //!
 //! Objects above `max_member_size` are not bundled ([`Planned::Large`]);
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dead::{is_archived_class, DeadLetter, DeadReason};
 use super::format::{padding, BLOCK};
+use super::frames::Compression;
 use super::tar::unsafe_name;
 
 /// The destination's part limit (S3: 10,000).
@@ -50,6 +52,9 @@ pub struct BundleOptions {
     /// member: GetObjectTagging).
     #[serde(default)]
     pub tags: bool,
+    /// Archives as zstd frames (`.tar.zst`) or plain tar.
+    #[serde(default)]
+    pub compress: Compression,
 }
 
 impl Default for BundleOptions {
@@ -64,6 +69,7 @@ impl Default for BundleOptions {
             archives_in_flight: 2,
             large_in_flight: 4,
             tags: false,
+            compress: Compression::None,
         }
     }
 }
@@ -254,7 +260,7 @@ impl Grouper {
         let members = std::mem::take(&mut self.open);
         let storage_class = members.first().and_then(|m| m.storage_class.clone());
         let unit = BundleUnit {
-            name: archive_name(&self.run, self.seq),
+            name: archive_name(&self.run, self.seq) + self.opts.compress.suffix(),
             seq: self.seq,
             storage_class,
             members,

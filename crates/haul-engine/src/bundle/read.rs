@@ -1,7 +1,10 @@
 //! Reading a bundle through its index: finding the index (the locator in
 //! the archive's last block, then the index's bytes, CRC64NVME checked; or
 //! the sidecar `<archive>.index`), and reading one member with one ranged
-//! GET, checked against the CRC64NVME the index records.
+//! GET, checked against the CRC64NVME the index records. A compressed
+//! archive's locator is a skippable zstd frame and its index and members
+//! lie in zstd frames ([`super::frames`]): the same single GET takes the
+//! member's frames, which are decompressed as they arrive and sliced.
 
 use bytes::{Bytes, BytesMut};
 use crc_fast::{CrcAlgorithm, Digest};
@@ -11,6 +14,7 @@ use haul_store::{ByteStream, ErrorKind, GetOpts, Key, ObjectStore};
 
 use super::error::{BundleError, BundleResult};
 use super::format::{IndexEntry, Locator, LocatorError, BLOCK, MAX_INDEX_BYTES, SIDECAR_SUFFIX};
+use super::frames::{decode_span, FramedLocator, SpanDecoder};
 use super::index::parse_index;
 
 /// How much of the archive's end the first read takes: the locator, and
@@ -45,8 +49,11 @@ pub struct Archive {
     pub size: u64,
     /// The archive's ETag when the store gave one.
     pub etag: Option<String>,
-    /// The locator, when the index was read through it.
+    /// The locator, when the index was read through it (of a compressed
+    /// archive: its tar part).
     pub locator: Option<Locator>,
+    /// A compressed archive's locator frame, when the index was read through it.
+    pub framed: Option<FramedLocator>,
     pub source: IndexSource,
     /// The members, in archive order (the index member not included).
     pub entries: Vec<IndexEntry>,
@@ -99,7 +106,10 @@ pub async fn open_archive_with(store: &dyn ObjectStore, key: &Key, from: IndexFr
     // read) the same bytes without bound.
     let mut end = 0u64;
     for e in &archive.entries {
-        let what = if e.data_range().end > archive.size {
+        // In a compressed archive the data's range is in the tar: its
+        // frames must lie in the archive.
+        let stored_end = e.zstd.map_or(e.data_range().end, |z| z.range().end);
+        let what = if stored_end > archive.size {
             format!("past the archive's end ({} bytes)", archive.size)
         } else if e.data_offset < end {
             format!("over the data of the member before it (which ends at {end})")
@@ -121,6 +131,10 @@ async fn from_locator(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archiv
         source,
     };
     let (size, etag, tail) = read_tail(store, key, TAIL_READ).await?;
+    if FramedLocator::is_framed(&tail) {
+        let framed = FramedLocator::decode(&tail, size).map_err(locator_err)?;
+        return from_framed(store, key, size, etag, &tail, framed).await;
+    }
     if tail.len() < BLOCK as usize {
         return Err(locator_err(LocatorError::Size(tail.len())));
     }
@@ -137,7 +151,68 @@ async fn from_locator(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archiv
         let got = store.get(key, Some(range)).await?;
         collect(got.body, loc.index_len, key).await?
     };
-    let got = crc64(&index);
+    let entries = checked_index(&index, &loc, key)?;
+    Ok(Archive {
+        key: key.clone(),
+        size,
+        etag,
+        locator: Some(loc),
+        framed: None,
+        source: IndexSource::Locator,
+        entries,
+    })
+}
+
+/// The index of a compressed archive: its frames (from the tail when it
+/// holds them, else one ranged GET), decompressed and sliced.
+async fn from_framed(
+    store: &dyn ObjectStore,
+    key: &Key,
+    size: u64,
+    etag: Option<String>,
+    tail: &Bytes,
+    framed: FramedLocator,
+) -> BundleResult<Archive> {
+    let span = framed.index;
+    let tail_start = size - tail.len() as u64;
+    let frames = if span.offset >= tail_start {
+        let at = (span.offset - tail_start) as usize;
+        tail.slice(at..at + span.len as usize)
+    } else {
+        let got = store.get(key, Some(span.range())).await?;
+        collect(got.body, span.len, key).await?
+    };
+    let loc = framed.tar;
+    let index = tokio::task::spawn_blocking(move || decode_span(&frames, span.skip, loc.index_len))
+        .await
+        .map_err(|e| malformed(key, format!("the decompressing thread failed: {e}")))?
+        .map_err(|e| BundleError::Integrity {
+            archive: key.to_string(),
+            member: super::format::INDEX_MEMBER.to_string(),
+            what: format!("its zstd frames at {:?} do not decompress: {e}", span.range()),
+        })?;
+    let entries = checked_index(&index, &loc, key)?;
+    Ok(Archive {
+        key: key.clone(),
+        size,
+        etag,
+        locator: Some(loc),
+        framed: Some(framed),
+        source: IndexSource::Locator,
+        entries,
+    })
+}
+
+fn malformed(key: &Key, what: String) -> BundleError {
+    BundleError::Malformed {
+        archive: key.to_string(),
+        what,
+    }
+}
+
+/// The index's entries, its CRC64NVME and member count checked against the locator.
+fn checked_index(index: &[u8], loc: &Locator, key: &Key) -> BundleResult<Vec<IndexEntry>> {
+    let got = crc64(index);
     if got != loc.index_crc {
         return Err(BundleError::IndexCrc {
             archive: key.to_string(),
@@ -145,25 +220,18 @@ async fn from_locator(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archiv
             got,
         });
     }
-    let entries = parse_index(&index, key.as_str())?;
+    let entries = parse_index(index, key.as_str())?;
     if entries.len() as u64 != loc.members {
-        return Err(BundleError::Malformed {
-            archive: key.to_string(),
-            what: format!(
+        return Err(malformed(
+            key,
+            format!(
                 "the locator counts {} members, the index lists {}",
                 loc.members,
                 entries.len()
             ),
-        });
+        ));
     }
-    Ok(Archive {
-        key: key.clone(),
-        size,
-        etag,
-        locator: Some(loc),
-        source: IndexSource::Locator,
-        entries,
-    })
+    Ok(entries)
 }
 
 async fn from_sidecar(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archive> {
@@ -184,6 +252,7 @@ async fn from_sidecar(store: &dyn ObjectStore, key: &Key) -> BundleResult<Archiv
         size: meta.size,
         etag: meta.etag,
         locator: None,
+        framed: None,
         source: IndexSource::Sidecar,
         entries,
     })
@@ -263,10 +332,18 @@ pub async fn member_stream(
             entry.crc64nvme
         ))
     })?;
-    let body: ByteStream = if entry.size == 0 {
-        futures::stream::empty().boxed()
-    } else {
-        store.get(archive_key, Some(entry.data_range())).await?.body
+    let body: BoxStream<'static, BundleResult<Bytes>> = match &entry.zstd {
+        _ if entry.size == 0 => futures::stream::empty().boxed(),
+        None => {
+            let got = store.get(archive_key, Some(entry.data_range())).await?;
+            got.body.map(|c| c.map_err(BundleError::Store)).boxed()
+        }
+        Some(span) => {
+            let got = store.get(archive_key, Some(span.range())).await?;
+            let dec = SpanDecoder::new(span.skip, entry.size).map_err(|e| integrity(format!("zstd: {e}")))?;
+            let what = format!("its zstd frames at {:?} do not decompress", span.range());
+            decompressed(got.body, dec, integrity(what))
+        }
     };
     let checker = Checker {
         digest: Digest::new(CrcAlgorithm::Crc64Nvme),
@@ -287,11 +364,49 @@ pub async fn member_stream(
                 c.digest.update(&chunk);
                 Some((Ok(chunk), Some((body, c))))
             }
-            Some(Err(e)) => Some((Err(BundleError::Store(e)), None)),
+            Some(Err(e)) => Some((Err(e), None)),
             None => c.finish().map(|e| (Err(e), None)),
         }
     });
     Ok(s.boxed())
+}
+
+/// The member's bytes out of the compressed frames `body` brings;
+/// `broken` (with zstd's reason added) when they do not decompress.
+fn decompressed(body: ByteStream, dec: SpanDecoder, broken: BundleError) -> BoxStream<'static, BundleResult<Bytes>> {
+    let state = Some((body, dec, Bytes::new(), 0usize, broken));
+    futures::stream::unfold(state, |state| async move {
+        let (mut body, mut dec, mut input, mut pos, broken) = state?;
+        loop {
+            if dec.remaining() == 0 {
+                return None;
+            }
+            if pos >= input.len() && !dec.has_buffered() {
+                match body.next().await {
+                    Some(Ok(chunk)) => (input, pos) = (chunk, 0),
+                    Some(Err(e)) => return Some((Err(BundleError::Store(e)), None)),
+                    None => return None,
+                }
+                continue;
+            }
+            match dec.step(&input, &mut pos) {
+                Ok(out) if out.is_empty() => continue,
+                Ok(out) => return Some((Ok(Bytes::from(out)), Some((body, dec, input, pos, broken)))),
+                Err(e) => {
+                    let err = match broken {
+                        BundleError::Integrity { archive, member, what } => BundleError::Integrity {
+                            archive,
+                            member,
+                            what: format!("{what}: {e}"),
+                        },
+                        other => other,
+                    };
+                    return Some((Err(err), None));
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 struct Checker {

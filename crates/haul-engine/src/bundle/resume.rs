@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use haul_store::{DynStore, ErrorKind, GetOpts, Key, StoreError};
 
 use super::dead::{dead_record_name, dlq_lines, DeadLetter};
-use super::format::{IndexEntry, Locator, BLOCK};
+use super::format::{IndexEntry, BLOCK};
 use super::index::parse_index;
 use super::plan::{BundleUnit, PlannedMember};
 use super::write::{ArchiveOutcome, Destination, INDEX_CONTENT_TYPE};
@@ -57,8 +57,8 @@ pub(super) async fn existing(dst: &Destination, key: &Key, sidecar: &Key, unit: 
         ..GetOpts::suffix(BLOCK)
     };
     let block = read_all(store, key, opts).await?;
-    let loc = Locator::decode(&block, meta.size).ok()?;
-    if loc.members != index.len() as u64 {
+    // A plain locator block, or a compressed archive's locator frame.
+    if super::frames::tail_members(&block, meta.size)? != index.len() as u64 {
         return None;
     }
     tracing::info!(archive = %key, dead = dead.len(), "already complete: skipped");
@@ -195,6 +195,7 @@ mod tests {
             content_type: None,
             metadata: Default::default(),
             tags: Default::default(),
+            zstd: None,
         }
     }
 

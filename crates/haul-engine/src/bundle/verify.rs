@@ -3,11 +3,14 @@
 //! every member's header offset, data offset, size, name and CRC64NVME
 //! compared with its index entry, the index member with the locator, and
 //! the end of the archive (end-of-archive blocks, then the locator), and
-//! the sidecar index (when there is one) with the archive's. And
+//! the sidecar index (when there is one) with the archive's. A compressed
+//! archive is read through its zstd frames, each recorded, and every
+//! entry's frames (and the index's, and the locator frame) checked against
+//! them. And
 //! the index against the source objects (`--against`): each still there
 //! with the same size and ETag.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use crc_fast::{CrcAlgorithm, Digest};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -18,6 +21,8 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::error::{BundleError, BundleResult};
 use super::format::{padding, IndexEntry, Locator, BLOCK, INDEX_MEMBER};
+use super::frames::{span_of, Frame, FrameScan, FRAMED_LEN};
+use super::index::is_zstd;
 use super::read::{open_archive_with, Archive, IndexFrom, IndexSource};
 
 /// One thing found wrong.
@@ -86,12 +91,45 @@ pub async fn verify_archive(store: &dyn ObjectStore, key: &Key) -> BundleResult<
         }
     }
     let got = store.get(key, None).await?;
-    let reader = Counting {
-        inner: SyncIoBridge::new(StreamReader::new(got.body.map_err(io::Error::other))),
-        pos: 0,
-    };
+    let bridge = SyncIoBridge::new(StreamReader::new(got.body.map_err(io::Error::other)));
     let checked = tokio::task::spawn_blocking(move || {
-        walk(reader, &archive, &mut report);
+        let mut buffered = io::BufReader::with_capacity(256 * 1024, bridge);
+        let zstd = archive.framed.is_some()
+            || archive.entries.iter().any(|e| e.zstd.is_some())
+            || buffered.fill_buf().is_ok_and(is_zstd);
+        if !zstd {
+            if let Some(rest) = walk(
+                Counting {
+                    inner: buffered,
+                    pos: 0,
+                },
+                &archive,
+                &mut report,
+            ) {
+                if let Err(e) = entries_end(rest, &archive, &mut report) {
+                    report.problem("", format!("reading the archive's end: {e}"));
+                }
+            }
+            return report;
+        }
+        let mut scan = match FrameScan::new(buffered) {
+            Ok(s) => s,
+            Err(e) => {
+                report.problem("", format!("zstd: {e}"));
+                return report;
+            }
+        };
+        if let Some(rest) = walk(
+            Counting {
+                inner: &mut scan,
+                pos: 0,
+            },
+            &archive,
+            &mut report,
+        ) {
+            frames_end(rest, &mut report);
+            check_frames(scan.frames(), scan.consumed(), &archive, &mut report);
+        }
         report
     })
     .await
@@ -100,6 +138,73 @@ pub async fn verify_archive(store: &dyn ObjectStore, key: &Key) -> BundleResult<
         what: format!("the verifying thread failed: {e}"),
     })?;
     Ok(checked)
+}
+
+/// After a compressed archive's first end-of-archive block: the second,
+/// then nothing (the locator frame decompresses to nothing).
+fn frames_end<R: Read>(mut r: Counting<R>, report: &mut VerifyReport) {
+    let end_at = r.pos;
+    let mut rest = Vec::new();
+    match r.read_to_end(&mut rest) {
+        Ok(_) if rest.len() == BLOCK as usize && rest.iter().all(|b| *b == 0) => {}
+        Ok(_) => report.problem(
+            "",
+            format!(
+                "after the first end-of-archive block (at {end_at}) come {} bytes, not one zero block",
+                rest.len()
+            ),
+        ),
+        Err(e) => report.problem("", format!("reading the archive's end: {e}")),
+    }
+}
+
+/// Each entry's frames (and the index's) against the frames the archive
+/// holds; the locator frame last, ending the archive.
+fn check_frames(frames: &[Frame], consumed: u64, archive: &Archive, report: &mut VerifyReport) {
+    for e in &archive.entries {
+        let found = span_of(frames, e.data_offset, e.size);
+        match (e.zstd, found) {
+            (Some(z), Some(f)) if z == f => {}
+            (None, _) => report.problem(
+                &e.name,
+                "a compressed archive's member without zstd frames in the index",
+            ),
+            (Some(z), f) => report.problem(
+                &e.name,
+                format!("zstd frames {z:?} in the index, the archive's frames there are {f:?}"),
+            ),
+        }
+    }
+    if consumed != archive.size {
+        report.problem(
+            "",
+            format!("{consumed} bytes of zstd frames, the archive has {}", archive.size),
+        );
+    }
+    let Some(l) = &archive.framed else {
+        return;
+    };
+    let found = span_of(frames, l.tar.index_offset, l.tar.index_len);
+    if found != Some(l.index) {
+        report.problem(
+            INDEX_MEMBER,
+            format!(
+                "the locator puts the index in frames {:?}, the archive's are {found:?}",
+                l.index
+            ),
+        );
+    }
+    let tar_len = frames.last().map_or(0, Frame::tar_end);
+    let last = frames.last().map(|f| (f.offset, f.len, f.tar_len));
+    if last != Some((archive.size.saturating_sub(FRAMED_LEN), FRAMED_LEN, 0)) || tar_len != l.tar_len {
+        report.problem(
+            "",
+            format!(
+                "the archive does not end with the locator frame after {} tar bytes (last frame {last:?}, {tar_len} tar bytes)",
+                l.tar_len
+            ),
+        );
+    }
 }
 
 /// A reader that counts the bytes it gave.
@@ -116,21 +221,26 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn walk<R: Read>(reader: Counting<R>, archive: &Archive, report: &mut VerifyReport) {
+/// Walks the tar; the reader after tar's first end-of-archive block,
+/// unless the walk had to stop.
+fn walk<R: Read>(reader: Counting<R>, archive: &Archive, report: &mut VerifyReport) -> Option<Counting<R>> {
     let mut ar = tar::Archive::new(reader);
     let mut next_header = 0u64;
     let mut seen = 0usize;
     let mut index_seen = false;
     let entries = match ar.entries() {
         Ok(e) => e,
-        Err(e) => return report.problem("", format!("not a tar: {e}")),
+        Err(e) => {
+            report.problem("", format!("not a tar: {e}"));
+            return None;
+        }
     };
     for entry in entries {
         let mut entry = match entry {
             Ok(e) => e,
             Err(e) => {
                 report.problem("", format!("tar headers stop parsing after offset {next_header}: {e}"));
-                return;
+                return None;
             }
         };
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -139,7 +249,7 @@ fn walk<R: Read>(reader: Counting<R>, archive: &Archive, report: &mut VerifyRepo
             Ok(c) => c,
             Err(e) => {
                 report.problem(&name, format!("unreadable data: {e}"));
-                return;
+                return None;
             }
         };
         if let Some(want) = archive.entries.get(seen) {
@@ -200,9 +310,7 @@ fn walk<R: Read>(reader: Counting<R>, archive: &Archive, report: &mut VerifyRepo
     if !index_seen {
         report.problem("", format!("no {INDEX_MEMBER} member"));
     }
-    if let Err(e) = entries_end(ar.into_inner(), archive, report) {
-        report.problem("", format!("reading the archive's end: {e}"));
-    }
+    Some(ar.into_inner())
 }
 
 /// Checks what follows tar's first end-of-archive block: the second one,
@@ -288,5 +396,84 @@ async fn check_source(e: &IndexEntry, src: &dyn ObjectStore) -> Result<(), Strin
             Err(format!("source {:?} has ETag {got}, the index says {want}", e.key))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::frames::FrameSpan;
+    use super::*;
+
+    fn entry(name: &str, data_offset: u64, size: u64, zstd: Option<FrameSpan>) -> IndexEntry {
+        IndexEntry {
+            name: name.into(),
+            bucket: String::new(),
+            key: name.into(),
+            version_id: None,
+            header_offset: data_offset - 512,
+            data_offset,
+            size,
+            etag: None,
+            crc64nvme: "AAAAAAAAAAA=".into(),
+            mtime_ns: None,
+            storage_class: None,
+            content_type: None,
+            metadata: Default::default(),
+            tags: Default::default(),
+            zstd,
+        }
+    }
+
+    fn span(offset: u64, len: u64, skip: u64, frames: u32) -> Option<FrameSpan> {
+        Some(FrameSpan {
+            offset,
+            len,
+            skip,
+            frames,
+        })
+    }
+
+    #[test]
+    fn every_span_is_checked_against_the_frames_read() -> Result<(), Box<dyn std::error::Error>> {
+        let frames = [
+            Frame {
+                offset: 0,
+                len: 300,
+                tar_start: 0,
+                tar_len: 4096,
+            },
+            Frame {
+                offset: 300,
+                len: 200,
+                tar_start: 4096,
+                tar_len: 2048,
+            },
+        ];
+        let archive = Archive {
+            key: Key::object("a.tar.zst")?,
+            size: 500,
+            etag: None,
+            locator: None,
+            framed: None,
+            source: IndexSource::Sidecar,
+            entries: vec![
+                entry("ok", 512, 100, span(0, 300, 512, 1)),
+                entry("across", 2048, 3000, span(0, 500, 2048, 2)),
+                entry("wrong", 4608, 10, span(300, 200, 500, 1)),
+                entry("none", 5120, 10, None),
+            ],
+        };
+        let mut report = VerifyReport::default();
+        check_frames(&frames, 500, &archive, &mut report);
+        let named: Vec<&str> = report.problems.iter().map(|p| p.member.as_str()).collect();
+        assert_eq!(named, ["wrong", "none"], "{:?}", report.problems);
+        assert!(report.problems[0].what.contains("zstd frames"), "{:?}", report.problems);
+        let mut short = VerifyReport::default();
+        check_frames(&frames, 400, &archive, &mut short);
+        assert!(short
+            .problems
+            .iter()
+            .any(|p| p.what.contains("400 bytes of zstd frames")));
+        Ok(())
     }
 }

@@ -3,6 +3,8 @@
 //! GETs, emitted in plan order as tar (header, data, padding) straight
 //! into the destination's multipart upload, then the index member, tar's
 //! end (two zero blocks) and the locator block; then the sidecar index.
+//! With `--compress zstd` the same tar goes through zstd frames
+//! ([`super::sink`], [`super::frames`]).
 //!
 //! After completion the archive's size must equal the bytes written, and
 //! its full-object CRC64NVME (when the destination reports one) the CRC
@@ -15,21 +17,23 @@
 //! recorded next to the archive (`<archive>.dead`) before its sidecar.
 
 use futures::stream::{self, StreamExt};
-use haul_store::checksum::{crc64, crc64_to_b64};
+use haul_store::checksum::crc64_to_b64;
 use haul_store::{DynStore, ErrorKind, Key, Op, PutOptions, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::dead::{DeadLetter, DeadReason};
 use super::emit::{Emitted, Emitter};
 use super::fetch::{fetch, Fetched};
-use super::format::{padding, IndexEntry, Locator, BLOCK, INDEX_MEMBER, SIDECAR_SUFFIX};
+use super::format::{IndexEntry, INDEX_MEMBER, SIDECAR_SUFFIX, SIDECAR_ZSTD_OVER};
+use super::frames::ZSTD_LEVEL;
 use super::plan::{BundleOptions, BundleUnit};
 use super::resume::{abort_stale, existing, record_dead};
+use super::sink::ArchiveOut;
 use super::tar::{member_header, Stat, DEFAULT_MODE};
 use super::{BundleRunError, Task};
 use crate::transfer::Transfer;
 
-/// The content type of archives.
+/// The content type of plain archives (`application/zstd` for compressed ones).
 pub const ARCHIVE_CONTENT_TYPE: &str = "application/x-tar";
 /// The content type of sidecar indexes.
 pub const INDEX_CONTENT_TYPE: &str = "application/x-ndjson";
@@ -103,11 +107,12 @@ pub async fn write_archive(
     }
     abort_stale(&dst.store, &key).await;
     let put = PutOptions {
-        content_type: Some(ARCHIVE_CONTENT_TYPE.into()),
+        content_type: Some(opts.compress.content_type().into()),
         storage_class: dst.storage_class.clone(),
         ..Default::default()
     };
-    let mut out = Emitter::new(&dst.store, key.clone(), put, opts.part_size, transfer.limits());
+    let emitter = Emitter::new(&dst.store, key.clone(), put, opts.part_size, transfer.limits());
+    let mut out = ArchiveOut::new(emitter, opts.compress).map_err(at)?;
     let (index, dead, data_bytes) = match stream_members(src, &mut out, unit, opts, transfer).await {
         Ok(w) => w,
         Err(e) => {
@@ -117,7 +122,7 @@ pub async fn write_archive(
     };
     let emitted = out.finish().await.map_err(at)?;
     verify(&dst.store, &key, &emitted).await.map_err(at)?;
-    let lines = index_lines(&index).map_err(BundleRunError::Json)?;
+    let lines = sidecar_bytes(index_lines(&index).map_err(BundleRunError::Json)?);
     let side = PutOptions {
         content_type: Some(INDEX_CONTENT_TYPE.into()),
         storage_class: dst.storage_class.clone(),
@@ -139,6 +144,18 @@ pub async fn write_archive(
     })
 }
 
+/// The sidecar's bytes: the index's JSON lines, zstd-compressed when
+/// larger than [`SIDECAR_ZSTD_OVER`] (and smaller so).
+fn sidecar_bytes(lines: Vec<u8>) -> Vec<u8> {
+    if lines.len() <= SIDECAR_ZSTD_OVER {
+        return lines;
+    }
+    match zstd::bulk::compress(&lines, ZSTD_LEVEL) {
+        Ok(packed) if packed.len() < lines.len() => packed,
+        _ => lines,
+    }
+}
+
 /// The index as JSON lines.
 pub fn index_lines(index: &[IndexEntry]) -> Result<Vec<u8>, serde_json::Error> {
     let mut v = Vec::new();
@@ -154,7 +171,7 @@ type Streamed = (Vec<IndexEntry>, Vec<DeadLetter>, u64);
 /// Emits every member, the index member, tar's end and the locator.
 async fn stream_members(
     src: &DynStore,
-    out: &mut Emitter,
+    out: &mut ArchiveOut,
     unit: &BundleUnit,
     opts: &BundleOptions,
     transfer: &Transfer,
@@ -182,7 +199,7 @@ async fn stream_members(
             }
         })
         .buffered(opts.window.max(1));
-    let (mut index, mut dead, mut data_bytes) = (Vec::new(), Vec::new(), 0u64);
+    let (mut dead, mut data_bytes) = (Vec::new(), 0u64);
     let mut newest = 0u64;
     while let Some(next) = out.drive(reads.next()).await? {
         let f: Fetched = match next {
@@ -202,19 +219,12 @@ async fn stream_members(
         let st = Stat::of(modified, &f.meta.metadata);
         newest = newest.max(st.mtime_s);
         let header = member_header(&m.name, m.size, &st);
-        let header_offset = out.offset();
-        out.write(&header, None).await?;
-        let data_offset = out.offset();
-        out.write(&f.data, Some(f.crc)).await?;
-        out.zeros(padding(m.size)).await?;
         data_bytes += m.size;
-        index.push(IndexEntry {
+        let entry = IndexEntry {
             name: m.name.clone(),
             bucket: bucket.clone(),
             key: m.key.clone(),
             version_id: None,
-            header_offset,
-            data_offset,
             size: m.size,
             etag: m.etag.clone().or_else(|| f.meta.etag.clone()),
             crc64nvme: crc64_to_b64(f.crc),
@@ -225,8 +235,13 @@ async fn stream_members(
             content_type: f.meta.content_type.clone(),
             metadata: f.meta.metadata.clone(),
             tags: f.tags.iter().cloned().collect(),
-        });
+            header_offset: 0,
+            data_offset: 0,
+            zstd: None,
+        };
+        out.member(&header, &f.data, f.crc, entry).await?;
     }
+    let index = out.members_done().await?;
     let lines = index_lines(&index)
         .map_err(|e| StoreError::new(Op::Put, INDEX_MEMBER, ErrorKind::Other, format!("index: {e}")))?;
     let st = Stat {
@@ -234,19 +249,8 @@ async fn stream_members(
         mtime_s: newest,
         ..Default::default()
     };
-    out.write(&member_header(INDEX_MEMBER, lines.len() as u64, &st), None)
-        .await?;
-    let index_offset = out.offset();
-    let index_crc = crc64(&lines);
-    out.write(&lines, Some(index_crc)).await?;
-    out.zeros(padding(lines.len() as u64) + 2 * BLOCK).await?;
-    let locator = Locator {
-        index_offset,
-        index_len: lines.len() as u64,
-        index_crc,
-        members: index.len() as u64,
-    };
-    out.write(&locator.encode(), None).await?;
+    let header = member_header(INDEX_MEMBER, lines.len() as u64, &st);
+    out.index(&header, &lines, index.len() as u64).await?;
     Ok((index, dead, data_bytes))
 }
 
@@ -271,4 +275,44 @@ async fn verify(dst: &DynStore, key: &Key, emitted: &Emitted) -> Result<(), Stor
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::index::{is_zstd, parse_index};
+    use super::*;
+
+    fn entry(i: u64) -> IndexEntry {
+        IndexEntry {
+            name: format!("logs/2026/11/{i:06}.json"),
+            bucket: "b".into(),
+            key: format!("src/logs/2026/11/{i:06}.json"),
+            version_id: None,
+            header_offset: i * 2048,
+            data_offset: i * 2048 + 512,
+            size: 1000,
+            etag: Some(format!("{i:032x}")),
+            crc64nvme: "AAAAAAAAAAA=".into(),
+            mtime_ns: Some(1_700_000_000_000_000_000),
+            storage_class: None,
+            content_type: Some("application/json".into()),
+            metadata: Default::default(),
+            tags: Default::default(),
+            zstd: None,
+        }
+    }
+
+    #[test]
+    fn a_large_sidecar_is_zstd_and_reads_back_a_small_one_is_plain() -> Result<(), Box<dyn std::error::Error>> {
+        let small: Vec<IndexEntry> = (0..10).map(entry).collect();
+        let lines = index_lines(&small)?;
+        assert_eq!(sidecar_bytes(lines.clone()), lines);
+        let large: Vec<IndexEntry> = (0..5000).map(entry).collect();
+        let lines = index_lines(&large)?;
+        assert!(lines.len() > SIDECAR_ZSTD_OVER);
+        let side = sidecar_bytes(lines.clone());
+        assert!(is_zstd(&side) && side.len() < lines.len() / 4, "{} bytes", side.len());
+        assert_eq!(parse_index(&side, "x.tar.zst.index")?, large);
+        Ok(())
+    }
 }

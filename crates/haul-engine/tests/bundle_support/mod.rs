@@ -93,6 +93,7 @@ pub fn build_with(
             content_type: m.content_type.clone(),
             metadata: m.metadata.clone(),
             tags: m.tags.clone(),
+            zstd: None,
         });
     }
     tamper(&mut entries);

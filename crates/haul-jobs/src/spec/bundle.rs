@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use haul_engine::bundle::Compression;
 use haul_store::location::Location;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,7 @@ use super::options::{ConnSpec, FilterSpec};
 use super::values::{Loc, Size};
 
 /// `haul bundle`: the objects under SRC (or an inventory's) into archives
-/// under DST, `DST/<run>-NNNNNN.tar` with `.tar.index` sidecars.
+/// under DST, `DST/<run>-NNNNNN.tar` (`.tar.zst` compressed) with `.index` sidecars.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleSpec {
@@ -57,6 +58,10 @@ pub struct BundleSpec {
     /// Part size of the archives' multipart uploads.
     #[serde(default = "part_size")]
     pub part_size: Size,
+    /// `"zstd"`: archives as zstd frames (`.tar.zst`), each member still one
+    /// ranged GET; `"none"` (the default): plain tar.
+    #[serde(default)]
+    pub compress: Compression,
     #[serde(default)]
     pub dry_run: bool,
     #[serde(default)]
@@ -131,6 +136,7 @@ impl BundleSpec {
             window: window(),
             archives_in_flight: archives(),
             part_size: part_size(),
+            compress: Compression::None,
             dry_run: false,
             filter: FilterSpec::default(),
             src_conn: ConnSpec::default(),
