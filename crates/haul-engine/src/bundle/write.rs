@@ -209,7 +209,7 @@ async fn stream_members(
             name: m.name.clone(),
             bucket: bucket.clone(),
             key: m.key.clone(),
-            version_id: None,
+            version_id: m.version_id.clone(),
             header_offset,
             data_offset,
             size: m.size,

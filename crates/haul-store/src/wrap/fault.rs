@@ -241,6 +241,15 @@ impl ObjectStore for FaultStore {
         self.before(Op::Head, key.as_str()).await?;
         self.inner.head_part(key, n).await
     }
+    async fn get_with(&self, key: &Key, opts: crate::get_with::GetOpts) -> Result<GetResult> {
+        // A version is read by the inner store (HEAD + GET here would see
+        // the current object); other reads go through this store's faults.
+        if opts.version_id.is_some() {
+            self.before(Op::Get, key.as_str()).await?;
+            return self.inner.get_with(key, opts).await;
+        }
+        crate::get_with::by_head_and_get(self, key, opts).await
+    }
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
         self.before(Op::Get, key.as_str()).await?;
         let ranged = range.is_some();
