@@ -47,6 +47,7 @@ async fn case(s: DynStore) -> TestResult {
     let opts = GetOpts {
         range: Some(ReadRange::Bounded(10..20)),
         if_match: Some(etag.clone()),
+        ..Default::default()
     };
     assert_eq!(read(&s, &k, opts).await?, (10..20, body.slice(10..20)));
 
@@ -62,6 +63,7 @@ async fn case(s: DynStore) -> TestResult {
         let opts = GetOpts {
             range,
             if_match: Some("0123456789abcdef0123456789abcdef".into()),
+            ..Default::default()
         };
         let e = read(&s, &k, opts).await.err().ok_or("a stale If-Match read")?;
         assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
@@ -104,6 +106,7 @@ async fn resumed(s: DynStore) -> TestResult {
         let opts = GetOpts {
             range: Some(ReadRange::Suffix(40_000)),
             if_match: Some(etag.clone()),
+            ..Default::default()
         };
         assert_eq!(read(&retry, &k, opts).await?.1, body.slice(64 * 1024 - 40_000..));
         assert_eq!(read(&retry, &k, GetOpts::if_match(etag.clone())).await?.1, body);
@@ -137,6 +140,32 @@ async fn s3() -> Result<Option<DynStore>, Box<dyn std::error::Error>> {
     let b = haul_testkit::unique_bucket("gw");
     haul_testkit::create_bucket(server, &b)?;
     Ok(Some(Arc::new(conn.bucket(&b))))
+}
+
+/// A store that keeps no versions refuses a read of one, rather than
+/// answer with the current object (which may be other bytes).
+async fn no_versions(s: DynStore) -> TestResult {
+    let k = key("v");
+    put(&s, &k, &Bytes::from_static(b"current")).await?;
+    for range in [None, Some(ReadRange::Bounded(0..3))] {
+        let opts = GetOpts {
+            range,
+            version_id: Some("3HL4kqtJlcpXroDTDmJ".into()),
+            ..Default::default()
+        };
+        let e = read(&s, &k, opts).await.err().ok_or("a version read")?;
+        assert_eq!(e.kind, ErrorKind::NotSupported, "{e}");
+        assert!(e.message.contains("keeps no object versions"), "{e}");
+        assert!(e.message.contains("3HL4kqtJlcpXroDTDmJ"), "{e}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn stores_without_versions_refuse_a_version_read() -> TestResult {
+    let d = tempfile::tempdir()?;
+    no_versions(memory()).await?;
+    no_versions(local(&d)?).await
 }
 
 #[tokio::test]

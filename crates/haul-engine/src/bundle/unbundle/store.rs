@@ -445,7 +445,7 @@ mod tests {
         let big = 100_000u64 * (5 << 20);
         let ps = part_size(5 << 20, big, &caps);
         assert!(big.div_ceil(ps) <= u64::from(caps.max_parts));
-        assert_eq!(ps, 10 << 20);
+        assert_eq!(ps, 80 << 20);
         // Never above 5 GiB a part.
         assert_eq!(part_size(8 << 30, 1 << 40, &caps), MAX_PART_SIZE);
         assert_eq!(ranges(0, 5), vec![0..0]);
