@@ -420,7 +420,7 @@ pub(crate) fn part_size(want: u64, size: u64, caps: &Capabilities) -> u64 {
 /// an empty member).
 pub(crate) fn ranges(size: u64, part: u64) -> Vec<Range<u64>> {
     if size == 0 {
-        return vec![0..0];
+        return std::iter::once(0..0).collect();
     }
     let part = part.max(1);
     (0..size.div_ceil(part))
@@ -448,6 +448,6 @@ mod tests {
         assert_eq!(ps, 80 << 20);
         // Never above 5 GiB a part.
         assert_eq!(part_size(8 << 30, 1 << 40, &caps), MAX_PART_SIZE);
-        assert_eq!(ranges(0, 5), vec![0..0]);
+        assert_eq!(ranges(0, 5), std::iter::once(0..0).collect::<Vec<_>>());
     }
 }
