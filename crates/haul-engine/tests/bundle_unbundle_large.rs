@@ -229,3 +229,25 @@ async fn a_copy_is_checked_by_the_crc_the_destination_states() -> TestResult {
     );
     check_restored(&dst.inner, &members.iter().collect::<Vec<_>>()).await
 }
+
+/// Two members of one name (two versions of a key, as `bundle --versions`
+/// packs them), the newer first in the archive: restored one after the
+/// other, oldest first, so the newer is the object left.
+#[tokio::test]
+async fn versions_of_one_key_restore_oldest_first() -> TestResult {
+    let mut newer = Member::new("v.txt", data(70_000, 8));
+    newer.mtime_ns = Some(1_800_000_000_000_000_000);
+    let mut older = Member::new("v.txt", data(90_000, 9));
+    older.mtime_ns = Some(1_700_000_000_000_000_000);
+    let built = build(&[newer.clone(), older])?;
+    for _ in 0..5 {
+        let server = MemoryServer::new();
+        let (arch, dst) = (bucket(&server, "archives"), bucket(&server, "dst"));
+        put(&arch, "a.tar", built.bytes.clone()).await?;
+        let r = run(&arch, &dst, &transfer()).await?;
+        assert!(r.is_clean(), "{:?}", r.failed);
+        assert_eq!(r.restored, ["v.txt", "v.txt"]);
+        check_restored(&dst.inner, &[&newer]).await?;
+    }
+    Ok(())
+}

@@ -75,16 +75,44 @@ pub async fn unbundle_to_store(
     };
     let target = &target;
     let entries = &archive.entries;
-    let mut outcomes = stream::iter(picked)
-        .map(|i| {
-            let e = &entries[i];
-            async move { (e, target.restore(e).await) }
+    let mut outcomes = stream::iter(same_key_groups(entries, picked))
+        .map(|group| async move {
+            let mut done = Vec::with_capacity(group.len());
+            for i in group {
+                let e = &entries[i];
+                done.push((e, target.restore(e).await));
+            }
+            done
         })
         .buffer_unordered(opts.concurrency.max(1));
-    while let Some((e, o)) = outcomes.next().await {
-        record(&mut report, &e.name, o);
+    while let Some(done) = outcomes.next().await {
+        for (e, o) in done {
+            record(&mut report, &e.name, o);
+        }
     }
     Ok(report)
+}
+
+/// The members to restore, those of one name together (the versions of
+/// one key, packed by `bundle --versions`), oldest first: they are
+/// restored one after the other, so the newest is the object left (and a
+/// versioned destination gets them in order).
+fn same_key_groups(entries: &[IndexEntry], picked: Vec<usize>) -> Vec<Vec<usize>> {
+    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::with_capacity(picked.len());
+    for i in picked {
+        match by_name.get(entries[i].name.as_str()) {
+            Some(&g) => groups[g].push(i),
+            None => {
+                by_name.insert(entries[i].name.as_str(), groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    for g in groups.iter_mut().filter(|g| g.len() > 1) {
+        g.sort_by_key(|&i| (entries[i].mtime_ns, i));
+    }
+    groups
 }
 
 /// Where a member's bytes lie: the seam between the restore and the
