@@ -96,7 +96,10 @@ Examples:
 To a directory: names that are absolute, hold `..`, NUL or backslashes, and members that
 are not regular files or directories are refused one by one (reported; exit 1); nothing
 is created through a symbolic link; existing files are kept unless --overwrite. To a
-bucket: content type, user metadata, tags and storage class come back from the index.";
+bucket: content type, user metadata, tags and storage class come back from the index;
+members of --part-size or more are multipart uploads, copied server-side (UploadPartCopy)
+when the archive is on the same endpoint, else read in ranged GETs, and checked against
+the index's CRC64NVME.";
 
 #[derive(Debug, Args)]
 pub struct UnbundleArgs {
@@ -113,6 +116,9 @@ pub struct UnbundleArgs {
     /// Members read at once.
     #[arg(long, short = 'j', default_value_t = 64)]
     pub concurrency: usize,
+    /// Members of this size or more are restored by multipart upload in parts of this size.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub part_size: u64,
     #[command(flatten)]
     pub dry: DryRunArgs,
     #[command(flatten)]

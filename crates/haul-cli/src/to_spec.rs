@@ -333,6 +333,7 @@ impl TryFrom<&UnbundleArgs> for UnbundleSpec {
             include: a.include.clone(),
             overwrite: a.overwrite,
             concurrency: a.concurrency,
+            part_size: Size(a.part_size),
             dry_run: a.dry.dry_run,
             src_conn: a.conn.side(Side::Src),
             dst_conn: a.conn.side(Side::Dst),

@@ -8,12 +8,14 @@ mod bundle_support;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use bundle_support::*;
 use haul_engine::bundle::{unbundle_to_local, unbundle_to_store, RefuseReason, UnbundleOptions, UnbundleReport};
-use haul_engine::Filter;
+use haul_engine::{Filter, Transfer, TransferOptions};
 use haul_store::memory::MemoryStore;
-use haul_store::{Key, ObjectStore};
+use haul_store::{DynStore, Key, ObjectStore};
+use tokio_util::sync::CancellationToken;
 
 fn refused(r: &UnbundleReport) -> BTreeMap<String, RefuseReason> {
     r.refused.iter().map(|m| (m.name.clone(), m.reason)).collect()
@@ -228,11 +230,14 @@ async fn members_restore_to_a_bucket_with_their_metadata_and_tags() -> TestResul
     members[1].storage_class = Some("STANDARD_IA".into());
     members[2].content_type = Some("image/png".into());
     let built = build(&members)?;
-    let store = MemoryStore::new("archives");
-    let key = put(&store, "a.tar", built.bytes).await?;
+    let store: DynStore = Arc::new(MemoryStore::new("archives"));
+    let key = put(store.as_ref(), "a.tar", built.bytes).await?;
     let dst = MemoryStore::new("dst");
+    let dst_dyn: DynStore = Arc::new(dst.clone());
     let prefix = Key::prefix("restored/")?;
-    let r = unbundle_to_store(&store, &key, &dst, &prefix, &UnbundleOptions::default()).await?;
+    let t = Transfer::new(TransferOptions::default(), CancellationToken::new());
+    let opts = UnbundleOptions::default();
+    let r = unbundle_to_store(&store, &key, &dst_dyn, &prefix, &opts, &t).await?;
     assert!(r.is_clean(), "{:?} {:?}", r.refused, r.failed);
     assert_eq!(r.restored.len(), 3);
     assert_eq!(r.bytes, 513 + 4096);
@@ -255,8 +260,8 @@ async fn members_restore_to_a_bucket_with_their_metadata_and_tags() -> TestResul
     }
 
     // A destination without tagging: restored, the dropped tags counted.
-    let bare = MemoryStore::new("bare").without_tagging();
-    let r = unbundle_to_store(&store, &key, &bare, &Key::root(), &UnbundleOptions::default()).await?;
+    let bare: DynStore = Arc::new(MemoryStore::new("bare").without_tagging());
+    let r = unbundle_to_store(&store, &key, &bare, &Key::root(), &opts, &t).await?;
     assert_eq!((r.restored.len(), r.tags_not_kept), (3, 1));
     Ok(())
 }

@@ -179,9 +179,18 @@ async fn a_compressed_archive_reads_member_by_member_with_one_get_each() -> Test
     let again = bundle_prefix(&src, &key("src/"), &dest(&dst, "out/"), "z", &opts, &transfer()).await?;
     assert_eq!((again.archives_written, again.archives_skipped), (0, 1), "{again:?}");
 
-    // Unbundled to a bucket: every member, byte for byte.
-    let back: DynStore = Arc::new(server.bucket("back"));
-    let r = unbundle_to_store(&rec, &akey, back.as_ref(), &key("r/"), &UnbundleOptions::default()).await?;
+    // Unbundled to a bucket: every member, byte for byte; members above
+    // 1 MiB by multipart upload, cut from their decompressed frames.
+    let back: DynStore = Arc::new(server.bucket("back").with_limits(256 << 10, 5 << 30));
+    let small_parts = haul_engine::Transfer::new(
+        haul_engine::TransferOptions {
+            multipart_threshold: 1 << 20,
+            part_size: 256 << 10,
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let r = unbundle_to_store(&dst, &akey, &back, &key("r/"), &UnbundleOptions::default(), &small_parts).await?;
     assert!(r.is_clean() && r.restored.len() == want.len(), "{r:?}");
     for (name, body) in &want {
         assert!(
@@ -189,6 +198,8 @@ async fn a_compressed_archive_reads_member_by_member_with_one_get_each() -> Test
             "{name} restored differs"
         );
     }
+    let parts = back.head(&haul_store::Key::object("r/big/text-2MiB".to_string())?).await?.parts_count;
+    assert_eq!(parts, Some(8), "a 2 MiB member in 256 KiB parts");
     Ok(())
 }
 

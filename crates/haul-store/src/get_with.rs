@@ -1,11 +1,14 @@
 //! Reads with options: a suffix range (the last N bytes, for a reader that
-//! knows an archive's trailer but not its size) and `If-Match` (a read that
-//! fails when the object no longer has the ETag a listing gave).
+//! knows an archive's trailer but not its size), `If-Match` (a read that
+//! fails when the object no longer has the ETag a listing gave) and a
+//! version (an inventory row of a versioned bucket names one).
 //!
 //! [`crate::ObjectStore::get_with`] has a provided implementation, here,
 //! built on the store's own `head` and `get`: a suffix costs a HEAD first,
 //! and the ETag is checked on the answer. S3 overrides it with real
-//! `Range: bytes=-N` and `If-Match` headers (one request; the server checks).
+//! `Range: bytes=-N` and `If-Match` headers (one request; the server checks)
+//! and `versionId`; a store that keeps no versions refuses one
+//! ([`ErrorKind::NotSupported`]) rather than read the current object.
 
 use std::ops::Range;
 
@@ -31,14 +34,17 @@ pub struct GetOpts {
     /// Read only if the object's ETag (without quotes) is this one; else a
     /// [`ErrorKind::PreconditionFailed`] error, code `PreconditionFailed`.
     pub if_match: Option<String>,
+    /// Read this version of the object (S3 `versionId`), not the current
+    /// one. Stores without versions refuse it.
+    pub version_id: Option<String>,
 }
 
 impl GetOpts {
     /// The whole object, if it still has `etag`.
     pub fn if_match(etag: impl Into<String>) -> Self {
         GetOpts {
-            range: None,
             if_match: Some(etag.into()),
+            ..Default::default()
         }
     }
 
@@ -46,7 +52,16 @@ impl GetOpts {
     pub fn suffix(n: u64) -> Self {
         GetOpts {
             range: Some(ReadRange::Suffix(n)),
-            if_match: None,
+            ..Default::default()
+        }
+    }
+
+    /// Bytes `range` of version `version_id` (`None`: the current object).
+    pub fn version_range(version_id: Option<String>, range: Range<u64>) -> Self {
+        GetOpts {
+            range: Some(ReadRange::Bounded(range)),
+            version_id,
+            ..Default::default()
         }
     }
 }
@@ -77,9 +92,24 @@ pub fn check_etag(key: &Key, want: Option<&str>, have: Option<&str>) -> Result<(
     }
 }
 
+/// The error of a read of a version from a store that keeps none.
+pub fn no_versions(key: &Key, version_id: &str) -> StoreError {
+    StoreError::new(
+        Op::Get,
+        key.as_str(),
+        ErrorKind::NotSupported,
+        format!("version {version_id:?} asked for: this store keeps no object versions"),
+    )
+    .with_code("NoVersions")
+}
+
 /// The provided `get_with`: a HEAD for a suffix (its ETag checked before
-/// the GET), then the store's `get`, whose answer's ETag is checked.
+/// the GET), then the store's `get`, whose answer's ETag is checked. A
+/// version cannot be read this way: refused.
 pub async fn by_head_and_get<S: ObjectStore + ?Sized>(store: &S, key: &Key, opts: GetOpts) -> Result<GetResult> {
+    if let Some(v) = &opts.version_id {
+        return Err(no_versions(key, v));
+    }
     let want = opts.if_match.as_deref();
     let range = match opts.range {
         None => None,

@@ -77,6 +77,11 @@ pub struct ObjectMeta {
     /// The restore state of an archived object (`x-amz-restore`), from `head`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub restore: Option<String>,
+    /// The version this is of the object, when known: an inventory row of
+    /// a versioned bucket, or `x-amz-version-id` on a HEAD or GET. A plain
+    /// listing (ListObjectsV2) gives none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version_id: Option<String>,
 }
 
 impl ObjectMeta {

@@ -47,6 +47,7 @@ async fn case(s: DynStore) -> TestResult {
     let opts = GetOpts {
         range: Some(ReadRange::Bounded(10..20)),
         if_match: Some(etag.clone()),
+        ..Default::default()
     };
     assert_eq!(read(&s, &k, opts).await?, (10..20, body.slice(10..20)));
 
@@ -62,6 +63,7 @@ async fn case(s: DynStore) -> TestResult {
         let opts = GetOpts {
             range,
             if_match: Some("0123456789abcdef0123456789abcdef".into()),
+            ..Default::default()
         };
         let e = read(&s, &k, opts).await.err().ok_or("a stale If-Match read")?;
         assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
@@ -104,6 +106,7 @@ async fn resumed(s: DynStore) -> TestResult {
         let opts = GetOpts {
             range: Some(ReadRange::Suffix(40_000)),
             if_match: Some(etag.clone()),
+            ..Default::default()
         };
         assert_eq!(read(&retry, &k, opts).await?.1, body.slice(64 * 1024 - 40_000..));
         assert_eq!(read(&retry, &k, GetOpts::if_match(etag.clone())).await?.1, body);
@@ -139,6 +142,32 @@ async fn s3() -> Result<Option<DynStore>, Box<dyn std::error::Error>> {
     Ok(Some(Arc::new(conn.bucket(&b))))
 }
 
+/// A store that keeps no versions refuses a read of one, rather than
+/// answer with the current object (which may be other bytes).
+async fn no_versions(s: DynStore) -> TestResult {
+    let k = key("v");
+    put(&s, &k, &Bytes::from_static(b"current")).await?;
+    for range in [None, Some(ReadRange::Bounded(0..3))] {
+        let opts = GetOpts {
+            range,
+            version_id: Some("3HL4kqtJlcpXroDTDmJ".into()),
+            ..Default::default()
+        };
+        let e = read(&s, &k, opts).await.err().ok_or("a version read")?;
+        assert_eq!(e.kind, ErrorKind::NotSupported, "{e}");
+        assert!(e.message.contains("keeps no object versions"), "{e}");
+        assert!(e.message.contains("3HL4kqtJlcpXroDTDmJ"), "{e}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn stores_without_versions_refuse_a_version_read() -> TestResult {
+    let d = tempfile::tempdir()?;
+    no_versions(memory()).await?;
+    no_versions(local(&d)?).await
+}
+
 #[tokio::test]
 async fn memory_get_with() -> TestResult {
     case(memory()).await?;
@@ -158,5 +187,91 @@ async fn s3_get_with() -> TestResult {
         case(s.clone()).await?;
         resumed(s).await?;
     }
+    Ok(())
+}
+
+/// An SDK client of the test server, for what haul does not do itself
+/// (turning versioning on, learning a PUT's version id).
+async fn sdk() -> aws_sdk_s3::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(haul_testkit::moto().endpoint.clone())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build())
+}
+
+/// A versioned bucket: a version is read as it was (whole, in a range,
+/// resumed by the retry wrapper after a broken body), not as the current
+/// object; If-Match applies to the version; an unknown version is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_reads_a_version_not_the_current_object() -> TestResult {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let Some(s) = s3().await? else { return Ok(()) };
+    let bucket = s.capabilities().bucket.clone();
+    let c = sdk().await;
+    let on = VersioningConfiguration::builder()
+        .status(BucketVersioningStatus::Enabled)
+        .build();
+    c.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(on)
+        .send()
+        .await?;
+    let (old, new) = (
+        Bytes::from(haul_testkit::data(64 * 1024, 1)),
+        Bytes::from(haul_testkit::data(50_000, 2)),
+    );
+    let k = key("doc");
+    let v1 = c
+        .put_object()
+        .bucket(&bucket)
+        .key(k.as_str())
+        .body(old.to_vec().into())
+        .send()
+        .await?
+        .version_id()
+        .map(str::to_string)
+        .ok_or("no version id")?;
+    put(&s, &k, &new).await?;
+    let of = |range: Option<ReadRange>, version: &str| GetOpts {
+        range,
+        version_id: Some(version.to_string()),
+        ..Default::default()
+    };
+
+    let g = s.get_with(&k, of(None, &v1)).await?;
+    assert_eq!(g.meta.version_id.as_deref(), Some(v1.as_str()));
+    assert_eq!(read(&s, &k, of(None, &v1)).await?, (0..old.len() as u64, old.clone()));
+    let r = Some(ReadRange::Bounded(10..20));
+    assert_eq!(read(&s, &k, of(r, &v1)).await?, (10..20, old.slice(10..20)));
+    assert_eq!(read(&s, &k, GetOpts::default()).await?.1, new, "the current object");
+
+    let stale = GetOpts {
+        if_match: Some(md5_hex(&new)),
+        ..of(None, &v1)
+    };
+    let e = read(&s, &k, stale).await.err().ok_or("If-Match of another version")?;
+    assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
+    assert!(read(&s, &k, of(None, "no-such-version")).await.is_err());
+
+    // A body cut off resumes from the same version.
+    let faulty = Arc::new(FaultStore::new(
+        s.clone(),
+        FaultConfig {
+            body_rate: 0.5,
+            ..FaultConfig::none(5)
+        },
+    ));
+    let policy = RetryPolicy {
+        max_attempts: 20,
+        min_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(5),
+    };
+    let retry: DynStore = Arc::new(RetryStore::new(faulty.clone(), policy));
+    for _ in 0..6 {
+        assert_eq!(read(&retry, &k, of(None, &v1)).await?.1, old);
+    }
+    assert!(faulty.injected() > 0, "no body was cut off");
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! on the listing's ETag (`If-Match`), paid for from the byte budget
 //! before its buffer exists, its size checked and its CRC64NVME computed
 //! (and compared with the source's, when the source states one).
+//! A listed version (an inventory of a versioned bucket) is read as that
+//! version, never as the current object.
 //! A member is fully read before its header is emitted, so an object that
 //! fails — gone, denied, changed, throttled — becomes a dead letter and
 //! never a corrupt archive.
@@ -97,9 +99,11 @@ async fn read_once(
         d.attempts = attempt;
         Miss::Dead(d)
     };
+    // The version listed, not the current object (`--versions`).
     let opts = GetOpts {
         range: None,
         if_match: m.etag.clone(),
+        version_id: m.version_id.clone(),
     };
     let got = src.get_with(key, opts).await.map_err(|e| dead(&e))?;
     if got.meta.size != m.size {

@@ -89,6 +89,10 @@ pub struct PlannedMember {
     pub mtime_ns: Option<i128>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// The version listed (an inventory of a versioned bucket): the one
+    /// read, and recorded in the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 /// One archive to write: a work unit.
@@ -244,6 +248,7 @@ impl Grouper {
             etag: meta.etag,
             mtime_ns,
             storage_class: meta.storage_class,
+            version_id: meta.version_id,
         });
         self.high_water = self.high_water.max(self.open.len());
         self.open_bytes += meta.size;

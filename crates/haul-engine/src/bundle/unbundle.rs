@@ -1,6 +1,8 @@
 //! Restoring an archive's members: to a local directory (through
 //! [`LocalRoot`], which refuses what could escape it) or to a bucket
-//! prefix (a ranged GET and a PUT per member, with the content type, user
+//! prefix ([`store`]: a ranged GET and a PUT per member, a multipart
+//! upload for a large one — server-side part copies when the archive and
+//! the destination share a copy domain — with the content type, user
 //! metadata, tags and storage class the index kept). Members are read
 //! through the index, a bounded window at a time; a tar without a haul
 //! index is read sequentially instead ([`super::untar`]). One bad member
@@ -11,8 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use haul_store::checksum::crc64_from_b64;
-use haul_store::{ChecksumKind, Key, ObjectStore, PutOptions};
+use haul_store::{Key, ObjectStore};
 use serde::Serialize;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -20,8 +21,12 @@ use super::error::{BundleError, BundleResult};
 use super::extract::{ExtractError, LocalRoot};
 use super::format::IndexEntry;
 use super::names::{check_name, Refusal, RefuseReason};
-use super::read::{member_stream, open_archive_with, read_member, IndexFrom};
+use super::read::{member_stream, open_archive_with, IndexFrom};
 use crate::filter::Filter;
+
+mod store;
+
+pub use store::unbundle_to_store;
 
 /// How to unbundle.
 #[derive(Debug, Clone)]
@@ -275,101 +280,6 @@ impl From<ExtractFailure> for ExtractError {
 impl From<ExtractFailure> for (&'static str, String) {
     fn from(e: ExtractFailure) -> Self {
         ("worker", e.0)
-    }
-}
-
-/// Restores an archive's members under `dst_prefix` in `dst`, each with
-/// the content type, user metadata, tags and storage class of the index.
-pub async fn unbundle_to_store(
-    store: &dyn ObjectStore,
-    archive_key: &Key,
-    dst: &dyn ObjectStore,
-    dst_prefix: &Key,
-    opts: &UnbundleOptions,
-) -> BundleResult<UnbundleReport> {
-    let archive = open_archive_with(store, archive_key, opts.index_from).await?;
-    let tags_kept = dst.tagging_supported().await.unwrap_or(false);
-    let mut report = UnbundleReport {
-        filtered: (archive.entries.len() - selected(&archive.entries, &opts.include).len()) as u64,
-        ..Default::default()
-    };
-    let key = &archive.key;
-    let entries = &archive.entries;
-    let picked = selected(entries, &opts.include);
-    let mut outcomes = stream::iter(picked)
-        .map(|i| {
-            let e = &entries[i];
-            async move { (e, restore_store(store, key, e, dst, dst_prefix, tags_kept).await) }
-        })
-        .buffer_unordered(opts.concurrency.max(1));
-    while let Some((e, o)) = outcomes.next().await {
-        record(&mut report, &e.name, o);
-    }
-    Ok(report)
-}
-
-async fn restore_store(
-    store: &dyn ObjectStore,
-    key: &Key,
-    e: &IndexEntry,
-    dst: &dyn ObjectStore,
-    dst_prefix: &Key,
-    tags_kept: bool,
-) -> Outcome {
-    // The same names are refused as for a directory: `..` or an absolute
-    // name could leave the prefix (or, on a local store, the root).
-    if let Err(r) = super::names::check_name(&e.name) {
-        return Outcome::Refused(r);
-    }
-    let dst_key = match dst_prefix.join(&e.name).and_then(|k| Key::object(String::from(k))) {
-        Ok(k) => k,
-        Err(err) => {
-            return Outcome::Failed {
-                key: format!("{dst_prefix}{}", e.name),
-                op: "validate",
-                reason: err.message,
-            }
-        }
-    };
-    let failed = |op, reason: String| Outcome::Failed {
-        key: dst_key.to_string(),
-        op,
-        reason,
-    };
-    let caps = dst.capabilities();
-    if e.size > caps.max_put_size {
-        return failed(
-            "put",
-            format!(
-                "a member of {} bytes is larger than one PUT ({} bytes); multipart restore is not supported yet",
-                e.size, caps.max_put_size
-            ),
-        );
-    }
-    let data = match read_member(store, key, e).await {
-        Ok(d) => d,
-        Err(err) => return failed("get", err.to_string()),
-    };
-    let mut put = PutOptions {
-        content_type: e.content_type.clone(),
-        metadata: e.metadata.clone(),
-        storage_class: e.storage_class.clone(),
-        ..Default::default()
-    };
-    if tags_kept {
-        put.tags = e.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    }
-    if caps.upload_checksums.contains(&ChecksumKind::Crc64Nvme) && crc64_from_b64(&e.crc64nvme).is_some() {
-        put.checksums.crc64nvme = Some(e.crc64nvme.clone());
-    }
-    if caps.keeps_mtime {
-        put.mtime = e.mtime_ns.and_then(system_time);
-    }
-    let size = data.len() as u64;
-    match dst.put(&dst_key, data, &put).await {
-        Ok(_) if !tags_kept && !e.tags.is_empty() => Outcome::NoTags(size),
-        Ok(_) => Outcome::Restored(size),
-        Err(err) => failed("put", err.message),
     }
 }
 

@@ -224,7 +224,7 @@ async fn stream_members(
             name: m.name.clone(),
             bucket: bucket.clone(),
             key: m.key.clone(),
-            version_id: None,
+            version_id: m.version_id.clone(),
             size: m.size,
             etag: m.etag.clone().or_else(|| f.meta.etag.clone()),
             crc64nvme: crc64_to_b64(f.crc),

@@ -50,6 +50,7 @@ impl InventoryRow {
             last_modified: self.last_modified.or(Some(SystemTime::UNIX_EPOCH)),
             etag: self.etag.clone(),
             storage_class: self.storage_class.clone(),
+            version_id: self.version_id.clone(),
             ..Default::default()
         })
     }

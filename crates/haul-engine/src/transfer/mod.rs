@@ -193,6 +193,11 @@ impl Transfer {
         MultipartWriter::create(dst, key, put, checks, self.limits()).await
     }
 
+    /// The options this transfer was made with.
+    pub fn options(&self) -> &TransferOptions {
+        &self.opts
+    }
+
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
     }

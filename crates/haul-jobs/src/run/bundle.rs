@@ -95,8 +95,10 @@ async fn inventory_entries(conn: &mut Connector, manifest: &Loc, s: &BundleSpec)
             ));
         }
     }
+    // A delete marker (a `--versions` row) has no bytes to pack.
     Ok(inv
         .rows(InventoryOptions { versions: s.versions })
+        .filter(|r| futures::future::ready(!matches!(r, Ok(row) if row.is_delete_marker)))
         .map(|r| r.and_then(|row| row.to_meta()).map(ListEntry::Object))
         .boxed())
 }

@@ -3,6 +3,7 @@
 //! in order), refusing unsafe names member by member.
 
 use haul_engine::bundle::{self, UnbundleOptions, UnbundleReport};
+use haul_engine::transfer::{Transfer, TransferOptions};
 use haul_engine::Filter;
 use haul_store::location::Location;
 
@@ -49,7 +50,13 @@ pub(crate) async fn run(s: &UnbundleSpec, ctx: &RunContext) -> Result<JobOutcome
         }
         Location::S3 { bucket, key } => {
             let dst = conn.s3(bucket, &s.dst_conn).await?;
-            bundle::unbundle_to_store(src.store.as_ref(), &src.key, dst.as_ref(), &key.as_dir(), &opts).await
+            let topts = TransferOptions {
+                multipart_threshold: s.part_size.0,
+                part_size: s.part_size.0,
+                ..Default::default()
+            };
+            let transfer = Transfer::new(topts, ctx.cancel.clone());
+            bundle::unbundle_to_store(&src.store, &src.key, &dst, &key.as_dir(), &opts, &transfer).await
         }
         Location::Stdio => return invalid("unbundle writes to a bucket prefix or a directory"),
     }

@@ -90,6 +90,11 @@ pub struct UnbundleSpec {
     /// Members read at once.
     #[serde(default = "window")]
     pub concurrency: usize,
+    /// Members of this size or more are restored by multipart upload, in
+    /// parts of this size (server-side part copies when the archive and
+    /// the destination share an endpoint).
+    #[serde(default = "part_size")]
+    pub part_size: Size,
     #[serde(default)]
     pub dry_run: bool,
     #[serde(default)]
@@ -189,6 +194,9 @@ impl UnbundleSpec {
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
+        }
+        if self.part_size.0 == 0 || self.part_size.0 > 5 << 30 {
+            return Err("--part-size must be between 1 byte and 5GiB".into());
         }
         if matches!(self.dst.location(), Location::Stdio) {
             return Err(

@@ -222,6 +222,7 @@ fn meta_for(key: &str, data: &Bytes, etag: String, opts: &PutOptions) -> ObjectM
         metadata,
         sse: opts.sse.as_ref().map(SseKind::from),
         restore: None,
+        version_id: None,
     }
 }
 

@@ -55,6 +55,7 @@ impl S3Store {
                 .collect::<BTreeMap<_, _>>(),
             sse: out.server_side_encryption().map(sse_kind),
             restore: out.restore().map(str::to_string),
+            version_id: out.version_id().map(str::to_string),
         })
     }
 
@@ -238,6 +239,7 @@ pub(super) fn meta_of_get(key: &Key, out: &GetObjectOutput, total: u64) -> Objec
         metadata: out.metadata().cloned().unwrap_or_default().into_iter().collect(),
         sse: out.server_side_encryption().map(sse_kind),
         restore: out.restore().map(str::to_string),
+        version_id: out.version_id().map(str::to_string),
     }
 }
 

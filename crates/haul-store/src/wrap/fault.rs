@@ -199,52 +199,10 @@ macro_rules! faulty {
     }};
 }
 
-#[async_trait]
-impl ObjectStore for FaultStore {
-    fn capabilities(&self) -> &Capabilities {
-        self.inner.capabilities()
-    }
-    fn url(&self) -> String {
-        self.inner.url()
-    }
-    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
-        let prefix = req.prefix.to_string();
-        if self.is_down() {
-            self.injected.fetch_add(1, Ordering::Relaxed);
-            let e = StoreError::new(
-                Op::List,
-                prefix,
-                ErrorKind::Transient,
-                "connection refused (injected outage)",
-            )
-            .with_code("ConnectionRefused");
-            return stream::once(async move { Err(e) }).boxed();
-        }
-        // Decide up front whether (and after how many entries) this listing breaks.
-        let cut = self
-            .roll(self.cfg.list_rate)
-            .map(|w| (w, self.rng.lock().map(|mut r| r.random_range(0..50usize)).unwrap_or(0)));
-        let inner = self.inner.list(req);
-        match cut {
-            None => inner,
-            Some((w, n)) => inner
-                .take(n)
-                .chain(stream::once(async move { Err(Self::fault(Op::List, &prefix, w)) }))
-                .boxed(),
-        }
-    }
-    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        self.before(Op::Head, key.as_str()).await?;
-        self.inner.head(key).await
-    }
-    async fn head_part(&self, key: &Key, n: u32) -> Result<(u64, u32)> {
-        self.before(Op::Head, key.as_str()).await?;
-        self.inner.head_part(key, n).await
-    }
-    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
-        self.before(Op::Get, key.as_str()).await?;
-        let ranged = range.is_some();
-        let mut g = self.inner.get(key, range).await?;
+impl FaultStore {
+    /// The faults a read's answer may be given: a short range, a damaged
+    /// ETag, corrupt bytes, a body cut off.
+    fn damage(&self, key: &Key, mut g: GetResult, ranged: bool) -> GetResult {
         // Rolled only when asked for: the seeded sequence of other faults stays.
         let short = ranged && self.cfg.short_range_rate > 0.0 && g.range.end > g.range.start;
         if short && self.roll(self.cfg.short_range_rate).is_some() {
@@ -320,7 +278,68 @@ impl ObjectStore for FaultStore {
                 .chain(stream::once(async move { Err(Self::fault(Op::Get, &k, w)) }))
                 .boxed();
         }
-        Ok(g)
+        g
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultStore {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+    fn list(&self, req: ListRequest) -> BoxStream<'static, Result<ListEntry>> {
+        let prefix = req.prefix.to_string();
+        if self.is_down() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            let e = StoreError::new(
+                Op::List,
+                prefix,
+                ErrorKind::Transient,
+                "connection refused (injected outage)",
+            )
+            .with_code("ConnectionRefused");
+            return stream::once(async move { Err(e) }).boxed();
+        }
+        // Decide up front whether (and after how many entries) this listing breaks.
+        let cut = self
+            .roll(self.cfg.list_rate)
+            .map(|w| (w, self.rng.lock().map(|mut r| r.random_range(0..50usize)).unwrap_or(0)));
+        let inner = self.inner.list(req);
+        match cut {
+            None => inner,
+            Some((w, n)) => inner
+                .take(n)
+                .chain(stream::once(async move { Err(Self::fault(Op::List, &prefix, w)) }))
+                .boxed(),
+        }
+    }
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        self.before(Op::Head, key.as_str()).await?;
+        self.inner.head(key).await
+    }
+    async fn head_part(&self, key: &Key, n: u32) -> Result<(u64, u32)> {
+        self.before(Op::Head, key.as_str()).await?;
+        self.inner.head_part(key, n).await
+    }
+    async fn get_with(&self, key: &Key, opts: crate::get_with::GetOpts) -> Result<GetResult> {
+        // A version is read by the inner store (HEAD + GET here would see
+        // the current object); other reads go through this store's faults.
+        if opts.version_id.is_some() {
+            self.before(Op::Get, key.as_str()).await?;
+            let ranged = opts.range.is_some();
+            let g = self.inner.get_with(key, opts).await?;
+            return Ok(self.damage(key, g, ranged));
+        }
+        crate::get_with::by_head_and_get(self, key, opts).await
+    }
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
+        self.before(Op::Get, key.as_str()).await?;
+        let ranged = range.is_some();
+        let g = self.inner.get(key, range).await?;
+        Ok(self.damage(key, g, ranged))
     }
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
         self.before(Op::GetTags, key.as_str()).await?;

@@ -68,12 +68,14 @@ impl RetryStore {
 
     /// The body of `first`, resumed at the byte where it breaks off (and
     /// failing if the object changed meanwhile).
-    fn resumable(&self, key: &Key, first: GetResult) -> GetResult {
+    fn resumable(&self, key: &Key, version: Option<String>, first: GetResult) -> GetResult {
         let GetResult { meta, range: got, body } = first;
         struct St {
             inner: DynStore,
             key: Key,
             etag: Option<String>,
+            /// The version read (its rest is read from it, not the current object).
+            version: Option<String>,
             body: BoxStream<'static, Result<Bytes>>,
             pos: u64,
             end: u64,
@@ -83,6 +85,7 @@ impl RetryStore {
             inner: self.inner.clone(),
             key: key.clone(),
             etag: meta.etag.clone(),
+            version,
             body,
             pos: got.start,
             end: got.end,
@@ -110,6 +113,7 @@ impl RetryStore {
                             &mut st.body,
                             &st.key,
                             &st.etag,
+                            st.version.as_deref(),
                             pos,
                             end,
                             &mut st.backoff,
@@ -312,7 +316,7 @@ impl ObjectStore for RetryStore {
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<GetResult> {
         let first = retried!(self, self.inner.get(key, range.clone()))?;
-        Ok(self.resumable(key, first))
+        Ok(self.resumable(key, None, first))
     }
 
     async fn get_with(&self, key: &Key, opts: GetOpts) -> Result<GetResult> {
@@ -320,7 +324,7 @@ impl ObjectStore for RetryStore {
         // resumes with plain ranged GETs, checked against its ETag (the one
         // `If-Match` asked for).
         let first = retried!(self, self.inner.get_with(key, opts.clone()))?;
-        Ok(self.resumable(key, first))
+        Ok(self.resumable(key, opts.version_id, first))
     }
 
     async fn get_tags(&self, key: &Key) -> Result<Vec<(String, String)>> {
@@ -410,6 +414,7 @@ async fn resume(
     body: &mut BoxStream<'static, Result<Bytes>>,
     key: &Key,
     etag: &Option<String>,
+    version: Option<&str>,
     pos: u64,
     end: u64,
     backoff: &mut backon::ExponentialBackoff,
@@ -423,7 +428,15 @@ async fn resume(
         let Some(d) = backoff.next() else { return Err(err) };
         notify(&err, d);
         tokio::time::sleep(d).await;
-        match inner.get(key, Some(pos..end)).await {
+        let got = match version {
+            None => inner.get(key, Some(pos..end)).await,
+            Some(v) => {
+                inner
+                    .get_with(key, GetOpts::version_range(Some(v.to_string()), pos..end))
+                    .await
+            }
+        };
+        match got {
             Ok(g) => {
                 if g.range.start != pos {
                     // The server answered the first request with the range
@@ -439,8 +452,8 @@ async fn resume(
                 }
                 if g.meta.etag.is_some() && etag.is_some() && g.meta.etag != *etag {
                     // Replaced, or the answer's header damaged on the way:
-                    // a fresh HEAD tells.
-                    if !matches!(inner.head(key).await, Ok(h) if h.etag == *etag) {
+                    // a fresh HEAD tells (a version is never replaced).
+                    if version.is_none() && !matches!(inner.head(key).await, Ok(h) if h.etag == *etag) {
                         return Err(StoreError::new(
                             Op::Get,
                             key.as_str(),
