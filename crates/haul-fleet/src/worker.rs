@@ -81,8 +81,10 @@ enum Ended {
     Failed,
 }
 
-/// Runs units until `shutdown` is cancelled (or, with `exit_when_idle`,
-/// until no active job is left); see the module documentation.
+/// Runs units until `shutdown` is cancelled — or every job named in
+/// `opts.jobs` is over, or with `exit_when_idle` no active job is left;
+/// see the module documentation. A cancelled job's running units get
+/// `opts.grace`, then stop (sent back, their uploads aborted).
 pub async fn work(q: Arc<dyn Queue>, opts: WorkerOptions, shutdown: CancellationToken) -> Result<WorkerSummary> {
     let slots = Arc::new(Semaphore::new(opts.slots.max(1)));
     // Units stop when the grace period after a shutdown is over.
@@ -90,15 +92,37 @@ pub async fn work(q: Arc<dyn Queue>, opts: WorkerOptions, shutdown: Cancellation
     let mut tasks: JoinSet<Ended> = JoinSet::new();
     let mut summary = WorkerSummary::default();
     let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
+    // Per job: cancelled (after the grace period) when the job is.
+    let mut job_stops: HashMap<String, CancellationToken> = HashMap::new();
     while !shutdown.is_cancelled() {
         reap(&mut tasks, &mut summary);
-        let jobs: Vec<_> = q
+        let all: Vec<_> = q
             .jobs()
             .await?
             .into_iter()
-            .filter(|j| j.phase == Phase::Write)
             .filter(|j| opts.jobs.as_ref().is_none_or(|only| only.contains(&j.id)))
             .collect();
+        // A cancelled job's running units get the grace period, then stop.
+        for j in all.iter().filter(|j| j.phase == Phase::Cancelled) {
+            if let Some(stop) = job_stops.remove(&j.id) {
+                tracing::info!(job = %j.id, "job cancelled: its running units stop within the grace period");
+                let grace = opts.grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    stop.cancel();
+                });
+            }
+        }
+        // Named jobs all over: nothing more to do here.
+        if let Some(only) = &opts.jobs {
+            let over = only
+                .iter()
+                .all(|id| all.iter().find(|j| &j.id == id).is_some_and(|j| j.phase.is_final()));
+            if over && tasks.is_empty() {
+                break;
+            }
+        }
+        let jobs: Vec<_> = all.into_iter().filter(|j| j.phase == Phase::Write).collect();
         specs.retain(|id, _| jobs.iter().any(|j| &j.id == id));
         if jobs.is_empty() {
             if opts.exit_when_idle && tasks.is_empty() {
@@ -123,7 +147,10 @@ pub async fn work(q: Arc<dyn Queue>, opts: WorkerOptions, shutdown: Cancellation
                     break;
                 };
                 pulled += 1;
-                let (q, spec, opts, stop) = (q.clone(), spec.clone(), opts.clone(), stop_units.clone());
+                let job_stop = job_stops
+                    .entry(job.id.clone())
+                    .or_insert_with(|| stop_units.child_token());
+                let (q, spec, opts, stop) = (q.clone(), spec.clone(), opts.clone(), job_stop.child_token());
                 tasks.spawn(async move {
                     let ended = run_one(q.as_ref(), &spec, Arc::from(d), &opts, stop).await;
                     drop(permit);
