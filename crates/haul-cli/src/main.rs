@@ -5,8 +5,10 @@
 mod args;
 mod bundle_args;
 mod cmd;
+mod fleet_args;
 mod output;
 mod to_spec;
+mod watch_args;
 
 use clap::Parser;
 use haul_jobs::JobSpec;
@@ -138,6 +140,9 @@ fn main() -> ExitCode {
     let command = async move {
         let g = &cli.global;
         if let Some(job) = job {
+            if let Some((q, url)) = to_spec::queue_of(&cli.cmd) {
+                return cmd::fleet::coordinate_job(g, job, q, url).await;
+            }
             return cmd::job::run(g, job).await;
         }
         match cli.cmd {
@@ -151,6 +156,8 @@ fn main() -> ExitCode {
                 let archive = a.bundle.as_deref().unwrap_or_default();
                 cmd::members::verify(g, archive, a.against.as_deref(), &a.conn).await
             }
+            Command::Worker(a) => cmd::fleet::worker(g, &a).await,
+            Command::Job(a) => cmd::fleet::job(g, &a.action).await,
             Command::Watch(a) => match &a.action {
                 Some(action) => cmd::watch::action(g, action),
                 None => Err(anyhow::anyhow!(

@@ -73,10 +73,25 @@ pub fn job_of(cmd: &Command) -> Result<Option<JobSpec>, JobError> {
         Command::Rm(a) => JobSpec::Rm(a.try_into()?),
         Command::Restore(a) => JobSpec::Restore(a.try_into()?),
         Command::Watch(a) if a.action.is_none() => JobSpec::Watch(a.as_ref().try_into()?),
-        Command::Watch(_) | Command::Ls(_) | Command::Cat(_) | Command::Run(_) => return Ok(None),
+        Command::Watch(_)
+        | Command::Ls(_)
+        | Command::Cat(_)
+        | Command::Run(_)
+        | Command::Worker(_)
+        | Command::Job(_) => return Ok(None),
     };
     spec.validate().map_err(JobError::Invalid)?;
     Ok(Some(spec))
+}
+
+/// The queue a job command coordinates its job on (`--queue`), if any.
+pub fn queue_of(cmd: &Command) -> Option<(&crate::fleet_args::QueueArgs, &str)> {
+    let q = match cmd {
+        Command::Cp(a) => &a.queue,
+        Command::Sync(a) => &a.queue,
+        _ => return None,
+    };
+    q.queue.as_deref().map(|url| (q, url))
 }
 
 fn loc(what: &str, raw: &str) -> Result<Loc, JobError> {

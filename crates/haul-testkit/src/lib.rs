@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 mod garage;
 pub mod inventory;
+mod nats;
 mod proxy;
 pub use garage::{garage, garage_bin, garage_enabled, Garage};
+pub use nats::{nats, nats_available, NatsServer};
 pub use proxy::{FaultProxy, ProxyFaults, ProxyStats};
 
 /// The test credentials: any key works on moto; garage imports this one

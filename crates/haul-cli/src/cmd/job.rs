@@ -28,7 +28,7 @@ pub async fn run(g: &Global, spec: JobSpec) -> anyhow::Result<u8> {
     Ok(outcome.exit_code())
 }
 
-fn render(g: &Global, out: &Output, outcome: &JobOutcome) {
+pub(crate) fn render(g: &Global, out: &Output, outcome: &JobOutcome) {
     match outcome {
         // `cp s3://… -`: the bytes are the output.
         JobOutcome::Moved { verb: "Downloaded", .. } => {}

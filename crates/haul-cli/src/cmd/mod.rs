@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod cat;
+pub mod fleet;
 pub mod job;
 pub mod ls;
 pub mod members;
