@@ -165,6 +165,7 @@ fn options(s: &BundleSpec) -> BundleOptions {
         part_size: s.part_size.0,
         window: s.window,
         archives_in_flight: s.archives_in_flight,
+        tags: s.tags,
         ..Default::default()
     }
 }

@@ -24,6 +24,10 @@ pub struct BundleSpec {
     /// With `inventory`: every version, not only current objects.
     #[serde(default)]
     pub versions: bool,
+    /// Record each member's tags in the index (one GetObjectTagging per
+    /// member), so `unbundle` to a bucket puts them back.
+    #[serde(default)]
+    pub tags: bool,
     /// Close an archive at this many members.
     #[serde(default = "max_members")]
     pub max_members: usize,
@@ -120,6 +124,7 @@ impl BundleSpec {
             dst,
             inventory: None,
             versions: false,
+            tags: false,
             max_members: max_members(),
             max_bytes: max_bytes(),
             max_member_size: max_member_size(),
