@@ -139,7 +139,7 @@ fn make_name(rng: &mut Rng, target: usize) -> String {
 /// The 20,000 objects, deterministic. Names are unique, and no name is
 /// another's folder (S3 allows `a` and `a/b`; a file system does not).
 fn objects() -> Vec<Obj> {
-    let mut rng = Rng(0x5EED_0F_B0D1E);
+    let mut rng = Rng(0x5EE_D0FB_0D1E);
     let (mut files, mut dirs) = (BTreeSet::new(), BTreeSet::new());
     let mut out = Vec::with_capacity(N);
     for i in 0..N {
