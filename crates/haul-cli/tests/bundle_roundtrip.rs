@@ -183,6 +183,28 @@ fn twenty_thousand_objects_roundtrip_through_bundles_tar_and_unbundle() -> R {
     let src = dump(&src_b, PREFIX, None)?;
     assert_eq!(src.len(), N + 3, "the objects, two unsafe keys and a folder marker");
 
+    // The plan counts a GET and a GetObjectTagging per member, and the two
+    // dead letters (exit 1, as the run).
+    let plan = run(&[
+        "bundle",
+        "--endpoint-url",
+        &ep,
+        &format!("s3://{src_b}/{PREFIX}"),
+        &format!("s3://{dst_b}/out/"),
+        "--max-members",
+        "5000",
+        "--tags",
+        "--dry-run",
+    ])?;
+    assert_eq!(plan.status.code(), Some(1), "{}", stderr(&plan));
+    assert!(
+        stderr(&plan).contains("would write bundle-000001.tar: 5000 members")
+            && stderr(&plan).contains("requests: 10000 GET")
+            && stderr(&plan).contains("4 archives, 20000 members, 0 large objects, 2 dead letters"),
+        "{}",
+        stderr(&plan)
+    );
+
     // Bundle: four archives; the unsafe keys are dead letters, the folder
     // marker is no member.
     let dlq = dir.path().join("dead.jsonl");

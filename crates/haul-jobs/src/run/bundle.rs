@@ -211,8 +211,10 @@ async fn plan(
     let mut show = |p: Planned, summary: &mut BundleSummary| match p {
         Planned::Archive(u) => {
             let parts = u.bytes.div_ceil(opts.part_size.max(1)).max(1);
+            // A GET per member (and a GetObjectTagging with `tags`);
             // create + parts + complete, and the sidecar.
-            let (g, w) = (u.members.len() as u64, parts + 3);
+            let per_member = if opts.tags { 2 } else { 1 };
+            let (g, w) = (u.members.len() as u64 * per_member, parts + 3);
             gets += g;
             puts += w;
             summary.archives_written += 1;
