@@ -153,9 +153,11 @@ fn every_command_prints_a_job_that_runs_back_to_itself() -> R {
             "dead.jsonl",
             "--run",
             "r1",
+            "--tags",
         ],
         &[
             "[bundle]",
+            "tags = true",
             "max_members = 500",
             "max_bytes = \"2GiB\"",
             "storage_class = \"DEEP_ARCHIVE\"",
