@@ -16,7 +16,7 @@ Examples:
 
 Archives land as DST/<run>-NNNNNN.tar with a sidecar DST/<run>-NNNNNN.tar.index (JSON
 lines: name, key, offsets, size, ETag, CRC64NVME, mtime, storage class, content type,
-metadata) and the same index as the archive's last member; DST/<run>.bundles.jsonl lists
+metadata, and tags with --tags) and the same index as the archive's last member; DST/<run>.bundles.jsonl lists
 the archives. With --compress zstd an archive is DST/<run>-NNNNNN.tar.zst: zstd frames
 (`zstd -dc A.tar.zst | tar -x` reads it), each member still one ranged GET. Objects above --max-member-size are copied as they are under DST/large/.
 Objects that cannot be read go to --dlq with a reason (not_found, access_denied,
@@ -40,6 +40,10 @@ pub struct BundleArgs {
     /// Bundle exactly the objects of an earlier run's --dlq file (after fixing what failed them).
     #[arg(long, conflicts_with = "inventory")]
     pub input_dlq: Option<std::path::PathBuf>,
+    /// Record each member's tags in the index (one more request per member: GetObjectTagging),
+    /// so `unbundle` to a bucket puts them back.
+    #[arg(long)]
+    pub tags: bool,
     /// Close an archive at this many members.
     #[arg(long, default_value_t = 10_000)]
     pub max_members: usize,
@@ -68,7 +72,7 @@ pub struct BundleArgs {
     #[arg(long, default_value_t = 4)]
     pub archives: usize,
     /// Part size of the archives' uploads.
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     pub part_size: u64,
     /// Compress archives: zstd frames (.tar.zst), a member still one ranged GET.
     #[arg(long, value_enum, default_value_t = CompressArg::None)]

@@ -322,6 +322,7 @@ impl TryFrom<&BundleArgs> for BundleSpec {
             input_dlq: a.input_dlq.clone(),
             inventory: a.inventory.as_deref().map(|i| loc("--inventory", i)).transpose()?,
             versions: a.versions,
+            tags: a.tags,
             run: a.run.clone(),
             window: a.window,
             archives_in_flight: a.archives,

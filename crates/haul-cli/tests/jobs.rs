@@ -155,10 +155,12 @@ fn every_command_prints_a_job_that_runs_back_to_itself() -> R {
             "r1",
             "--compress",
             "zstd",
+            "--tags",
         ],
         &[
             "[bundle]",
             "compress = \"zstd\"",
+            "tags = true",
             "max_members = 500",
             "max_bytes = \"2GiB\"",
             "storage_class = \"DEEP_ARCHIVE\"",

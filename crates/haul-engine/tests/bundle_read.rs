@@ -403,14 +403,16 @@ async fn roundtrip(sizes: &[usize]) -> TestResult {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
 
-    /// Any sizes, weighted to those around multiples of 512.
+    /// Any sizes, weighted to those around multiples of 512; now and then
+    /// a member large enough that the archive outgrows the first tail read.
     #[test]
     fn members_of_any_size_read_back_through_the_index(sizes in proptest::collection::vec(
         proptest::prop_oneof![
-            0usize..1100,
-            (1usize..8).prop_map(|k| k * 512),
-            (1usize..8).prop_map(|k| k * 512 + 1),
-            (1usize..8).prop_map(|k| k * 512 - 1),
+            4 => 0usize..1100,
+            4 => (1usize..8).prop_map(|k| k * 512),
+            4 => (1usize..8).prop_map(|k| k * 512 + 1),
+            4 => (1usize..8).prop_map(|k| k * 512 - 1),
+            1 => (120usize..140).prop_map(|k| k * 512 + k % 3),
         ],
         1..16,
     )) {
@@ -418,4 +420,60 @@ proptest::proptest! {
         let r = rt.block_on(roundtrip(&sizes)).map_err(|e| e.to_string());
         proptest::prop_assert!(r.is_ok(), "{:?}", r);
     }
+}
+
+/// The index just inside, exactly at and just past the start of the first
+/// tail read (`TAIL_READ` bytes before the end): found with the tail alone
+/// or with one more ranged GET, and every member reads back. A filler
+/// member keeps the archive larger than the tail.
+#[tokio::test]
+async fn an_index_at_the_edge_of_the_tail_read_is_found() -> TestResult {
+    use haul_engine::bundle::read::TAIL_READ;
+    let store = Recording::new(MemoryStore::new("b"));
+    let members = |n: usize, pad: usize| -> Vec<Member> {
+        let mut m = vec![Member::new("filler", data(70_000, 3))];
+        m.extend((0..n).map(|i| Member::new(&format!("m{i:04}"), data(i % 1030, i as u8))));
+        m.push(Member::new(&format!("last-{}", "p".repeat(pad)), data(513, 9)));
+        m
+    };
+    // Enough members for an index just short of the tail's reach.
+    let mut n = 100;
+    while build(&members(n, 1))?.index.len() < 63_000 {
+        n += 1;
+    }
+    let (mut in_tail, mut at_edge, mut past) = (0, 0, 0);
+    for pad in (1..700).step_by(3) {
+        let ms = members(n, pad);
+        let built = build(&ms)?;
+        let size = built.bytes.len() as u64;
+        let key = put(&store, "edge.tar", built.bytes).await?;
+        store.take();
+        let a = open_archive(&store, &key).await?;
+        assert_eq!(a.entries, built.entries, "pad {pad}");
+        let tail_start = size - TAIL_READ;
+        let reads = store.take().len();
+        match built.locator.index_offset.cmp(&tail_start) {
+            std::cmp::Ordering::Greater => in_tail += 1,
+            std::cmp::Ordering::Equal => at_edge += 1,
+            std::cmp::Ordering::Less => past += 1,
+        }
+        let want = if built.locator.index_offset >= tail_start { 2 } else { 3 };
+        assert_eq!(
+            reads, want,
+            "pad {pad}: HEAD, the tail, and the index only when outside it"
+        );
+        for (m, e) in ms
+            .iter()
+            .zip(&a.entries)
+            .filter(|(m, _)| m.name == "filler" || m.name.starts_with("last"))
+        {
+            assert!(
+                read_member(&store, &key, e).await?.as_ref() == m.data.as_slice(),
+                "{}",
+                m.name
+            );
+        }
+    }
+    assert!(in_tail > 0 && at_edge > 0 && past > 0, "{in_tail} {at_edge} {past}");
+    Ok(())
 }

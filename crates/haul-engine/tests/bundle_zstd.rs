@@ -190,7 +190,15 @@ async fn a_compressed_archive_reads_member_by_member_with_one_get_each() -> Test
         },
         tokio_util::sync::CancellationToken::new(),
     );
-    let r = unbundle_to_store(&dst, &akey, &back, &key("r/"), &UnbundleOptions::default(), &small_parts).await?;
+    let r = unbundle_to_store(
+        &dst,
+        &akey,
+        &back,
+        &key("r/"),
+        &UnbundleOptions::default(),
+        &small_parts,
+    )
+    .await?;
     assert!(r.is_clean() && r.restored.len() == want.len(), "{r:?}");
     for (name, body) in &want {
         assert!(
@@ -198,7 +206,10 @@ async fn a_compressed_archive_reads_member_by_member_with_one_get_each() -> Test
             "{name} restored differs"
         );
     }
-    let parts = back.head(&haul_store::Key::object("r/big/text-2MiB".to_string())?).await?.parts_count;
+    let parts = back
+        .head(&haul_store::Key::object("r/big/text-2MiB".to_string())?)
+        .await?
+        .parts_count;
     assert_eq!(parts, Some(8), "a 2 MiB member in 256 KiB parts");
     Ok(())
 }

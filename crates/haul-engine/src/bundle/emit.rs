@@ -16,6 +16,9 @@ use crate::transfer::{Limits, MultipartWriter, PartChecks};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Parts of one archive uploading at once (plus the one filling).
+pub(super) const ARCHIVE_PARTS_IN_FLIGHT: usize = 2;
+
 /// An archive being written.
 pub(super) struct Emitter {
     dst: DynStore,
@@ -55,7 +58,9 @@ impl Emitter {
             crc64: true,
             whole_md5: false,
         };
-        let per_object = limits.parts_per_object.max(1);
+        // Archives are written several at once: each keeps few parts in
+        // flight so a run's memory stays small (parts × part size × archives).
+        let per_object = limits.parts_per_object.clamp(1, ARCHIVE_PARTS_IN_FLIGHT);
         let limits = Limits {
             budget: ByteBudget::new(part_size.saturating_mul(per_object as u64 + 1)),
             ..limits

@@ -64,7 +64,7 @@ impl Default for BundleOptions {
             max_bytes: 1 << 30,
             max_member_size: 64 << 20,
             group_by_prefix: None,
-            part_size: 16 << 20,
+            part_size: 8 << 20,
             window: 64,
             archives_in_flight: 2,
             large_in_flight: 4,

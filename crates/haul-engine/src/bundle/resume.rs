@@ -85,7 +85,11 @@ fn as_planned(planned: &[PlannedMember], index: &[IndexEntry], dead: &[DeadLette
     let mut entries = index.iter().peekable();
     for m in planned {
         let same = |e: &&IndexEntry| {
-            m.name == e.name && m.key == e.key && m.version_id == e.version_id && m.size == e.size && (m.etag.is_none() || m.etag == e.etag)
+            m.name == e.name
+                && m.key == e.key
+                && m.version_id == e.version_id
+                && m.size == e.size
+                && (m.etag.is_none() || m.etag == e.etag)
         };
         if entries.peek().is_some_and(same) {
             entries.next();

@@ -179,6 +179,7 @@ fn options(s: &BundleSpec) -> BundleOptions {
         window: s.window,
         archives_in_flight: s.archives_in_flight,
         compress: s.compress,
+        tags: s.tags,
         ..Default::default()
     }
 }
@@ -209,8 +210,10 @@ async fn plan(
         Planned::Archive(u) => {
             let parts = u.bytes.div_ceil(opts.part_size.max(1)).max(1);
             // The listing of stale uploads at its key (a LIST, billed as a
-            // PUT), create + parts + complete, and the sidecar.
-            let (g, w) = (u.members.len() as u64, parts + 4);
+            // PUT), create + parts + complete, and the sidecar; a GET per
+            // member (and a GetObjectTagging with `tags`).
+            let per_member = if opts.tags { 2 } else { 1 };
+            let (g, w) = (u.members.len() as u64 * per_member, parts + 4);
             gets += g;
             puts += w;
             summary.archives_written += 1;

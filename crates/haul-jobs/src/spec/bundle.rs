@@ -25,6 +25,10 @@ pub struct BundleSpec {
     /// With `inventory`: every version, not only current objects.
     #[serde(default)]
     pub versions: bool,
+    /// Record each member's tags in the index (one GetObjectTagging per
+    /// member), so `unbundle` to a bucket puts them back.
+    #[serde(default)]
+    pub tags: bool,
     /// Close an archive at this many members.
     #[serde(default = "max_members")]
     pub max_members: usize,
@@ -56,7 +60,7 @@ pub struct BundleSpec {
     #[serde(default = "archives")]
     pub archives_in_flight: usize,
     /// Part size of the archives' multipart uploads.
-    #[serde(default = "part_size")]
+    #[serde(default = "archive_part_size")]
     pub part_size: Size,
     /// `"zstd"`: archives as zstd frames (`.tar.zst`), each member still one
     /// ranged GET; `"none"` (the default): plain tar.
@@ -121,6 +125,11 @@ fn archives() -> usize {
 fn part_size() -> Size {
     Size(16 << 20)
 }
+/// Archives' parts: 8 MiB, two uploading and one filling per archive, four
+/// archives at once — under 100 MiB of part buffers for a whole run.
+fn archive_part_size() -> Size {
+    Size(8 << 20)
+}
 
 impl BundleSpec {
     /// A bundle of `src` into `dst` with every option at its default.
@@ -130,6 +139,7 @@ impl BundleSpec {
             dst,
             inventory: None,
             versions: false,
+            tags: false,
             max_members: max_members(),
             max_bytes: max_bytes(),
             max_member_size: max_member_size(),
@@ -140,7 +150,7 @@ impl BundleSpec {
             run: None,
             window: window(),
             archives_in_flight: archives(),
-            part_size: part_size(),
+            part_size: archive_part_size(),
             compress: Compression::None,
             dry_run: false,
             filter: FilterSpec::default(),

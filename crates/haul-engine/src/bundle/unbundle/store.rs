@@ -422,7 +422,13 @@ impl Target<'_> {
     /// archive's: one ranged GET of its frames, decompressed as it comes),
     /// each paid for from the budget before it is filled; the combined
     /// CRC64NVME checked against the index before completion.
-    async fn by_stream(&self, e: &IndexEntry, dst_key: &Key, ranges: Vec<Range<u64>>, want: u64) -> Result<u64, Failure> {
+    async fn by_stream(
+        &self,
+        e: &IndexEntry,
+        dst_key: &Key,
+        ranges: Vec<Range<u64>>,
+        want: u64,
+    ) -> Result<u64, Failure> {
         let d = self.dst.capabilities();
         let mut put = self.put_options(e);
         put.full_object_crc64 = d.upload_checksums.contains(&ChecksumKind::Crc64Nvme);
@@ -461,7 +467,10 @@ impl Target<'_> {
                         }
                         None => {
                             w.abort().await;
-                            return Err(("get", format!("the member ended after {} bytes", r.start + buf.len() as u64)));
+                            return Err((
+                                "get",
+                                format!("the member ended after {} bytes", r.start + buf.len() as u64),
+                            ));
                         }
                     };
                 }
@@ -484,7 +493,10 @@ impl Target<'_> {
             let got = parts.crc64.map_or("none".to_string(), crc64_to_b64);
             return Err((
                 "verify",
-                format!("the parts have CRC64NVME {got}, the index says {}: not written", crc64_to_b64(want)),
+                format!(
+                    "the parts have CRC64NVME {got}, the index says {}: not written",
+                    crc64_to_b64(want)
+                ),
             ));
         }
         let expected = parts.etag.clone();
