@@ -40,8 +40,8 @@ use haul_store::{
 use super::{record, selected, system_time, Outcome, UnbundleOptions, UnbundleReport};
 use crate::bundle::error::BundleResult;
 use crate::bundle::format::IndexEntry;
-use crate::bundle::read::{open_archive_with, read_member, Archive};
-use crate::transfer::{PartBody, PartChecks, Transfer};
+use crate::bundle::read::{self, open_archive_with, read_member, Archive};
+use crate::transfer::{MultipartWriter, PartBody, PartChecks, Transfer};
 
 /// The largest part S3 takes (UploadPart and UploadPartCopy).
 pub(crate) const MAX_PART_SIZE: u64 = 5 << 30;
@@ -365,26 +365,14 @@ impl Target<'_> {
         ranges: Vec<Range<u64>>,
         want: u64,
     ) -> Result<u64, Failure> {
-        let d = self.dst.capabilities();
-        let mut put = self.put_options(e);
-        put.full_object_crc64 = d.upload_checksums.contains(&ChecksumKind::Crc64Nvme);
-        let checks = PartChecks {
-            dst_hashes: d.hashes_writes,
-            dst_checks_crc: !d.hashes_writes && put.full_object_crc64,
-            crc64: true,
-            whole_md5: false,
-        };
+        let hashes_writes = self.dst.capabilities().hashes_writes;
         let o = self.transfer.options();
         let share = o.buffer_bytes / o.parts_per_object.max(1) as u64;
         let (src, archive) = (self.src, self.archive);
-        let mut w = self
-            .transfer
-            .multipart_writer(self.dst, dst_key, put, checks)
-            .await
-            .map_err(failure)?;
+        let mut w = self.read_writer(e, dst_key).await?;
         for r in ranges {
             let len = r.end - r.start;
-            if d.hashes_writes || len > share {
+            if hashes_writes || len > share {
                 let open = move || {
                     let r = r.clone();
                     async move { bytes.read_range(src, archive, r).await }
@@ -399,25 +387,30 @@ impl Target<'_> {
                 w.put_part_from(len, true, read).await.map_err(failure)?;
             }
         }
-        let parts = w.wait_parts().await.map_err(failure)?;
-        if parts.crc64 != Some(want) {
-            w.abort().await;
-            let got = parts.crc64.map_or("none".to_string(), crc64_to_b64);
-            return Err((
-                "verify",
-                format!(
-                    "the parts read have CRC64NVME {got}, the index says {}: not written",
-                    crc64_to_b64(want)
-                ),
-            ));
-        }
-        let expected = parts.etag.clone();
-        let done = w.complete(&parts, expected.as_deref()).await.map_err(failure)?;
-        Ok(done.bytes)
+        complete_checked(w, want).await
     }
 }
 
 impl Target<'_> {
+    /// A multipart upload of `e` at `dst_key` whose parts are read by
+    /// haul: the parts' CRC64NVMEs are combined (and sent where the
+    /// destination checks them) so the whole is known before completion.
+    async fn read_writer(&self, e: &IndexEntry, dst_key: &Key) -> Result<MultipartWriter<'_>, Failure> {
+        let d = self.dst.capabilities();
+        let mut put = self.put_options(e);
+        put.full_object_crc64 = d.upload_checksums.contains(&ChecksumKind::Crc64Nvme);
+        let checks = PartChecks {
+            dst_hashes: d.hashes_writes,
+            dst_checks_crc: !d.hashes_writes && put.full_object_crc64,
+            crc64: true,
+            whole_md5: false,
+        };
+        self.transfer
+            .multipart_writer(self.dst, dst_key, put, checks)
+            .await
+            .map_err(failure)
+    }
+
     /// Parts cut in order from one stream of the member (a compressed
     /// archive's: one ranged GET of its frames, decompressed as it comes),
     /// each paid for from the budget before it is filled; the combined
@@ -429,80 +422,65 @@ impl Target<'_> {
         ranges: Vec<Range<u64>>,
         want: u64,
     ) -> Result<u64, Failure> {
-        let d = self.dst.capabilities();
-        let mut put = self.put_options(e);
-        put.full_object_crc64 = d.upload_checksums.contains(&ChecksumKind::Crc64Nvme);
-        let checks = PartChecks {
-            dst_hashes: d.hashes_writes,
-            dst_checks_crc: !d.hashes_writes && put.full_object_crc64,
-            crc64: true,
-            whole_md5: false,
-        };
-        let mut body = crate::bundle::read::member_stream(self.src.as_ref(), &self.archive.key, e)
+        let mut body = read::member_stream(self.src.as_ref(), &self.archive.key, e)
             .await
             .map_err(|err| ("get", err.to_string()))?;
-        let mut w = self
-            .transfer
-            .multipart_writer(self.dst, dst_key, put, checks)
-            .await
-            .map_err(failure)?;
+        let mut w = self.read_writer(e, dst_key).await?;
         let mut left = Bytes::new();
-        for r in ranges {
-            let len = r.end - r.start;
-            let permit = match w.reserve(len).await {
-                Ok(p) => p,
-                Err(err) => {
-                    w.abort().await;
-                    return Err(failure(err));
+        let send = async |w: &mut MultipartWriter<'_>| -> Result<(), Failure> {
+            for r in ranges {
+                let len = r.end - r.start;
+                let permit = w.reserve(len).await.map_err(failure)?;
+                let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+                while (buf.len() as u64) < len {
+                    if left.is_empty() {
+                        left = match body.next().await {
+                            Some(chunk) => chunk.map_err(|err| ("get", err.to_string()))?,
+                            None => {
+                                return Err((
+                                    "get",
+                                    format!("the member ended after {} bytes", r.start + buf.len() as u64),
+                                ))
+                            }
+                        };
+                    }
+                    let take = left.len().min(usize::try_from(len).unwrap_or(usize::MAX) - buf.len());
+                    buf.extend_from_slice(&left.split_to(take));
                 }
-            };
-            let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-            while (buf.len() as u64) < len {
-                if left.is_empty() {
-                    left = match body.next().await {
-                        Some(Ok(chunk)) => chunk,
-                        Some(Err(err)) => {
-                            w.abort().await;
-                            return Err(("get", err.to_string()));
-                        }
-                        None => {
-                            w.abort().await;
-                            return Err((
-                                "get",
-                                format!("the member ended after {} bytes", r.start + buf.len() as u64),
-                            ));
-                        }
-                    };
-                }
-                let take = left.len().min(usize::try_from(len).unwrap_or(usize::MAX) - buf.len());
-                buf.extend_from_slice(&left.split_to(take));
+                w.put_part(buf.freeze(), permit).await.map_err(failure)?;
             }
-            if let Err(err) = w.put_part(buf.freeze(), permit).await {
-                w.abort().await;
-                return Err(failure(err));
+            // The stream's end checks length and CRC against the index.
+            match body.next().await {
+                Some(Err(err)) => Err(("verify", err.to_string())),
+                _ => Ok(()),
             }
-        }
-        // The stream's end checks length and CRC against the index.
-        if let Some(Err(err)) = body.next().await {
+        };
+        if let Err(f) = send(&mut w).await {
             w.abort().await;
-            return Err(("verify", err.to_string()));
+            return Err(f);
         }
-        let parts = w.wait_parts().await.map_err(failure)?;
-        if parts.crc64 != Some(want) {
-            w.abort().await;
-            let got = parts.crc64.map_or("none".to_string(), crc64_to_b64);
-            return Err((
-                "verify",
-                format!(
-                    "the parts have CRC64NVME {got}, the index says {}: not written",
-                    crc64_to_b64(want)
-                ),
-            ));
-        }
-        let expected = parts.etag.clone();
-        let done = w.complete(&parts, expected.as_deref()).await.map_err(failure)?;
-        Ok(done.bytes)
+        complete_checked(w, want).await
     }
+}
+
+/// Completes `w` when its parts' combined CRC64NVME is the index's `want`;
+/// otherwise aborts it: nothing is written.
+async fn complete_checked(mut w: MultipartWriter<'_>, want: u64) -> Result<u64, Failure> {
+    let parts = w.wait_parts().await.map_err(failure)?;
+    if parts.crc64 != Some(want) {
+        w.abort().await;
+        let got = parts.crc64.map_or("none".to_string(), crc64_to_b64);
+        return Err((
+            "verify",
+            format!(
+                "the parts read have CRC64NVME {got}, the index says {}: not written",
+                crc64_to_b64(want)
+            ),
+        ));
+    }
+    let expected = parts.etag.clone();
+    let done = w.complete(&parts, expected.as_deref()).await.map_err(failure)?;
+    Ok(done.bytes)
 }
 
 /// A part's body read into one buffer, its length checked.
