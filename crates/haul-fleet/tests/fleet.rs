@@ -5,7 +5,6 @@
 //! worker ever finishes is reported, not waited for forever; the same job
 //! started again by a new coordinator resumes from the queue.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,32 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
-fn write(root: &Path, rel: &str, body: &[u8]) -> std::io::Result<()> {
-    let p = root.join(rel);
-    if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(p, body)
-}
-
-fn tree(root: &Path) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        if !dir.exists() {
-            continue;
-        }
-        for e in std::fs::read_dir(&dir)? {
-            let p = e?.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if let Ok(rel) = p.strip_prefix(root) {
-                out.insert(rel.to_string_lossy().into_owned(), std::fs::read(&p)?);
-            }
-        }
-    }
-    Ok(out)
-}
+use haul_testkit::{read_tree as tree, write_file as write};
 
 /// A source of `folders` folders of 10 files each, and a sync spec of it.
 fn source(root: &Path, folders: usize) -> Result<JobSpec, Box<dyn std::error::Error>> {

@@ -3,7 +3,6 @@
 //! ends exactly as the same job run in one go — on local directories, the
 //! embedded default, through the job layer (spec → stores → engine).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use haul_engine::unit::{UnitResult, WorkUnit};
@@ -12,30 +11,7 @@ use haul_jobs::{finish_units, plan_units, run, run_unit, JobOutcome, JobSpec, Ru
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
-fn write(root: &Path, rel: &str, body: &[u8]) -> std::io::Result<()> {
-    let p = root.join(rel);
-    if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(p, body)
-}
-
-/// Every file under `root`: relative path → bytes.
-fn tree(root: &Path) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        for e in std::fs::read_dir(&dir)? {
-            let p = e?.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if let Ok(rel) = p.strip_prefix(root) {
-                out.insert(rel.to_string_lossy().into_owned(), std::fs::read(&p)?);
-            }
-        }
-    }
-    Ok(out)
-}
+use haul_testkit::{read_tree as tree, write_file as write};
 
 /// A destination holding some of the source (same), some changed, some extra.
 fn seed_destination(dst: &Path) -> std::io::Result<()> {

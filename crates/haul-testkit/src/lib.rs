@@ -244,3 +244,33 @@ pub fn data(n: usize, seed: u64) -> Vec<u8> {
     v.truncate(n);
     v
 }
+
+/// Writes `body` at `root/rel`, creating the folders on the way.
+pub fn write_file(root: &std::path::Path, rel: &str, body: &[u8]) -> std::io::Result<()> {
+    let p = root.join(rel);
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(p, body)
+}
+
+/// Every file under `root` (none when it does not exist): relative path →
+/// bytes, to compare two trees.
+pub fn read_tree(root: &std::path::Path) -> std::io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        if !dir.exists() {
+            continue;
+        }
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.insert(rel.to_string_lossy().into_owned(), std::fs::read(&p)?);
+            }
+        }
+    }
+    Ok(out)
+}
