@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use haul_engine::report::Failure;
-use haul_engine::unit::UnitResult;
+use haul_engine::unit::{UnitResult, WorkUnit};
 use haul_jobs::{finish_units, plan_units, JobOutcome, JobSpec, RunContext};
 
 use crate::error::{FleetError, Result};
@@ -91,7 +91,7 @@ pub async fn coordinate(
             stats.resumed = true;
             if job.phase == Phase::Initialized {
                 // Died while publishing: publish again (duplicates are dropped).
-                publish(q, &id, spec).await?;
+                publish(q, &id, plan_units(spec).await?).await?;
                 set_phase(q, &id, Phase::Write).await?;
             }
             ctx.reporter.notice(&format!(
@@ -111,14 +111,7 @@ pub async fn coordinate(
             if q.create_job(&record).await?.is_none() {
                 return Err(FleetError::job(&id, "created by another coordinator at the same time"));
             }
-            for (i, unit) in units.into_iter().enumerate() {
-                q.publish_unit(&UnitMsg {
-                    job: id.clone(),
-                    id: unit_id(i),
-                    unit,
-                })
-                .await?;
-            }
+            publish(q, &id, units).await?;
             set_phase(q, &id, Phase::Write).await?;
             ctx.reporter
                 .notice(&format!("job {id}: {} units published to {}", record.units, q.url()));
@@ -144,8 +137,8 @@ fn unit_id(i: usize) -> String {
     format!("u{i:07}")
 }
 
-async fn publish(q: &dyn Queue, id: &str, spec: &JobSpec) -> Result<()> {
-    for (i, unit) in plan_units(spec).await?.into_iter().enumerate() {
+async fn publish(q: &dyn Queue, id: &str, units: Vec<WorkUnit>) -> Result<()> {
+    for (i, unit) in units.into_iter().enumerate() {
         q.publish_unit(&UnitMsg {
             job: id.to_string(),
             id: unit_id(i),
@@ -193,7 +186,7 @@ async fn collect(
                 };
                 let clean = result.is_clean();
                 got.insert(msg.unit, result);
-                ctx.reporter.observer_shard_finished(got.len() as u64, units);
+                ctx.reporter.shard_finished(got.len() as u64, units);
                 if !clean && opts.failfast {
                     tracing::warn!(job = id, "a unit failed: stopping (--failfast)");
                     set_phase(q, id, Phase::ErrorReport).await?;
@@ -242,15 +235,4 @@ fn failed_unit(unit: &str, op: &str, reason: &str) -> UnitResult {
         message: reason.to_string(),
     });
     r
-}
-
-/// Progress of a distributed run through the reporter.
-trait ShardProgress {
-    fn observer_shard_finished(&self, done: u64, total: u64);
-}
-
-impl ShardProgress for std::sync::Arc<dyn haul_jobs::Reporter> {
-    fn observer_shard_finished(&self, done: u64, total: u64) {
-        haul_engine::Observer::shard_finished(self.as_ref(), done, total);
-    }
 }
